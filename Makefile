@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (the main job on embedded defaults) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= outputs/demo
+
+.PHONY: venv test demo lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned to the local CPU wheel when missing; pyproject allows a range for CUDA builds
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -x -q
+
+demo: venv
+	MUJOCO_GL=egl $(BIN)/python -m realloop.data.demo --out $(DEMO_DIR)
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python benchmarks/dataset_write.py
+	$(BIN)/python benchmarks/dataset_read.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,1 @@
+"""The episode dataset on zarr."""

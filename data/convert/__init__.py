@@ -1,0 +1,1 @@
+"""Converters into the realloop dataset."""

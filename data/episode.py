@@ -1,0 +1,149 @@
+"""Reading a committed episode: its metadata, its streams with timestamps, and an aligned view."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from realloop.data.schema import Feature
+
+
+class Stream:
+    """One recorded stream: ``timestamps`` (float64 seconds) and lazily read ``data``."""
+
+    def __init__(self, group_path: Path, feature: Feature) -> None:
+        self.path = group_path
+        self.feature = feature
+        self.name = feature.name
+
+    @cached_property
+    def data(self) -> zarr.Array:
+        return zarr.open_array(self.path / "data", mode="r")
+
+    @cached_property
+    def timestamps(self) -> np.ndarray:
+        return zarr.open_array(self.path / "timestamp", mode="r")[:]
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.data[index])
+
+    def read(self) -> np.ndarray:
+        """All samples as one array (avoid for long image streams)."""
+        return np.asarray(self.data[:])
+
+    @property
+    def rate_hz(self) -> float:
+        """Measured mean rate of the stream."""
+        t = self.timestamps
+        return float((len(t) - 1) / (t[-1] - t[0])) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+    def __repr__(self) -> str:
+        return f"Stream({self.name!r}, n={len(self)}, shape={self.feature.shape}, dtype={self.feature.dtype})"
+
+
+@dataclass
+class AlignedEpisode:
+    """Training steps at a fixed rate: ``indices[key][k]`` is the sample of ``key`` used at ``times[k]``."""
+
+    episode: Episode
+    times: np.ndarray
+    indices: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def get(self, key: str, steps: Any = slice(None)) -> np.ndarray:
+        """Data of ``key`` at the given step(s) (an int, slice or integer array of step numbers)."""
+        idx = self.indices[key][steps]
+        stream = self.episode.stream(key)
+        if np.ndim(idx) == 0:
+            return stream[int(idx)]
+        return stream.data.get_orthogonal_selection((np.asarray(idx),))
+
+    def to_arrays(self, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        return {k: self.get(k) for k in (keys or self.indices)}
+
+
+class Episode:
+    """A committed episode. ``meta`` has task, success, source, robot, sim_params, attributes and timing."""
+
+    def __init__(self, path: Path, features: Mapping[str, Feature], index: int) -> None:
+        self.path = path
+        self.index = index
+        self.features = features
+        self._streams: dict[str, Stream] = {}
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        return dict(zarr.open_group(self.path, mode="r").attrs)
+
+    @property
+    def stream_names(self) -> list[str]:
+        return list(self.meta.get("streams", {}))
+
+    def stream(self, name: str) -> Stream:
+        if name not in self._streams:
+            if name not in self.meta.get("streams", {}):
+                raise KeyError(f"episode {self.index} has no stream {name!r}; it has {self.stream_names}")
+            self._streams[name] = Stream(self.path / name, self.features[name])
+        return self._streams[name]
+
+    @property
+    def duration(self) -> float:
+        return float(self.meta["end_time"] - self.meta["start_time"])
+
+    @property
+    def success(self) -> bool | None:
+        return self.meta.get("success")
+
+    def aligned(
+        self,
+        rate: float | None = None,
+        keys: Sequence[str] | None = None,
+        offsets: Mapping[str, float] | None = None,
+        reference: str | None = None,
+    ) -> AlignedEpisode:
+        """An aligned view: for each step time, the last sample at or before it in each stream.
+
+        ``rate`` (Hz) makes step times ``t0, t0 + 1/rate, ...`` from the first instant at which every stream
+        has a sample up to the last sample of any stream. Without a rate, the step times are the timestamps
+        of ``reference`` (default ``action`` if recorded, else the first key): with streams that share one
+        clock (sim, RL) the view is the identity. ``offsets[key]`` (seconds) is a per-stream latency: the
+        sample used at step time ``t`` is the last one at or before ``t - offsets[key]``.
+        """
+        keys = list(keys or self.stream_names)
+        offsets = dict(offsets or {})
+        unknown = set(offsets) - set(keys)
+        if unknown:
+            raise KeyError(f"offsets given for streams not in the view: {sorted(unknown)}")
+        # a stream delayed by d is seen at time t + d
+        stamps = {k: self.stream(k).timestamps + offsets.get(k, 0.0) for k in keys}
+        if rate is not None:
+            if rate <= 0:
+                raise ValueError(f"rate must be positive, got {rate}")
+            t0 = max(s[0] for s in stamps.values())
+            t1 = max(s[-1] for s in stamps.values())
+            n = int(np.floor((t1 - t0) * rate + 1e-9)) + 1 if t1 >= t0 else 0
+            times = t0 + np.arange(n) / rate
+        else:
+            ref = reference or ("action" if "action" in keys else keys[0])
+            times = stamps[ref]
+            t0 = max(s[0] for s in stamps.values())
+            times = times[times >= t0 - 1e-12]
+        # the small tolerance keeps float rounding in t0 + k/rate from skipping a sample stamped exactly there
+        indices = {k: np.searchsorted(s, times + 1e-9, side="right") - 1 for k, s in stamps.items()}
+        for k in keys:
+            indices[k] = np.clip(indices[k], 0, len(stamps[k]) - 1)
+        return AlignedEpisode(self, times, indices)
+
+    def __repr__(self) -> str:
+        return f"Episode({self.index}, task={self.meta.get('task')!r}, streams={self.stream_names})"

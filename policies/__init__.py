@@ -1,0 +1,1 @@
+"""realloop.policies (see ../shared/ARCHITECTURE.md); built in a later issue."""

@@ -1,0 +1,1 @@
+"""realloop.robot (see ../shared/ARCHITECTURE.md); built in a later issue."""

@@ -1,0 +1,1 @@
+"""realloop.sim (see ../shared/ARCHITECTURE.md); built in a later issue."""
