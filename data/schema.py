@@ -133,8 +133,8 @@ def check_sample(feature: Feature, value: Any) -> np.ndarray:
             + (" (resize the camera image or change the feature's shape)" if feature.is_image else "")
         )
     target = np.dtype(feature.dtype)
+    if feature.is_image and arr.dtype != np.uint8:
+        raise SchemaError(f"{feature.name}: images must be uint8 (0-255), got {arr.dtype}")
     if arr.dtype != target and not np.can_cast(arr.dtype, target, casting="same_kind"):
         raise SchemaError(f"{feature.name}: sample of dtype {arr.dtype} cannot be stored as {target}")
-    if feature.is_image and arr.dtype != np.uint8:
-        raise SchemaError(f"{feature.name}: images must be uint8, got {arr.dtype}")
     return arr.astype(target, copy=False)

@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,8 +132,12 @@ class _StreamWriter:
     def __init__(self, group: zarr.Group, feature: Feature, pool: ThreadPoolExecutor, path: Path) -> None:
         self.feature = feature
         g = group.create_group(feature.name)
-        ts = g.create_array("timestamp", shape=(0,), dtype="float64", **TIMESTAMP_KWARGS)
-        data = g.create_array("data", shape=(0, *feature.shape), dtype=feature.dtype, **array_kwargs(feature))
+        # every chunk is written, even one equal to the fill value, so that a missing file means damage
+        cfg = {"write_empty_chunks": True}
+        ts = g.create_array("timestamp", shape=(0,), dtype="float64", config=cfg, **TIMESTAMP_KWARGS)
+        data = g.create_array(
+            "data", shape=(0, *feature.shape), dtype=feature.dtype, config=cfg, **array_kwargs(feature)
+        )
         data.attrs["feature"] = feature.to_dict()
         self.timestamps = _RowAppender(ts, int(TIMESTAMP_KWARGS["chunks"][0]))
         if feature.is_image:
@@ -161,7 +166,8 @@ class _StreamWriter:
 class EpisodeWriter:
     """An episode being recorded. Add samples, then ``commit()`` or ``discard()``.
 
-    Used as a context manager it commits on a clean exit and discards when an exception escapes.
+    Used as a context manager it commits on a clean exit and discards when an exception escapes (or when
+    nothing was recorded).
     """
 
     def __init__(self, dataset: Dataset, staging: Path, meta: dict[str, Any], workers: int = 2) -> None:
@@ -296,9 +302,11 @@ class EpisodeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         if self.closed:
             return
-        if exc_type is None:
+        if exc_type is None and self.streams:
             self.commit()
         else:
+            if exc_type is None:
+                warnings.warn("the episode had no samples and was discarded", stacklevel=2)
             self.discard()
 
 
