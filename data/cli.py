@@ -322,8 +322,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                 EXIT_DAMAGED,
             ) from e
         if not args.no_store:
-            try:
-                ds.set_stats(stats)
+            try:  # a --features subset updates those features and keeps the others
+                ds.set_stats({**(ds.stats or {}), **stats} if args.features else stats)
             except OSError as e:
                 raise CliError(
                     f"cannot store statistics in {args.path} ({e.strerror or e}); "

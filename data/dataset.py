@@ -208,6 +208,8 @@ class Dataset:
 
     def episode(self, index: int) -> Episode:
         """The committed episode with this index (negative indices count from the end)."""
+        if index in self._episode_cache:
+            return self._episode_cache[index]
         indices = self.episode_indices
         if index < 0:
             if -index > len(indices):

@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 
 from realloop.data.schema import Feature
+from realloop.data.shards import FrameReader
 
 
 class Stream:
@@ -33,8 +34,23 @@ class Stream:
     def __len__(self) -> int:
         return len(self.timestamps)
 
+    @cached_property
+    def frame_reader(self) -> FrameReader:
+        return FrameReader(self.data)
+
     def __getitem__(self, index: Any) -> np.ndarray:
+        if self.feature.is_image and isinstance(index, (int, np.integer)):
+            return self.frame_reader.read([index])[0]
         return np.asarray(self.data[index])
+
+    def take(self, indices: Any) -> np.ndarray:
+        """Samples at an integer array of indices (image frames are read one by one from their shards)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.feature.is_image:
+            return self.frame_reader.read(idx.reshape(-1)).reshape(*idx.shape, *self.feature.shape)
+        return np.asarray(self.data.get_orthogonal_selection((idx.reshape(-1),))).reshape(
+            *idx.shape, *self.feature.shape
+        )
 
     def read(self) -> np.ndarray:
         """All samples as one array (avoid for long image streams)."""
@@ -65,9 +81,7 @@ class AlignedEpisode:
         """Data of ``key`` at the given step(s) (an int, slice or integer array of step numbers)."""
         idx = self.indices[key][steps]
         stream = self.episode.stream(key)
-        if np.ndim(idx) == 0:
-            return stream[int(idx)]
-        return stream.data.get_orthogonal_selection((np.asarray(idx),))
+        return stream[int(idx)] if np.ndim(idx) == 0 else stream.take(idx)
 
     def to_arrays(self, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         return {k: self.get(k) for k in (keys or self.indices)}

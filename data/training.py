@@ -12,8 +12,8 @@ an action chunk). Steps outside the episode are clamped to it, so edges repeat t
 The dataset object holds only the path and small numpy tables: each process opens the zarr store lazily,
 so it pickles (spawn) and forks (DataLoader workers) safely. Numeric streams of the aligned view are read
 once per episode and kept in memory; image frames are read per sample, one ``pread`` and one image decode
-per distinct frame (see :class:`_FrameReader`: about 20 times faster than zarr's per-call path for small
-frames).
+per distinct frame (:class:`realloop.data.shards.FrameReader`, about 20 times faster than zarr's per-call
+path for small frames).
 """
 
 from __future__ import annotations
@@ -24,17 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numpy as np
 import torch
-import zarr
 from tqdm.auto import tqdm
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation
-from zarr.storage import LocalStore
 
-from realloop.data.codecs import ImageCodec
 from realloop.data.dataset import Dataset
 from realloop.data.schema import Feature
+from realloop.data.shards import FrameReader
 
 
 @dataclass
@@ -144,22 +140,17 @@ class WindowDataset(torch.utils.data.Dataset):
     def _reset_handles(self) -> None:
         self._pid: int | None = os.getpid()
         self._dataset: Dataset | None = None
-        self._readers: dict[tuple[int, str], _FrameReader] = {}
 
-    def _reader(self, episode: int, key: str) -> _FrameReader:
+    def _reader(self, episode: int, key: str) -> FrameReader:
         if self._pid != os.getpid():  # a forked worker: never share zarr objects across processes
             self._reset_handles()
-        reader = self._readers.get((episode, key))
-        if reader is None:
-            if self._dataset is None:
-                self._dataset = Dataset.open(self.path, mode="r")
-            reader = _FrameReader(self._dataset.episode(episode).stream(key).data)
-            self._readers[(episode, key)] = reader
-        return reader
+        if self._dataset is None:
+            self._dataset = Dataset.open(self.path, mode="r")
+        return self._dataset.episode(episode).stream(key).frame_reader
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_pid=None, _dataset=None, _readers={})
+        state.update(_pid=None, _dataset=None)
         return state
 
     # -- samples --------------------------------------------------------------------------------------------
@@ -233,96 +224,3 @@ def split_episodes(
     train = [e for j, e in enumerate(episodes) if j not in val_pos]
     val = [e for j, e in enumerate(episodes) if j in val_pos]
     return train, val
-
-
-class _FrameReader:
-    """Reads single frames of one image stream.
-
-    zarr-python 3 costs about 1 ms of overhead per read call (event-loop hand-off, indexing), and its
-    orthogonal (integer array) selection on a sharded array several ms more, for a 96x96 JPEG that decodes
-    in 0.05 ms. When the array has exactly the layout the writer produces (a local shard file per
-    ``FRAMES_PER_SHARD`` frames, one image + crc32c per inner chunk, the crc32c-checked index at the end),
-    frames are read straight from the shard files: one cached index per shard, one ``pread`` and one decode
-    per frame, checksums verified as zarr does. Any other layout reads through zarr, one frame per call.
-    """
-
-    def __init__(self, array: zarr.Array) -> None:
-        self.array = array
-        self.frame_shape = tuple(array.shape[1:])
-        self.directory = _plain_shard_dir(array)
-        self.shard_len = array.shards[0] if array.shards else 1
-        self._index_len = self.shard_len * 16 + 4
-        self._indices: dict[int, np.ndarray] = {}
-
-    @property
-    def direct(self) -> bool:
-        return self.directory is not None
-
-    def read(self, frames: np.ndarray) -> np.ndarray:
-        """Frames ``(len(frames), *frame_shape)`` uint8 for sorted frame numbers."""
-        if self.directory is None:
-            return np.stack([np.asarray(self.array[int(i)]) for i in frames])
-        out = np.zeros((len(frames), *self.frame_shape), dtype=np.uint8)  # zarr's fill value for images
-        shards = np.asarray(frames) // self.shard_len
-        for shard in np.unique(shards):
-            path = self.directory / self.array.metadata.encode_chunk_key(
-                (int(shard),) + (0,) * len(self.frame_shape)
-            )
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # a shard never written reads as the fill value, as in zarr
-            try:
-                index = self._shard_index(int(shard), fd, path)
-                for j in np.flatnonzero(shards == shard):
-                    offset, length = index[int(frames[j]) % self.shard_len]
-                    if offset == _EMPTY:
-                        continue
-                    raw = os.pread(fd, int(length), int(offset))
-                    out[j] = ImageCodec.decode_frame(_checked(raw, path), self.frame_shape)
-            finally:
-                os.close(fd)
-        return out
-
-    def _shard_index(self, shard: int, fd: int, path: Path) -> np.ndarray:
-        index = self._indices.get(shard)
-        if index is None:
-            size = os.fstat(fd).st_size
-            if size < self._index_len:
-                raise ValueError(f"{path} is truncated ({size} bytes): shorter than its shard index")
-            raw = os.pread(fd, self._index_len, size - self._index_len)
-            index = np.frombuffer(_checked(raw, path), dtype="<u8").reshape(self.shard_len, 2)
-            self._indices[shard] = index
-        return index
-
-
-_EMPTY = np.uint64(2**64 - 1)
-
-
-def _checked(raw: bytes, path: Path) -> bytes:
-    """Strip and verify the trailing crc32c of a chunk or shard index."""
-    if len(raw) < 4 or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-        raise ValueError(f"crc32c mismatch reading {path}: the file is corrupted or truncated")
-    return raw[:-4]
-
-
-def _plain_shard_dir(array: zarr.Array) -> Path | None:
-    """The array's directory if its frames can be read straight from local shard files, else None."""
-    store = array.store_path.store
-    codecs = array.metadata.codecs
-    if not isinstance(store, LocalStore) or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
-        return None
-    sc = codecs[0]
-    inner, index_codecs = sc.codecs, sc.index_codecs
-    plain = (
-        tuple(sc.chunk_shape) == (1, *array.shape[1:])
-        and sc.index_location == ShardingCodecIndexLocation.end
-        and len(inner) == 2
-        and isinstance(inner[0], ImageCodec)
-        and isinstance(inner[1], Crc32cCodec)
-        and len(index_codecs) == 2
-        and isinstance(index_codecs[0], BytesCodec)
-        and getattr(index_codecs[0].endian, "value", index_codecs[0].endian) in ("little", None)
-        and isinstance(index_codecs[1], Crc32cCodec)
-    )
-    return Path(store.root) / array.store_path.path if plain else None

@@ -8,10 +8,8 @@ A problem names the episode, the stream and, when a chunk is damaged, the file o
 be restored from a backup or the episode deleted. What a killed writer leaves behind (``.staging/``,
 ``*.partial``) is noted as information, not damage: reopening the dataset for writing removes it.
 
-Zarr stores no file for a chunk of a numeric array that holds only zeros (its fill value), so a missing
-numeric data chunk is a warning (the samples read as zeros), not an error. Timestamps increase strictly, so a
-missing timestamp chunk is always damage, and image shards are written whole by the writer, so a missing
-shard or frame is damage too.
+The writer stores every chunk, even one that holds only zarr's fill value (``write_empty_chunks``), so a
+missing chunk file, shard or frame is always damage.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numpy as np
 import zarr
 from tqdm.auto import tqdm
@@ -34,11 +31,11 @@ from tqdm.auto import tqdm
 from realloop.data.dataset import NotADatasetError, check_is_dataset
 from realloop.data.layout import EPISODE_RE, EPISODES_DIR, STAGING_DIR, episode_dirname, list_episode_indices
 from realloop.data.schema import Feature, SchemaError, parse_features
+from realloop.data.shards import EMPTY, ShardError, direct_shard_dir, index_nbytes, parse_index, strip_crc
 
 ERROR = "error"
 WARNING = "warning"
 INFO = "info"
-_EMPTY = 2**64 - 1
 
 
 @dataclass
@@ -500,9 +497,8 @@ def _check_numeric_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None
         if values is None:
             if not f.exists():
                 report.add(
-                    WARNING,
-                    f"data chunk {_key(coords)} (samples {region.start}..{region.stop - 1}) has no "
-                    "file and reads as zeros; zarr skips all-zero chunks, otherwise the file was deleted",
+                    ERROR,
+                    f"data chunk {_key(coords)} (samples {region.start}..{region.stop - 1}) is missing",
                     episode=job.episode,
                     stream=job.stream,
                     path=f,
@@ -523,7 +519,7 @@ def _check_numeric_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None
 
 def _check_image_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
     """Check each shard file's index and inner chunk checksums, then decode its frames through zarr."""
-    layout = _shard_layout(job.array)
+    direct = direct_shard_dir(job.array) is not None
     for coords in job.chunk_coords():
         bar.update(1)
         report.chunks += 1
@@ -536,8 +532,8 @@ def _check_image_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
             continue
         raw = f.read_bytes()
         report.bytes += len(raw)
-        if layout is not None:
-            issues = _check_shard_bytes(raw, layout, stop - first)
+        if direct:
+            issues = _check_shard_bytes(raw, job.array.shards[0], stop - first)
             if issues:
                 for msg in issues[:3]:
                     report.add(ERROR, f"{where}: {msg}", episode=job.episode, stream=job.stream, path=f)
@@ -579,53 +575,27 @@ def _first_bad_frame(array: zarr.Array, start: int, stop: int) -> int | None:
     return None
 
 
-@dataclass
-class _ShardLayout:
-    n_inner: int
-    inner_crc: bool
-
-
-def _shard_layout(array: zarr.Array) -> _ShardLayout | None:
-    """The shard layout the writer uses (index at the end, crc32c on index and chunks), else None."""
-    codecs = array.metadata.to_dict().get("codecs", [])
-    if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
-        return None
-    cfg = codecs[0].get("configuration", {})
-    index_codecs = [c.get("name") for c in cfg.get("index_codecs", [])]
-    if cfg.get("index_location", "end") != "end" or index_codecs != ["bytes", "crc32c"]:
-        return None
-    inner = cfg.get("chunk_shape", [])
-    outer = array.metadata.chunk_grid.chunk_shape  # type: ignore[attr-defined]
-    n_inner = int(np.prod([o // i for o, i in zip(outer, inner, strict=True)]))
-    inner_crc = [c.get("name") for c in cfg.get("codecs", [])][-1:] == ["crc32c"]
-    return _ShardLayout(n_inner, inner_crc)
-
-
-def _check_shard_bytes(raw: bytes, layout: _ShardLayout, n_frames: int) -> list[str]:
+def _check_shard_bytes(raw: bytes, shard_len: int, n_frames: int) -> list[str]:
     """Problems in one shard file: index checksum, and per frame presence, bounds and checksum."""
-    index_len = layout.n_inner * 16
-    if len(raw) < index_len + 4:
-        return [f"file is {len(raw)} bytes, too short to hold its index ({index_len + 4} bytes): truncated"]
-    index_bytes = raw[-index_len - 4 : -4]
-    stored = int.from_bytes(raw[-4:], "little")
-    if google_crc32c.value(index_bytes) != stored:
+    n_index = index_nbytes(shard_len)
+    if len(raw) < n_index:
+        return [f"file is {len(raw)} bytes, too short to hold its index ({n_index} bytes): truncated"]
+    try:
+        index = parse_index(raw[-n_index:], shard_len, "the shard index")
+    except ShardError:
         return ["the shard index checksum does not match: the file is truncated or corrupted"]
-    index = np.frombuffer(index_bytes, dtype="<u8").reshape(-1, 2)
-    body = len(raw) - index_len - 4
+    body = len(raw) - n_index
     issues = []
     for k in range(n_frames):
         off, n = int(index[k, 0]), int(index[k, 1])
-        if off == _EMPTY and n == _EMPTY:
+        if off == EMPTY and n == EMPTY:
             issues.append(f"frame {k} of the shard is missing from its index")
-            continue
-        if off + n > body or n < (4 if layout.inner_crc else 1):
-            issues.append(
-                f"frame {k} of the shard lies outside the file (bytes {off}..{off + n}, file body {body})"
-            )
-            continue
-        if layout.inner_crc:
-            chunk = raw[off : off + n]
-            if google_crc32c.value(chunk[:-4]) != int.from_bytes(chunk[-4:], "little"):
+        elif off + n > body or n < 4:
+            issues.append(f"frame {k} of the shard lies outside the file (bytes {off}..{off + n}, file body {body})")
+        else:
+            try:
+                strip_crc(raw[off : off + n], "frame")
+            except ShardError:
                 issues.append(f"frame {k} of the shard fails its checksum (corrupted bytes)")
     return issues
 

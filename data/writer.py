@@ -17,7 +17,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import google_crc32c
 import numpy as np
 import zarr
 
@@ -30,12 +29,10 @@ from realloop.data.layout import (
     rows_per_chunk,
 )
 from realloop.data.schema import SOURCES, Feature, SchemaError, check_sample
+from realloop.data.shards import encode_shard, with_crc
 
 if TYPE_CHECKING:
     from realloop.data.dataset import Dataset
-
-_EMPTY = np.uint64(2**64 - 1)
-
 
 class DatasetWriteError(OSError):
     """Writing failed (disk full, I/O error); the episode in progress is discarded, committed ones are intact."""
@@ -76,9 +73,8 @@ class _RowAppender:
 class _ShardAppender:
     """Encodes frames as they arrive and writes one zarr shard file per ``shard_len`` frames.
 
-    The shard is laid out exactly as zarr's ``sharding_indexed`` codec reads it: the encoded inner chunks
-    (image bytes + crc32c) back to back, then the index of (offset, length) uint64 pairs and its crc32c.
-    Writing it directly avoids holding ``shard_len`` raw frames in memory and re-reading partial shards.
+    The shard is laid out exactly as zarr's ``sharding_indexed`` codec reads it (see ``shards.py``); writing
+    it directly avoids holding ``shard_len`` raw frames in memory and re-reading partial shards.
     """
 
     def __init__(self, array: zarr.Array, codec: ImageCodec, pool: ThreadPoolExecutor, array_dir: Path) -> None:
@@ -94,8 +90,7 @@ class _ShardAppender:
         return self.written + len(self.pending)
 
     def _encode(self, frame: np.ndarray) -> bytes:
-        data = self.codec.encode_frame(frame)
-        return data + np.uint32(google_crc32c.value(data)).tobytes()
+        return with_crc(self.codec.encode_frame(frame))
 
     def extend(self, frames: np.ndarray) -> None:
         for frame in frames:
@@ -111,19 +106,12 @@ class _ShardAppender:
 
     def _write_shard(self) -> None:
         chunks = [f.result() for f in self.pending]
-        index = np.full((self.shard_len, 2), _EMPTY, dtype="<u8")
-        offset = 0
-        for i, c in enumerate(chunks):
-            index[i] = (offset, len(c))
-            offset += len(c)
-        index_bytes = index.tobytes()
-        shard = b"".join([*chunks, index_bytes, np.uint32(google_crc32c.value(index_bytes)).tobytes()])
         shard_idx = self.written // self.shard_len
         key = self.array.metadata.encode_chunk_key((shard_idx,) + (0,) * (self.array.ndim - 1))
         path = self.dir / key
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
-            f.write(shard)
+            f.write(encode_shard(chunks, self.shard_len))
         self.written += len(chunks)
         self.pending = []
 

@@ -170,6 +170,14 @@ def test_stats_computes_and_stores(ds_path: Path, capsys: pytest.CaptureFixture[
     assert saved["stats"]["action"] == stored["action"]
     code, out, _ = run(capsys, "info", str(ds_path))
     assert "stats     action, next.done" in out
+    # recomputing a subset keeps the statistics of the other features
+    with Dataset.open(ds_path, mode="a") as ds, ds.begin_episode() as ep:
+        ep.extend("action", [100.0, 100.1], np.full((2, *ds.features["action"].shape), 50.0))
+    code, _, _ = run(capsys, "stats", str(ds_path), "--no-progress", "--features", "action")
+    assert code == 0
+    again = Dataset.open(ds_path).stats
+    assert set(again) == set(FEATURES) and again["observation.state"] == stored["observation.state"]
+    assert np.max(again["action"]["max"]) == 50.0
 
 
 def test_stats_no_store_and_unknown_feature(ds_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

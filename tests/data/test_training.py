@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from realloop.data import Dataset
-from realloop.data.training import WindowDataset, _FrameReader, split_episodes
+from realloop.data.shards import FrameReader
+from realloop.data.training import WindowDataset, split_episodes
 
 FEATURES = {
     "observation.state": {"dtype": "float32", "shape": [3]},
@@ -179,7 +180,7 @@ def test_dataloader_workers_yield_the_same_batches(dataset: tuple[Path, dict]) -
     assert serial[0][FRONT].shape == (8, 2, 3, 16, 16)
     # what a spawned worker receives: plain data, no zarr handles
     copy = pickle.loads(pickle.dumps(w))
-    assert copy._dataset is None and not copy._readers
+    assert copy._dataset is None
     assert all(torch.equal(v, copy[5][k]) for k, v in w[5].items())
 
 
@@ -189,11 +190,11 @@ def test_frames_read_from_shards_match_zarr_and_are_checked(
     path = tmp_path / "ds.zarr"
     shutil.copytree(dataset[0], path)
     data = Dataset.open(path).episode(1).stream(FRONT).data
-    reader = _FrameReader(data)
-    assert reader.direct
+    reader = FrameReader(data)
+    assert reader.directory is not None
     frames = np.array([0, 1, 2, 40, 74])
     np.testing.assert_array_equal(reader.read(frames), data[:][frames])
-    via_zarr = _FrameReader(data)
+    via_zarr = FrameReader(data)
     via_zarr.directory = None  # the generic path, one zarr read per frame
     np.testing.assert_array_equal(via_zarr.read(frames), data[:][frames])
     # a flipped byte inside a frame is caught by its checksum
@@ -202,7 +203,7 @@ def test_frames_read_from_shards_match_zarr_and_are_checked(
     raw = bytearray(shard.read_bytes())
     raw[int(offset) + int(length) // 2] ^= 0xFF
     shard.write_bytes(bytes(raw))
-    fresh = _FrameReader(data)
+    fresh = FrameReader(data)
     np.testing.assert_array_equal(fresh.read(np.array([0])), data[0:1])
     with pytest.raises(ValueError, match="crc32c"):
         fresh.read(np.array([1]))

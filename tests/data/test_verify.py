@@ -203,14 +203,17 @@ def test_episode_without_metadata(ds_path: Path) -> None:
     assert err.episode == 1 and err.path == str(ds_path / EP1 / "zarr.json")
 
 
-def test_missing_numeric_chunk_is_a_warning(ds_path: Path) -> None:
-    """zarr writes no file for an all-zero chunk, so a missing numeric data chunk cannot be called damage."""
-    f = ds_path / EP1 / "next.reward/data/c/0"
+def test_missing_all_zero_numeric_chunk_is_damage(ds_path: Path) -> None:
+    """The writer stores chunks that hold only zeros too, so a missing chunk file is always damage."""
+    with Dataset.open(ds_path, mode="a") as ds, ds.begin_episode() as ep:
+        ep.extend("next.reward", np.arange(5) / 10, np.zeros(5))
+    f = ds_path / "episodes/episode_000002/next.reward/data/c/0"
+    assert f.is_file()
+    assert verify(ds_path).ok
     f.unlink()
     report = verify(ds_path)
-    assert report.ok
-    (warning,) = report.warnings
-    assert warning.path == str(f) and "reads as zeros" in warning.message
+    (error,) = report.errors
+    assert error.path == str(f) and "is missing" in error.message
 
 
 def test_only_some_episodes(ds_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
