@@ -2,7 +2,8 @@
 
 Until the MuJoCo mirror lands, the recording comes from a planar two-link arm drawn with OpenCV: joint states
 at 500 Hz, a 30 Hz front camera, 10 Hz actions, each stream on its own clock, as a real recorder gets them.
-Everything then goes through ``realloop-dataset`` (info, verify, stats, plot, export-video).
+Everything then goes through ``realloop-dataset`` (info, verify, stats, plot, export-video), and a batch of
+training windows is loaded through the torch dataset.
 """
 
 from __future__ import annotations
@@ -69,6 +70,25 @@ def record(path: Path, episodes: int, seconds: float) -> Dataset:
     return ds
 
 
+def training_batch(path: Path) -> dict[str, list[int]]:
+    """Build the torch training dataset (2-step history, 16-step action chunks at 10 Hz) and load a batch."""
+    import torch
+
+    from realloop.data.training import WindowDataset, split_episodes
+
+    train, val = split_episodes(Dataset.open(path).episode_indices, val_fraction=0.25)
+    windows = WindowDataset.for_policy(
+        path, ["observation.state", "observation.images.front"], n_obs_steps=2, horizon=16, rate=10, episodes=train
+    )
+    loader = torch.utils.data.DataLoader(windows, batch_size=32, shuffle=True, num_workers=2)
+    batch = next(iter(loader))
+    shapes = {k: list(v.shape) for k, v in batch.items() if not k.endswith("_is_pad")}
+    print(f"\ntraining windows: {len(windows)} samples from episodes {train} (validation: {val})")
+    for k, v in shapes.items():
+        print(f"  {k:<28} {v}")
+    return shapes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="outputs/demo", help="output folder (replaced)")
@@ -93,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = dataset_cli(cmd)
         if rc != 0:
             return rc
+    batch = training_batch(path)
     summary = {
         "dataset": str(path),
+        "training_batch": batch,
         "episodes": args.episodes,
         "plot": str(out / "episode0.png"),
         "video": str(out / "episode0_front.mp4"),

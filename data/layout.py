@@ -65,6 +65,10 @@ def rows_per_chunk(feature: Feature) -> int:
     return int(np.clip(NUMERIC_CHUNK_BYTES // row_bytes, 256, 1 << 16))
 
 
+def image_codec(feature: Feature) -> ImageCodec:
+    return ImageCodec(format=feature.image_format or "jpeg", quality=feature.image_quality)
+
+
 def array_kwargs(feature: Feature) -> dict:
     """zarr ``create_array`` arguments for a stream's ``data`` array."""
     n = rows_per_chunk(feature)
@@ -72,7 +76,7 @@ def array_kwargs(feature: Feature) -> dict:
         return {
             "chunks": (1, *feature.shape),
             "shards": (n, *feature.shape),
-            "serializer": ImageCodec(format=feature.image_format or "jpeg", quality=feature.image_quality or 90),
+            "serializer": image_codec(feature),
             "compressors": [Crc32cCodec()],
             "fill_value": 0,
         }

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from realloop.data.codecs import FORMATS
+from realloop.data.codecs import FORMATS, default_quality
 
 FORMAT_NAME = "realloop.episodes"
 FORMAT_VERSION = 1
@@ -80,7 +80,7 @@ def make_feature(name: str, **kw: Any) -> Feature:
         kw["image_format"] = kw.get("image_format") or "jpeg"
         if kw["image_format"] not in FORMATS:
             raise SchemaError(f"{name}: image_format {kw['image_format']!r} unknown; use one of {sorted(FORMATS)}")
-        kw["image_quality"] = int(kw.get("image_quality") or (3 if kw["image_format"] == "png" else 90))
+        kw["image_quality"] = int(kw.get("image_quality") or default_quality(kw["image_format"]))
         shape = kw["shape"]
         if np.dtype(kw["dtype"]) != np.uint8 or not (
             len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))

@@ -26,6 +26,7 @@ from realloop.data.layout import (
     TIMESTAMP_KWARGS,
     array_kwargs,
     episode_dirname,
+    image_codec,
     rows_per_chunk,
 )
 from realloop.data.schema import SOURCES, Feature, SchemaError, check_sample
@@ -129,8 +130,9 @@ class _StreamWriter:
         data.attrs["feature"] = feature.to_dict()
         self.timestamps = _RowAppender(ts, int(TIMESTAMP_KWARGS["chunks"][0]))
         if feature.is_image:
-            codec = ImageCodec(format=feature.image_format or "jpeg", quality=feature.image_quality or 90)
-            self.data: _RowAppender | _ShardAppender = _ShardAppender(data, codec, pool, path / feature.name / "data")
+            self.data: _RowAppender | _ShardAppender = _ShardAppender(
+                data, image_codec(feature), pool, path / feature.name / "data"
+            )
         else:
             self.data = _RowAppender(data, rows_per_chunk(feature))
         self.last_t = -np.inf

@@ -88,7 +88,7 @@ class ConvertSummary:
         if self.skipped_sources:
             parts.append(f"skipped sources: {len(self.skipped_sources)}")
         if self.unmapped:
-            parts.append(f"unmapped: {', '.join(self.unmapped)}")
+            parts.append(f"unmapped: {', '.join(sorted(self.unmapped))}")
         if self.warnings:
             parts.append(f"{len(self.warnings)} warning{'s' * (len(self.warnings) != 1)}")
         if self.summary_path:

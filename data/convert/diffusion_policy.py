@@ -213,7 +213,7 @@ def resolve_mapping(
             f"keys {ks} all map to {f}; keep one, e.g. --map {ks[1]}= to leave {ks[1]} out "
             f"(or --map {ks[1]}=observation.<name> to keep it as another feature)"
         )
-    unmapped = [k for k in keys if k not in mapping and k != TIMESTAMP_KEY]
+    unmapped = sorted(k for k in keys if k not in mapping and k != TIMESTAMP_KEY)
     return mapping, unmapped
 
 
