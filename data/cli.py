@@ -5,7 +5,7 @@
     realloop-dataset info PATH [--json]
     realloop-dataset verify PATH [--episodes N ...] [--json-out FILE]
     realloop-dataset stats PATH [--features NAME ...] [--max-rows N] [--image-frames N] [--no-store]
-    realloop-dataset convert --from {diffusion-policy,rosbag2} SRC ... DST [options]
+    realloop-dataset convert --from {diffusion-policy,rosbag2,lerobot} SRC ... DST [options]
     realloop-dataset export-video PATH --episode N --camera NAME OUT.mp4 [--fps F]
     realloop-dataset plot PATH --episode N OUT.png [--keys NAME ...]
 

@@ -1,9 +1,11 @@
-"""Converters into the realloop dataset: diffusion_policy ReplayBuffer zarr and rosbag2 bags.
+"""Converters into the realloop dataset: diffusion_policy ReplayBuffer zarr, rosbag2 bags, LeRobot v3.
 
-``realloop-dataset convert --from {diffusion-policy,rosbag2} SRC [SRC ...] DST [options]`` appends one
-episode per source episode (replay buffer) or per bag (rosbag2) to the dataset DST, creating it if missing.
-The library entry points are :func:`realloop.data.convert.diffusion_policy.convert_diffusion_policy` and
-:func:`realloop.data.convert.rosbag2.convert_rosbag2`; both return a :class:`ConvertSummary`.
+``realloop-dataset convert --from {diffusion-policy,rosbag2,lerobot} SRC [SRC ...] DST [options]`` appends one
+episode per source episode (replay buffer, LeRobot dataset) or per bag (rosbag2) to the dataset DST, creating
+it if missing. The library entry points are
+:func:`realloop.data.convert.diffusion_policy.convert_diffusion_policy`,
+:func:`realloop.data.convert.rosbag2.convert_rosbag2` and :func:`realloop.data.convert.lerobot.convert_lerobot`;
+all return a :class:`ConvertSummary`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from realloop.data.dataset import Dataset, DatasetLockedError, NotADatasetError
 from realloop.data.schema import SOURCES, Feature, SchemaError, make_feature
 from realloop.data.writer import DatasetWriteError, EpisodeWriter
 
-CONVERTERS = ("diffusion-policy", "rosbag2")
+CONVERTERS = ("diffusion-policy", "rosbag2", "lerobot")
 SUMMARY_SUFFIX = ".convert.json"  # next to the dataset, like PATH.verify.json and PATH.stats.json
 
 log = logging.getLogger("realloop.data.convert")
@@ -233,14 +235,16 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SRC",
         nargs="+",
         type=Path,
-        help="diffusion_policy replay buffers (.zarr directory or .zarr.zip), or rosbag2 bags (bag "
-        "directory, .db3 or .mcap file, or a directory of bag directories)",
+        help="diffusion_policy replay buffers (.zarr directory or .zarr.zip), rosbag2 bags (bag "
+        "directory, .db3 or .mcap file, or a directory of bag directories), or LeRobot v3 dataset directories",
     )
     parser.add_argument(
         "dst", metavar="DST", type=Path, help="realloop dataset to append to (created if missing)"
     )
     g = parser.add_argument_group("episode metadata and storage")
-    g.add_argument("--task", default="", help="task description stored with every episode")
+    g.add_argument(
+        "--task", default="", help="task description stored with every episode (lerobot: overrides its tasks)"
+    )
     g.add_argument("--source", default="teleop", choices=SOURCES, help="episode source (default: teleop)")
     g.add_argument("--robot", default=None, help="robot name, or a robot spec YAML (configs/robot/*.yaml)")
     g.add_argument(
@@ -306,19 +310,22 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    diffusion_policy = [
+        ("--map", bool(args.key_map)),
+        ("--no-default-map", args.no_default_map),
+        ("--fps", args.fps is not None),
+        ("--image-range", args.image_range != "auto"),
+    ]
+    rosbag2 = [
+        ("--config", args.config is not None),
+        ("--topic", bool(args.topics)),
+        ("--typestore", args.typestore is not None),
+        ("--allow-missing-topics", args.allow_missing_topics),
+    ]
     foreign = {
-        "diffusion-policy": [
-            ("--config", args.config is not None),
-            ("--topic", bool(args.topics)),
-            ("--typestore", args.typestore is not None),
-            ("--allow-missing-topics", args.allow_missing_topics),
-        ],
-        "rosbag2": [
-            ("--map", bool(args.key_map)),
-            ("--no-default-map", args.no_default_map),
-            ("--fps", args.fps is not None),
-            ("--image-range", args.image_range != "auto"),
-        ],
+        "diffusion-policy": rosbag2,
+        "rosbag2": diffusion_policy,
+        "lerobot": diffusion_policy + rosbag2,
     }[args.from_format]
     bad = [name for name, given in foreign if given]
     if bad:
@@ -349,6 +356,10 @@ def _convert(args: argparse.Namespace) -> ConvertSummary:
             image_range=args.image_range,
             **common,
         )
+    if args.from_format == "lerobot":
+        from realloop.data.convert.lerobot import convert_lerobot
+
+        return convert_lerobot(args.src, args.dst, **common)
     from realloop.data.convert.rosbag2 import convert_rosbag2, load_mappings
 
     mappings, typestore = load_mappings(args.config, args.topics)
