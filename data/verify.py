@@ -110,9 +110,7 @@ class VerifyReport:
             return f"OK {self.path}: {checked}{notes}"
         eps = self.damaged_episodes
         in_eps = f" in episode{'s' if len(eps) > 1 else ''} {', '.join(map(str, eps))}" if eps else ""
-        return (
-            f"DAMAGED {self.path}: {_plural(len(self.errors), 'problem')}{in_eps}; checked {checked}{notes}"
-        )
+        return f"DAMAGED {self.path}: {_plural(len(self.errors), 'problem')}{in_eps}; checked {checked}{notes}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -127,9 +125,7 @@ class VerifyReport:
         stream: str | None = None,
         path: Path | str | None = None,
     ) -> None:
-        self.problems.append(
-            Problem(severity, message, episode, stream, str(path) if path is not None else None)
-        )
+        self.problems.append(Problem(severity, message, episode, stream, str(path) if path is not None else None))
 
 
 @dataclass
@@ -148,14 +144,15 @@ class _ArrayJob:
     def outer_chunk(self) -> tuple[int, ...]:
         return tuple(int(c) for c in self.array.metadata.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
 
+    def report(self, report: VerifyReport, severity: str, message: str, path: Path | str) -> None:
+        report.add(severity, message, episode=self.episode, stream=self.stream, path=path)
+
     def chunk_coords(self) -> Iterator[tuple[int, ...]]:
         grid = [math.ceil(s / c) if s else 0 for s, c in zip(self.array.shape, self.outer_chunk, strict=True)]
         return itertools.product(*(range(g) for g in grid))
 
 
-def verify(
-    path: str | os.PathLike[str], progress: bool = False, episodes: list[int] | None = None
-) -> VerifyReport:
+def verify(path: str | os.PathLike[str], progress: bool = False, episodes: list[int] | None = None) -> VerifyReport:
     """Check the dataset at ``path`` (all committed episodes, or only ``episodes``) and report what is wrong.
 
     Never raises for damage: every problem, including "not a realloop dataset", is in the report.
@@ -172,9 +169,7 @@ def verify(
         report.add(ERROR, str(e), path=root / "zarr.json" if root.exists() else root)
         return report
     except (SchemaError, KeyError, TypeError) as e:
-        report.add(
-            ERROR, f"the feature schema in the root attributes is invalid ({e})", path=root / "zarr.json"
-        )
+        report.add(ERROR, f"the feature schema in the root attributes is invalid ({e})", path=root / "zarr.json")
         return report
 
     _check_leftovers(root, report)
@@ -218,9 +213,7 @@ def _check_leftovers(root: Path, report: VerifyReport) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             if name.endswith(".partial"):
-                report.add(
-                    INFO, "leftover of an interrupted metadata write (harmless)", path=Path(dirpath, name)
-                )
+                report.add(INFO, "leftover of an interrupted metadata write (harmless)", path=Path(dirpath, name))
     eps = root / EPISODES_DIR
     if eps.is_dir():
         for name in sorted(os.listdir(eps)):
@@ -242,9 +235,7 @@ def _load_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _check_episode_meta(
-    root: Path, index: int, features: dict[str, Feature], report: VerifyReport
-) -> list[_ArrayJob]:
+def _check_episode_meta(root: Path, index: int, features: dict[str, Feature], report: VerifyReport) -> list[_ArrayJob]:
     ep_dir = root / EPISODES_DIR / episode_dirname(index)
     meta_path = ep_dir / "zarr.json"
     try:
@@ -345,9 +336,7 @@ def _check_episode_meta(
                     path=d_path,
                 )
                 data = None
-        lengths = {
-            role: a.shape[0] for role, a in (("timestamps", ts), ("data samples", data)) if a is not None
-        }
+        lengths = {role: a.shape[0] for role, a in (("timestamps", ts), ("data samples", data)) if a is not None}
         if len(set(lengths.values())) > 1:
             report.add(
                 ERROR,
@@ -367,9 +356,7 @@ def _check_episode_meta(
                 path=meta_path,
             )
         if ts is not None:
-            jobs.append(
-                _ArrayJob(index, name, "timestamp", ts, s_dir / "timestamp", feature, count, first, last)
-            )
+            jobs.append(_ArrayJob(index, name, "timestamp", ts, s_dir / "timestamp", feature, count, first, last))
         if data is not None:
             jobs.append(_ArrayJob(index, name, "data", data, s_dir / "data", feature, count))
 
@@ -377,9 +364,7 @@ def _check_episode_meta(
         for key, want in (("start_time", min(firsts)), ("end_time", max(lasts))):
             got = attrs.get(key)
             if not isinstance(got, (int, float)) or not math.isclose(got, want, rel_tol=0, abs_tol=1e-9):
-                report.add(
-                    ERROR, f"{key} is {got!r}, the streams say {want!r}", episode=index, path=meta_path
-                )
+                report.add(ERROR, f"{key} is {got!r}, the streams say {want!r}", episode=index, path=meta_path)
     listed = set(streams)
     for child in sorted(ep_dir.iterdir()) if ep_dir.is_dir() else []:
         if child.is_dir() and child.name not in listed:
@@ -400,8 +385,7 @@ def _chunk_file(job: _ArrayJob, coords: tuple[int, ...]) -> Path:
 
 def _region(job: _ArrayJob, coords: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(
-        slice(c * n, min((c + 1) * n, s))
-        for c, n, s in zip(coords, job.outer_chunk, job.array.shape, strict=True)
+        slice(c * n, min((c + 1) * n, s)) for c, n, s in zip(coords, job.outer_chunk, job.array.shape, strict=True)
     )
 
 
@@ -421,13 +405,7 @@ def _read_chunks(
         try:
             values = np.asarray(job.array[region])
         except Exception as e:
-            report.add(
-                ERROR,
-                f"{job.role} chunk {_key(coords)} does not decode ({_reason(e)})",
-                episode=job.episode,
-                stream=job.stream,
-                path=f,
-            )
+            job.report(report, ERROR, f"{job.role} chunk {_key(coords)} does not decode ({_reason(e)})", f)
             yield coords, f, None
             continue
         yield coords, f, values
@@ -442,36 +420,28 @@ def _check_timestamps(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
         if t is None:
             ok = False
             if not f.exists():
-                report.add(
+                job.report(
+                    report,
                     ERROR,
                     f"timestamp chunk {_key(coords)} (samples {region.start}..{region.stop - 1}) is missing",
-                    episode=job.episode,
-                    stream=job.stream,
-                    path=f,
+                    f,
                 )
             prev = -np.inf
             continue
         if not np.all(np.isfinite(t)):
             bad = int(np.flatnonzero(~np.isfinite(t))[0]) + region.start
-            report.add(
-                ERROR,
-                f"timestamp {bad} is not finite ({t[bad - region.start]})",
-                episode=job.episode,
-                stream=job.stream,
-                path=f,
-            )
+            job.report(report, ERROR, f"timestamp {bad} is not finite ({t[bad - region.start]})", f)
             ok = False
             prev = -np.inf
             continue
         nonincr = np.flatnonzero(np.diff(np.concatenate([[prev], t])) <= 0)
         if len(nonincr):
             i = int(nonincr[0]) + region.start
-            report.add(
+            job.report(
+                report,
                 ERROR,
                 f"timestamps do not increase strictly at sample {i} ({len(nonincr)} places in this chunk)",
-                episode=job.episode,
-                stream=job.stream,
-                path=f,
+                f,
             )
             ok = False
         if len(t):
@@ -481,12 +451,11 @@ def _check_timestamps(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
     if ok and job.count:
         for what, got, want in (("first", first, job.first), ("last", last, job.last)):
             if want is not None and got is not None and got != want:
-                report.add(
+                job.report(
+                    report,
                     ERROR,
                     f"{what} timestamp is {got!r}, the episode metadata records {want!r}",
-                    episode=job.episode,
-                    stream=job.stream,
-                    path=job.dir.parent.parent / "zarr.json",
+                    job.dir.parent.parent / "zarr.json",
                 )
 
 
@@ -496,25 +465,18 @@ def _check_numeric_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None
         region = _region(job, coords)[0]
         if values is None:
             if not f.exists():
-                report.add(
+                job.report(
+                    report,
                     ERROR,
                     f"data chunk {_key(coords)} (samples {region.start}..{region.stop - 1}) is missing",
-                    episode=job.episode,
-                    stream=job.stream,
-                    path=f,
+                    f,
                 )
             continue
         report.samples += len(values)
         if values.dtype.kind == "f":
             nonfinite += int(np.count_nonzero(~np.isfinite(values)))
     if nonfinite:
-        report.add(
-            WARNING,
-            f"{nonfinite} NaN/inf values in the data",
-            episode=job.episode,
-            stream=job.stream,
-            path=job.dir,
-        )
+        job.report(report, WARNING, f"{nonfinite} NaN/inf values in the data", job.dir)
 
 
 def _check_image_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
@@ -528,7 +490,7 @@ def _check_image_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
         first, stop = region[0].start, region[0].stop
         where = f"shard {_key(coords)} (frames {first}..{stop - 1})"
         if not f.is_file():
-            report.add(ERROR, f"{where} is missing", episode=job.episode, stream=job.stream, path=f)
+            job.report(report, ERROR, f"{where} is missing", f)
             continue
         raw = f.read_bytes()
         report.bytes += len(raw)
@@ -536,30 +498,16 @@ def _check_image_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
             issues = _check_shard_bytes(raw, job.array.shards[0], stop - first)
             if issues:
                 for msg in issues[:3]:
-                    report.add(ERROR, f"{where}: {msg}", episode=job.episode, stream=job.stream, path=f)
+                    job.report(report, ERROR, f"{where}: {msg}", f)
                 if len(issues) > 3:
-                    report.add(
-                        ERROR,
-                        f"{where}: {len(issues) - 3} more damaged frames",
-                        episode=job.episode,
-                        stream=job.stream,
-                        path=f,
-                    )
+                    job.report(report, ERROR, f"{where}: {len(issues) - 3} more damaged frames", f)
                 continue
         try:
             np.asarray(job.array[region])
         except Exception as e:
             bad = _first_bad_frame(job.array, first, stop)
-            which = (
-                f": frame {bad - first} of the shard (frame {bad} of the stream)" if bad is not None else ""
-            )
-            report.add(
-                ERROR,
-                f"{where} does not decode{which} ({_reason(e)})",
-                episode=job.episode,
-                stream=job.stream,
-                path=f,
-            )
+            which = f": frame {bad - first} of the shard (frame {bad} of the stream)" if bad is not None else ""
+            job.report(report, ERROR, f"{where} does not decode{which} ({_reason(e)})", f)
             continue
         report.frames += stop - first
         report.samples += stop - first
