@@ -168,7 +168,7 @@ class EpisodeWriter:
         self.closed = False
         self.index: int | None = None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="realloop-encode")
-        self._guard(lambda: self.__dict__.__setitem__("_group", zarr.open_group(staging, mode="w")))
+        self._group: zarr.Group = self._guard(lambda: zarr.open_group(staging, mode="w"))
 
     # -- samples -------------------------------------------------------------------------------------------
     def add(self, name: str, timestamp: float, value: Any) -> None:
