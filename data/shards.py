@@ -35,7 +35,7 @@ def with_crc(data: bytes) -> bytes:
 def strip_crc(raw: bytes, where: object) -> bytes:
     """Verify and remove the trailing crc32c of a chunk or an index."""
     if len(raw) < 4 or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-        raise ShardError(f"crc32c mismatch reading {where}: the file is corrupted or truncated")
+        raise ShardError(f"crc32c checksum mismatch reading {where}: the file is corrupted or truncated")
     return raw[:-4]
 
 
