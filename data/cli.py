@@ -117,6 +117,11 @@ def _open(path: str, mode: str = "r") -> Dataset:
 
 
 # -- info ----------------------------------------------------------------------------------------------------
+def _damaged(problem: str, path: str | os.PathLike[str]) -> CliError:
+    """The error for data that looks damaged: say so and point to ``verify``."""
+    return CliError(f"{problem}; the data may be damaged: run `{PROG} verify {path}`", EXIT_DAMAGED)
+
+
 def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Summary of a dataset from its metadata only (no chunk is read): what ``info`` prints."""
     ds = _open(str(path))
@@ -148,15 +153,11 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         for i in indices:
             meta_path = root / EPISODES_DIR / episode_dirname(i) / "zarr.json"
             try:
-                attrs = json.loads(meta_path.read_text())["attributes"]
+                attrs = ds.episode(i).meta
                 ep_streams = attrs["streams"]
                 duration += float(attrs["end_time"]) - float(attrs["start_time"])
             except (OSError, ValueError, KeyError, TypeError) as e:
-                raise CliError(
-                    f"episode {i}'s metadata ({meta_path}) is unreadable ({e}); the dataset is damaged: run "
-                    f"`{PROG} verify {path}`",
-                    EXIT_DAMAGED,
-                ) from None
+                raise _damaged(f"episode {i}'s metadata ({meta_path}) is unreadable ({e})", path) from None
             s = attrs.get("success")
             success["unknown" if s is None else "true" if s else "false"] += 1
             task = str(attrs.get("task") or "")
@@ -316,11 +317,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                 progress=_progress(args),
             )
         except (KeyError, ValueError, RuntimeError, OSError) as e:
-            raise CliError(
-                f"computing statistics failed ({_reason(e)}); the data may be damaged: run "
-                f"`{PROG} verify {args.path}`",
-                EXIT_DAMAGED,
-            ) from e
+            raise _damaged(f"computing statistics failed ({_reason(e)})", args.path) from e
         if not args.no_store:
             try:  # a --features subset updates those features and keeps the others
                 ds.set_stats({**(ds.stats or {}), **stats} if args.features else stats)

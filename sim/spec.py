@@ -44,16 +44,6 @@ CONTROL_MODES = ("joint_position", "joint_delta", "ee_delta")
 COMMAND_INTERFACES = ("position",)
 LIMIT_TOL = 1e-4
 
-__all__ = [
-    "CONTROL_MODES",
-    "CameraSpec",
-    "CommandSpec",
-    "GripperSpec",
-    "JointSpec",
-    "RobotSpec",
-    "RobotSpecError",
-    "load_robot_spec",
-]
 
 
 class RobotSpecError(ValueError):
