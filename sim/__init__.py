@@ -1,5 +1,27 @@
-"""realloop.sim: the MuJoCo mirror (see ../shared/ARCHITECTURE.md). So far: robot specs and MJCF models."""
+"""realloop.sim: the MuJoCo mirror — robot specs, MJCF models, gymnasium tasks, randomisation, experts.
 
+Importing it registers the gymnasium ids (``realloop/ArmReach-v0``, ``ArmLift-v0``, ``ArmPushT-v0``,
+``QuadWalk-v0``) and, on a machine without a display, selects headless EGL rendering (``MUJOCO_GL=egl``)
+unless MUJOCO_GL is already set; that only takes effect if MuJoCo was not imported before.
+"""
+
+import os
+import sys
+
+# MuJoCo reads MUJOCO_GL once, when first imported: setting it later would only make error messages lie
+if "mujoco" not in sys.modules and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+try:
+    import mujoco  # noqa: F401
+except Exception as e:  # MuJoCo's GL backend import fails with AttributeError when e.g. libOSMesa is missing
+    raise ImportError(
+        f"MuJoCo failed to import with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} ({type(e).__name__}: {e}). "
+        "Use MUJOCO_GL=egl (libEGL) or osmesa (libOSMesa) with its library installed, or MUJOCO_GL=disable "
+        "for state-only simulation without cameras."
+    ) from e
+
+from realloop.sim.envs import TASKS, RobotEnv
 from realloop.sim.spec import (
     CONTROL_MODES,
     CameraSpec,
@@ -13,10 +35,12 @@ from realloop.sim.spec import (
 
 __all__ = [
     "CONTROL_MODES",
+    "TASKS",
     "CameraSpec",
     "CommandSpec",
     "GripperSpec",
     "JointSpec",
+    "RobotEnv",
     "RobotSpec",
     "RobotSpecError",
     "load_robot_spec",

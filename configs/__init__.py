@@ -1,0 +1,1 @@
+"""Configuration files (YAML) shipped with realloop: robot specs, tasks, collection, dataset examples."""

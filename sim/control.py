@@ -1,0 +1,190 @@
+"""Action modes: how an action vector becomes joint position targets (joint position, joint delta, ee delta).
+
+Every mode is set-point based: deltas add to the last commanded targets, not to the measured state, so a
+position servo's steady-state error (gravity sag) never accumulates, as on a real position-controlled arm.
+The gripper, when the robot has one, is always the last action entry: an absolute opening in the spec's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from realloop.sim.robot import SimRobot
+
+EE_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
+
+
+class ActionMode:
+    """Maps actions to robot commands. `space` is the gymnasium Box, `names` labels its entries."""
+
+    name: str
+    space: gym.spaces.Box
+    names: list[str]
+
+    def __init__(self, robot: SimRobot) -> None:
+        self.robot = robot
+
+    def _with_gripper(self, low: np.ndarray, high: np.ndarray, names: list[str]) -> None:
+        g = self.robot.spec.gripper
+        if g is not None:
+            low, high, names = np.append(low, g.lower), np.append(high, g.upper), [*names, "gripper"]
+        self.space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self.names = names
+
+    def validate(self, action: np.ndarray) -> np.ndarray:
+        """The action as float64, clipped to the space; ValueError on a wrong shape, NaN or inf."""
+        a = np.asarray(action, dtype=float)
+        if a.shape != self.space.shape:
+            raise ValueError(f"{self.name} action of shape {a.shape}, expected {self.space.shape} ({self.names})")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{self.name} action contains NaN or inf: {a}; the robot keeps its last command")
+        return np.clip(a, self.space.low, self.space.high)
+
+    def _split(self, action: np.ndarray) -> tuple[np.ndarray, float | None]:
+        a = self.validate(action)
+        if self.robot.has_gripper:
+            return a[:-1], float(a[-1])
+        return a, None
+
+    def apply(self, action: np.ndarray) -> None:
+        """Turn one action into robot commands."""
+        raise NotImplementedError
+
+
+class JointPosition(ActionMode):
+    """Absolute joint position targets (rad or m), bounded by the spec's position limits."""
+
+    name = "joint_position"
+
+    def __init__(self, robot: SimRobot) -> None:
+        super().__init__(robot)
+        self._with_gripper(robot.lower, robot.upper, robot.spec.joint_names)
+
+    def apply(self, action: np.ndarray) -> None:
+        q, g = self._split(action)
+        self.robot.command(q, g)
+
+
+class JointDelta(ActionMode):
+    """Per-step change of the joint targets, bounded by each joint's velocity limit times the control period."""
+
+    name = "joint_delta"
+
+    def __init__(self, robot: SimRobot) -> None:
+        super().__init__(robot)
+        step = robot.velocity_limit * robot.control_dt
+        self._with_gripper(-step, step, [f"{n}.delta" for n in robot.spec.joint_names])
+
+    def apply(self, action: np.ndarray) -> None:
+        dq, g = self._split(action)
+        self.robot.command(self.robot.joint_targets() + dq, g)
+
+
+@dataclass(frozen=True)
+class IKConfig:
+    """Damped least squares: `damping` (m), up to `iterations` Gauss-Newton steps, stop below `tolerance`."""
+
+    damping: float = 0.02
+    iterations: int = 8
+    tolerance: float = 1e-4
+
+
+class EEDelta(ActionMode):
+    """End-effector delta in the world frame: [dx, dy, dz] (m) and [droll, dpitch, dyaw] (rad, axis-angle).
+
+    The target pose is the forward kinematics of the current joint targets plus the delta; differential IK
+    (damped least squares on the site Jacobian, on a scratch MjData) turns it into joint targets, limited to
+    each joint's velocity limit per control period.
+    """
+
+    name = "ee_delta"
+
+    def __init__(
+        self, robot: SimRobot, max_linear_speed: float = 0.5, max_angular_speed: float = 3.0, ik: IKConfig = IKConfig()
+    ) -> None:
+        super().__init__(robot)
+        if robot.ee_site_id < 0:
+            raise ValueError(f"robot {robot.spec.name!r}: the ee_delta control mode needs an ee_site in its spec")
+        dt = robot.control_dt
+        step = np.array([max_linear_speed * dt] * 3 + [max_angular_speed * dt] * 3)
+        self._with_gripper(-step, step, [f"ee.d{a}" for a in EE_AXES])
+        self.ik = ik
+        self._scratch = mujoco.MjData(robot.model)
+        self._jac = np.zeros((6, robot.model.nv))
+
+    def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """End-effector position and quaternion at joint positions `q` (other joints as measured now)."""
+        m, d, r = self.robot.model, self._scratch, self.robot
+        d.qpos[:] = r.data.qpos
+        d.qpos[r.qpos_adr] = q
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, d.site_xmat[r.ee_site_id])
+        return d.site_xpos[r.ee_site_id].copy(), quat
+
+    def solve(self, q0: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
+        """Joint positions near `q0` that put the end effector at (pos, quat), within the joint limits."""
+        r, m, d = self.robot, self.robot.model, self._scratch
+        q = q0.copy()
+        err = np.empty(6)
+        neg, dq_quat = np.empty(4), np.empty(4)
+        for _ in range(self.ik.iterations):
+            p, cur = self.forward(q)
+            err[:3] = pos - p
+            mujoco.mju_negQuat(neg, cur)
+            mujoco.mju_mulQuat(dq_quat, quat, neg)
+            mujoco.mju_quat2Vel(err[3:], dq_quat, 1.0)
+            if np.linalg.norm(err) < self.ik.tolerance:
+                break
+            mujoco.mj_jacSite(m, d, self._jac[:3], self._jac[3:], r.ee_site_id)
+            jac = self._jac[:, r.dof_adr]
+            lam = self.ik.damping**2 * np.eye(6)
+            q = np.clip(q + jac.T @ np.linalg.solve(jac @ jac.T + lam, err), r.lower, r.upper)
+        return q
+
+    def apply(self, action: np.ndarray) -> None:
+        self.robot.command(*self.targets(action))
+
+    def targets(self, action: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """The joint targets and gripper opening this action commands (nothing is sent to the robot)."""
+        delta, g = self._split(action)
+        r = self.robot
+        q_cmd = r.joint_targets()
+        pos, quat = self.forward(q_cmd)
+        rot = np.empty(4)
+        mujoco.mju_axisAngle2Quat(rot, delta[3:] / max(np.linalg.norm(delta[3:]), 1e-12), np.linalg.norm(delta[3:]))
+        target_quat = np.empty(4)
+        mujoco.mju_mulQuat(target_quat, rot, quat)
+        q = self.solve(q_cmd, pos + delta[:3], target_quat)
+        step = r.velocity_limit * r.control_dt
+        return q_cmd + np.clip(q - q_cmd, -step, step), g
+
+
+def ee_delta_as(mode: ActionMode, ee_mode: EEDelta, action: np.ndarray) -> np.ndarray:
+    """Express an ee_delta action as the equivalent action of `mode` from the robot's current targets.
+
+    Lets an expert written in end-effector deltas demonstrate in any control mode.
+    """
+    if isinstance(mode, EEDelta):
+        return mode.validate(action).astype(np.float32)
+    q, g = ee_mode.targets(action)
+    if isinstance(mode, JointDelta):
+        q = q - mode.robot.joint_targets()
+    out = q if g is None else np.append(q, g)
+    return mode.validate(out).astype(np.float32)
+
+
+def make_action_mode(name: str, robot: SimRobot, **kwargs: float) -> ActionMode:
+    """Build the action mode `name` (one of the robot spec's control_modes)."""
+    modes = {m.name: m for m in (JointPosition, JointDelta, EEDelta)}
+    if name not in robot.spec.control_modes:
+        raise ValueError(
+            f"control mode {name!r} is not supported by robot {robot.spec.name!r}; "
+            f"its spec lists {', '.join(robot.spec.control_modes)}"
+        )
+    return modes[name](robot, **kwargs)

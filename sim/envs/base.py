@@ -1,0 +1,252 @@
+"""RobotEnv: the gymnasium environment every realloop sim task builds on.
+
+A task is a robot spec (configs/robot) plus scene objects added to the robot's MJCF with `mujoco.MjSpec`,
+a reset distribution, a task state and a reward / success rule. Observations are dicts keyed by the
+dataset's feature names, so a rollout writes straight into a realloop dataset:
+
+- ``observation.state``: the robot's proprioception (see `state_names`),
+- ``observation.environment_state``: the task's object / goal state (see `env_state_names`), if any,
+- ``observation.images.<camera>``: H x W x 3 uint8 images of the spec's cameras, when asked for.
+
+Actions follow the chosen control mode (sim/control.py). One `step` is one control period of the robot
+spec (arm 10 Hz, quadruped 50 Hz) run as physics substeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from realloop.sim.control import make_action_mode
+from realloop.sim.randomize import DomainRandomizer, RandomizationConfig, parse_randomization
+from realloop.sim.render import CameraRenderer
+from realloop.sim.robot import SimRobot
+from realloop.sim.spec import CameraSpec, RobotSpec, load_robot_spec
+
+STATE = "observation.state"
+ENV_STATE = "observation.environment_state"
+IMAGES = "observation.images."
+ROT6D_NAMES = ("r11", "r21", "r31", "r12", "r22", "r32")
+
+
+def rot6d(xmat: np.ndarray) -> np.ndarray:
+    """The first two columns of a rotation matrix (MuJoCo's row-major 9-vector): a continuous orientation
+    feature, unlike quaternions (sign flips) or Euler angles (wrap-around)."""
+    return np.asarray(xmat).reshape(3, 3)[:, :2].T.reshape(6)
+
+
+class RobotEnv(gym.Env):
+    """Base class of realloop's sim tasks; subclasses fill in the task hooks (`_build_scene` ... `_evaluate`).
+
+    Args:
+        robot: robot spec name or path (default: the task's robot).
+        control_mode: one of the spec's control modes (default: the task's).
+        cameras: spec camera names to add as image observations, or True for all of them.
+        image_size: (height, width) of image observations.
+        render_mode: None or "rgb_array" (`render()` returns the first camera at `render_size`).
+        randomize: domain randomisation config (sim/randomize.py), a mapping or None.
+        terminate_on_success: end the episode on the first successful step (default: the task's choice).
+        action: extra keyword arguments for the action mode (e.g. max_linear_speed for ee_delta).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    robot_name: ClassVar[str] = "arm6"
+    default_control_mode: ClassVar[str] = "joint_position"
+    task_description: ClassVar[str] = ""
+    env_state_names: ClassVar[tuple[str, ...]] = ()
+    ends_on_success: ClassVar[bool] = True
+    render_camera: ClassVar[str | None] = None  # MJCF camera of render(); default: the spec's first camera
+
+    def __init__(
+        self,
+        robot: str | None = None,
+        control_mode: str | None = None,
+        cameras: Sequence[str] | bool = (),
+        image_size: Sequence[int] = (96, 96),
+        render_mode: str | None = None,
+        render_size: Sequence[int] = (480, 640),
+        randomize: Mapping[str, Any] | RandomizationConfig | None = None,
+        terminate_on_success: bool | None = None,
+        action: Mapping[str, float] | None = None,
+    ) -> None:
+        robot_spec: RobotSpec = load_robot_spec(robot or self.robot_name)
+        scene = mujoco.MjSpec.from_file(str(robot_spec.mjcf))
+        self._build_scene(scene)
+        self.model = scene.compile()
+        self.data = mujoco.MjData(self.model)
+        self.robot = SimRobot(robot_spec, self.model, self.data)
+        self.action_mode = make_action_mode(control_mode or self.default_control_mode, self.robot, **(action or {}))
+        self.action_space = self.action_mode.space
+        self.terminate_on_success = self.ends_on_success if terminate_on_success is None else terminate_on_success
+
+        self.cameras: list[CameraSpec] = self._select_cameras(cameras)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        spaces: dict[str, gym.spaces.Space] = {
+            STATE: gym.spaces.Box(-np.inf, np.inf, (len(self.state_names),), np.float32)
+        }
+        if self.env_state_names:
+            spaces[ENV_STATE] = gym.spaces.Box(-np.inf, np.inf, (len(self.env_state_names),), np.float32)
+        for cam in self.cameras:
+            spaces[IMAGES + cam.name] = gym.spaces.Box(0, 255, (*self.image_size, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            modes = self.metadata["render_modes"]
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use one of {modes}")
+        self.render_mode = render_mode
+        self.render_size = (int(render_size[0]), int(render_size[1]))
+        self.metadata = {**self.metadata, "render_fps": robot_spec.control_rate_hz}
+        self._renderers: dict[tuple[int, int], CameraRenderer] = {}
+
+        config = parse_randomization(randomize)
+        self.randomizer = DomainRandomizer(self.model, config, self.robot.control_dt) if config else None
+        self._steps = 0
+
+    # ---------------------------------------------------------------------------------------- task hooks
+
+    def _build_scene(self, scene: mujoco.MjSpec) -> None:
+        """Add the task's bodies, geoms and sites to the robot's MJCF."""
+
+    def _reset_task(self) -> None:
+        """Sample the task's initial state with `self.np_random` (the robot is already at its default pose)."""
+
+    def _task_state(self) -> np.ndarray:
+        """The observation.environment_state vector (`env_state_names`)."""
+        return np.zeros(0)
+
+    def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
+        """(reward, success, extra info) for the state after a step."""
+        raise NotImplementedError
+
+    def _failed(self) -> bool:
+        """True when the episode must end as a failure (e.g. the quadruped fell)."""
+        return False
+
+    # ------------------------------------------------------------------------------------------ robot state
+
+    @property
+    def state_names(self) -> list[str]:
+        """Names of the observation.state entries."""
+        spec = self.robot.spec
+        names = [f"{n}.pos" for n in spec.joint_names] + [f"{n}.vel" for n in spec.joint_names]
+        if self.robot.has_gripper:
+            names.append("gripper.pos")
+        if self.robot.ee_site_id >= 0:
+            names += ["ee.x", "ee.y", "ee.z", *(f"ee.{n}" for n in ROT6D_NAMES)]
+        return names
+
+    def _robot_state(self) -> np.ndarray:
+        parts = [self.robot.joint_positions(), self.robot.joint_velocities()]
+        if self.robot.has_gripper:
+            parts.append([self.robot.gripper_opening()])
+        if self.robot.ee_site_id >= 0:
+            sid = self.robot.ee_site_id
+            parts += [self.data.site_xpos[sid], rot6d(self.data.site_xmat[sid])]
+        return np.concatenate(parts)
+
+    # ------------------------------------------------------------------------------------------ gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        if self.randomizer is not None:
+            self.randomizer.reset(self.np_random)
+        self.robot.reset()
+        self._reset_task()
+        mujoco.mj_forward(self.model, self.data)
+        self._steps = 0
+        _, success, extra = self._evaluate()
+        return self._observe(), {"is_success": success, **extra}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        a = self.action_mode.validate(action)
+        if self.randomizer is not None:
+            a = self.randomizer.delay(a)
+            self.randomizer.apply_push(self.data, self.data.time, self.np_random)
+        self.action_mode.apply(a)
+        self.robot.step()
+        self._steps += 1
+        reward, success, extra = self._evaluate()
+        terminated = (success and self.terminate_on_success) or self._failed()
+        return self._observe(), float(reward), bool(terminated), False, {"is_success": success, **extra}
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        state = self._robot_state().astype(np.float32)
+        if self.randomizer is not None:
+            state = self.randomizer.noisy(state, self.np_random)
+        obs = {STATE: state}
+        if self.env_state_names:
+            obs[ENV_STATE] = self._task_state().astype(np.float32)
+        for cam in self.cameras:
+            obs[IMAGES + cam.name] = self._render(cam.mount, self.image_size)
+        return obs
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        cams = self.robot.spec.cameras
+        camera = self.render_camera or (cams[0].mount if cams else -1)
+        return self._render(camera, self.render_size)
+
+    def _render(self, camera: str | int, size: tuple[int, int]) -> np.ndarray:
+        if size not in self._renderers:
+            self._renderers[size] = CameraRenderer(self.model, *size)
+        return self._renderers[size].render(self.data, camera)
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
+
+    # ------------------------------------------------------------------------------------------ datasets
+
+    @property
+    def sim_params(self) -> dict[str, Any]:
+        """The physics of the current episode: the randomisation sample (empty when not randomised)."""
+        return dict(self.randomizer.sim_params) if self.randomizer is not None else {}
+
+    def dataset_features(self, image_format: str = "jpeg") -> dict[str, dict[str, Any]]:
+        """The dataset features a rollout of this env writes (sim/collect.py), all at the control rate."""
+        rate = self.robot.spec.control_rate_hz
+        features: dict[str, dict[str, Any]] = {
+            STATE: {"dtype": "float32", "shape": [len(self.state_names)], "names": self.state_names, "rate_hz": rate},
+            "action": {
+                "dtype": "float32",
+                "shape": list(self.action_space.shape),
+                "names": self.action_mode.names,
+                "rate_hz": rate,
+                "description": f"control mode {self.action_mode.name}",
+            },
+            "next.reward": {"dtype": "float32", "shape": [], "rate_hz": rate},
+            "next.success": {"dtype": "bool", "shape": [], "rate_hz": rate},
+        }
+        if self.env_state_names:
+            features[ENV_STATE] = {
+                "dtype": "float32",
+                "shape": [len(self.env_state_names)],
+                "names": list(self.env_state_names),
+                "rate_hz": rate,
+            }
+        for cam in self.cameras:
+            shape = [*self.image_size, 3]
+            features[IMAGES + cam.name] = {"shape": shape, "image_format": image_format, "rate_hz": rate}
+        return features
+
+    def _select_cameras(self, cameras: Sequence[str] | bool) -> list[CameraSpec]:
+        known = {c.name: c for c in self.robot.spec.cameras}
+        if cameras is True:
+            return list(known.values())
+        if cameras is False or cameras is None:
+            return []
+        if isinstance(cameras, str):
+            cameras = [cameras]
+        unknown = [c for c in cameras if c not in known]
+        if unknown:
+            raise ValueError(
+                f"camera(s) {', '.join(unknown)} not in robot spec {self.robot.spec.name!r}; "
+                f"its cameras: {', '.join(known) or 'none'}"
+            )
+        return [known[c] for c in cameras]

@@ -1,0 +1,122 @@
+"""SimRobot: a robot spec bound to a compiled MuJoCo model — joint state, position commands, physics steps.
+
+The one place that maps spec joint names to MuJoCo indices. Gymnasium tasks, scripted experts and the sim
+mirror node all command the robot through it, so limits, units and rates are the spec's everywhere.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from realloop.sim.spec import RobotSpec
+
+
+class SimRobot:
+    """Joint-space access to one robot inside a (possibly larger) MuJoCo scene.
+
+    Commands are position targets in the spec's joint order (plus an optional gripper opening); they are
+    clipped to the spec's position limits before they reach the actuators. `step()` advances one control
+    period (``1 / control_rate_hz``) in physics substeps.
+    """
+
+    def __init__(self, spec: RobotSpec, model: mujoco.MjModel, data: mujoco.MjData) -> None:
+        spec.check_against_model(model)
+        self.spec, self.model, self.data = spec, model, data
+        ids = [model.joint(j.name).id for j in spec.joints]
+        self.qpos_adr = np.array([model.jnt_qposadr[i] for i in ids])
+        self.dof_adr = np.array([model.jnt_dofadr[i] for i in ids])
+        self.actuator_ids = np.array([self._actuator(j.name, j.actuator) for j in spec.joints])
+        self.lower = np.array([j.lower for j in spec.joints])
+        self.upper = np.array([j.upper for j in spec.joints])
+        self.velocity_limit = np.array([j.velocity for j in spec.joints])
+        self.default_q = np.array(spec.default_positions)
+        self.gripper_id: int | None = None
+        self.gripper_qpos_adr = np.zeros(0, dtype=int)
+        if spec.gripper is not None:
+            self.gripper_id = model.actuator(spec.gripper.actuator).id
+            self.gripper_qpos_adr = np.array([model.jnt_qposadr[model.joint(n).id] for n in spec.gripper.joints])
+        self.n_substeps = round(1.0 / (spec.control_rate_hz * model.opt.timestep))
+        self.control_dt = self.n_substeps * model.opt.timestep
+        self.key_id = model.key(spec.home_keyframe).id if spec.home_keyframe else -1
+        self.ee_site_id = model.site(spec.ee_site).id if spec.ee_site else -1
+
+    def _actuator(self, joint: str, actuator: str | None) -> int:
+        if actuator is not None:
+            return self.model.actuator(actuator).id
+        jid = self.model.joint(joint).id
+        for aid in range(self.model.nu):
+            joint_trn = self.model.actuator_trntype[aid] == mujoco.mjtTrn.mjTRN_JOINT
+            if joint_trn and self.model.actuator_trnid[aid, 0] == jid:
+                return aid
+        raise AssertionError(f"no actuator for {joint}")  # check_against_model already ruled this out
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.spec.joints)
+
+    @property
+    def has_gripper(self) -> bool:
+        return self.gripper_id is not None
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def reset(self, q: np.ndarray | None = None, gripper: float | None = None) -> None:
+        """Reset the whole scene (home keyframe if the spec names one), put the joints at `q` (default pose)."""
+        if self.key_id >= 0:
+            mujoco.mj_resetDataKeyframe(self.model, self.data, self.key_id)
+        else:
+            mujoco.mj_resetData(self.model, self.data)
+        q = self.default_q if q is None else np.clip(np.asarray(q, dtype=float), self.lower, self.upper)
+        self.data.qpos[self.qpos_adr] = q
+        self.data.qvel[self.dof_adr] = 0.0
+        if self.has_gripper:
+            g = self.spec.gripper.default if gripper is None else gripper  # type: ignore[union-attr]
+            self.data.qpos[self.gripper_qpos_adr] = g
+        self.command(q, gripper)
+        mujoco.mj_forward(self.model, self.data)
+
+    def joint_positions(self) -> np.ndarray:
+        return self.data.qpos[self.qpos_adr].copy()
+
+    def joint_velocities(self) -> np.ndarray:
+        return self.data.qvel[self.dof_adr].copy()
+
+    def gripper_opening(self) -> float:
+        """The gripper's measured opening (its actuator's transmission length, e.g. one finger's travel in m)."""
+        return float(self.data.actuator_length[self.gripper_id]) if self.has_gripper else 0.0
+
+    def joint_targets(self) -> np.ndarray:
+        """The position targets currently commanded."""
+        return self.data.ctrl[self.actuator_ids].copy()
+
+    def gripper_target(self) -> float:
+        return float(self.data.ctrl[self.gripper_id]) if self.has_gripper else 0.0
+
+    def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """End-effector site position (3,) and orientation quaternion (4, wxyz) in the world frame."""
+        if self.ee_site_id < 0:
+            raise ValueError(f"robot {self.spec.name!r} has no ee_site in its spec")
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, self.data.site_xmat[self.ee_site_id])
+        return self.data.site_xpos[self.ee_site_id].copy(), quat
+
+    # ------------------------------------------------------------------------------------------ command
+
+    def command(self, q: np.ndarray, gripper: float | None = None) -> None:
+        """Set joint position targets (clipped to the spec's limits) and optionally the gripper opening."""
+        q = np.asarray(q, dtype=float)
+        if q.shape != (self.n_joints,):
+            raise ValueError(f"{self.spec.name}: joint command of shape {q.shape}, expected ({self.n_joints},)")
+        if not np.all(np.isfinite(q)):
+            raise ValueError(f"{self.spec.name}: joint command contains NaN or inf: {q}")
+        self.data.ctrl[self.actuator_ids] = np.clip(q, self.lower, self.upper)
+        if gripper is not None and self.has_gripper:
+            g = self.spec.gripper  # type: ignore[union-attr]
+            if not np.isfinite(gripper):
+                raise ValueError(f"{self.spec.name}: gripper command is NaN or inf")
+            self.data.ctrl[self.gripper_id] = float(np.clip(gripper, g.lower, g.upper))
+
+    def step(self) -> None:
+        """Advance one control period."""
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)

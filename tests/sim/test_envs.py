@@ -1,0 +1,235 @@
+"""The gymnasium tasks: API conformance, determinism, action modes, vector envs, rendering, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import realloop.sim  # noqa: F401  (registers the ids)
+from realloop.sim.control import EEDelta, ee_delta_as
+from realloop.sim.envs import ENV_STATE, IMAGES, STATE, TASKS, ArmLiftEnv
+
+ARM_TASKS = [t for t in TASKS if "/Arm" in t]
+
+
+def _rollout(env: gym.Env, seed: int, steps: int) -> list[dict]:
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    out = [obs]
+    for _ in range(steps):
+        obs, *_ = env.step(env.action_space.sample())
+        out.append(obs)
+    return out
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_env_checker_passes(task: str) -> None:
+    env = gym.make(task)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert STATE in obs and ENV_STATE in obs and "is_success" in info
+    assert len(env.unwrapped.state_names) == obs[STATE].shape[0]
+    assert len(env.unwrapped.env_state_names) == obs[ENV_STATE].shape[0]
+    env.close()
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_same_seed_same_rollout(task: str) -> None:
+    a, b = gym.make(task), gym.make(task)
+    ra, rb = _rollout(a, 3, 10), _rollout(b, 3, 10)
+    for oa, ob in zip(ra, rb, strict=True):
+        for k in oa:
+            np.testing.assert_array_equal(oa[k], ob[k])
+    rc = _rollout(a, 4, 10)
+    assert not all(np.array_equal(x[ENV_STATE], y[ENV_STATE]) for x, y in zip(ra, rc, strict=True))
+
+
+def test_control_rate_and_truncation() -> None:
+    env = gym.make("realloop/ArmReach-v0", max_episode_steps=3)
+    u = env.unwrapped
+    assert u.robot.n_substeps == 50 and u.robot.control_dt == pytest.approx(0.1)
+    env.reset(seed=0)
+    hold = np.zeros(7, np.float32)
+    hold[-1] = 0.04
+    for i in range(3):
+        _, _, terminated, truncated, _ = env.step(hold)
+        assert u.data.time == pytest.approx(0.1 * (i + 1))
+        assert not terminated and truncated == (i == 2)
+    quad = gym.make("realloop/QuadWalk-v0").unwrapped
+    assert quad.robot.n_substeps == 10 and quad.metadata["render_fps"] == 50
+
+
+def test_joint_position_and_delta_modes_track_targets() -> None:
+    env = gym.make("realloop/ArmReach-v0", control_mode="joint_position").unwrapped
+    env.reset(seed=0)
+    target = env.robot.default_q + np.array([0.3, -0.2, 0.2, 0.4, -0.3, 0.5])
+    for _ in range(15):
+        env.step(np.append(target, 0.0).astype(np.float32))
+    np.testing.assert_allclose(env.robot.joint_positions(), target, atol=0.02)
+    assert env.robot.gripper_opening() < 0.005  # closed on command
+    assert env.action_mode.names[-1] == "gripper"
+
+    env = gym.make("realloop/ArmReach-v0", control_mode="joint_delta").unwrapped
+    env.reset(seed=0)
+    step = env.action_space.high[:6]
+    for _ in range(3):
+        env.step(np.append(0.5 * step, 0.04).astype(np.float32))
+    # set-point integration: targets moved by exactly 3 half steps
+    np.testing.assert_allclose(env.robot.joint_targets(), env.robot.default_q + 1.5 * step, atol=1e-6)
+    # an action beyond the velocity limit (velocity x period) is clipped, never faster
+    before = env.robot.joint_targets()
+    env.step(np.append(-10 * step, 0.04).astype(np.float32))
+    np.testing.assert_allclose(env.robot.joint_targets() - before, -step, atol=1e-6)
+
+
+def test_ee_delta_moves_the_end_effector_by_the_delta() -> None:
+    env = gym.make("realloop/ArmReach-v0", control_mode="ee_delta").unwrapped
+    env.reset(seed=0)
+    p0, _ = env.robot.ee_pose()
+    up = np.array([0.0, 0.0, 0.03, 0.0, 0.0, 0.0, 0.04], np.float32)
+    for _ in range(3):
+        env.step(up)
+    for _ in range(5):  # let the servos settle
+        env.step(np.array([0, 0, 0, 0, 0, 0, 0.04], np.float32))
+    p1, _ = env.robot.ee_pose()
+    np.testing.assert_allclose(p1 - p0, [0, 0, 0.09], atol=0.006)
+    # the IK target itself is exact (set-point based): forward kinematics of the targets
+    ee = EEDelta(env.robot)
+    pos_t, _ = ee.forward(env.robot.joint_targets())
+    np.testing.assert_allclose(pos_t - p0, [0, 0, 0.09], atol=1e-3)
+    # a yaw delta rotates the gripper about the world z axis
+    yaw = np.array([0, 0, 0, 0, 0, 0.2, 0.04], np.float32)
+    m0 = env.data.site_xmat[env.robot.ee_site_id].reshape(3, 3).copy()
+    for _ in range(2):
+        env.step(yaw)
+    for _ in range(5):
+        env.step(np.array([0, 0, 0, 0, 0, 0, 0.04], np.float32))
+    m1 = env.data.site_xmat[env.robot.ee_site_id].reshape(3, 3)
+    rel = m1 @ m0.T
+    assert np.arctan2(rel[1, 0], rel[0, 0]) == pytest.approx(0.4, abs=0.03)
+
+
+def test_ee_delta_as_joint_actions_gives_the_same_targets() -> None:
+    a = gym.make("realloop/ArmReach-v0", control_mode="ee_delta").unwrapped
+    b = gym.make("realloop/ArmReach-v0", control_mode="joint_position").unwrapped
+    c = gym.make("realloop/ArmReach-v0", control_mode="joint_delta").unwrapped
+    for env in (a, b, c):
+        env.reset(seed=1)
+    ee_b, ee_c = EEDelta(b.robot), EEDelta(c.robot)
+    action = np.array([0.02, -0.03, 0.01, 0.0, 0.1, -0.1, 0.02], np.float32)
+    for _ in range(4):
+        a.step(action)
+        b.step(ee_delta_as(b.action_mode, ee_b, action))
+        c.step(ee_delta_as(c.action_mode, ee_c, action))
+    np.testing.assert_allclose(b.robot.joint_targets(), a.robot.joint_targets(), atol=1e-5)
+    np.testing.assert_allclose(c.robot.joint_targets(), a.robot.joint_targets(), atol=1e-5)
+
+
+def test_bad_actions_and_options_get_clear_errors() -> None:
+    env = gym.make("realloop/ArmLift-v0").unwrapped
+    env.reset(seed=0)
+    before = env.robot.joint_targets()
+    bad = np.zeros(7, np.float32)
+    bad[2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(bad)
+    np.testing.assert_array_equal(env.robot.joint_targets(), before)  # nothing reached the robot
+    with pytest.raises(ValueError, match=r"shape \(6,\)"):
+        env.step(np.zeros(6, np.float32))
+    with pytest.raises(ValueError, match=r"not supported by robot 'quad12'.*joint_position"):
+        gym.make("realloop/QuadWalk-v0", control_mode="ee_delta")
+    with pytest.raises(ValueError, match="its cameras: front, wrist"):
+        gym.make("realloop/ArmLift-v0", cameras=["top"])
+    with pytest.raises(ValueError, match="render_mode 'depth_array' is not supported"):
+        ArmLiftEnv(render_mode="depth_array")
+
+
+def test_images_and_render() -> None:
+    env = gym.make(
+        "realloop/ArmLift-v0", cameras=True, image_size=(64, 80), render_mode="rgb_array", render_size=(120, 160)
+    )
+    obs, _ = env.reset(seed=0)
+    for cam in ("front", "wrist"):
+        img = obs[IMAGES + cam]
+        assert img.shape == (64, 80, 3) and img.dtype == np.uint8 and img.std() > 5
+        assert env.observation_space[IMAGES + cam].contains(img)
+    assert not np.array_equal(obs[IMAGES + "front"], obs[IMAGES + "wrist"])
+    frame = env.render()
+    assert frame.shape == (120, 160, 3) and frame.std() > 5
+    # the wrist camera moves with the arm
+    action = np.array([0.05, 0, 0, 0, 0, 0, 0.04], np.float32)
+    for _ in range(3):
+        obs2, *_ = env.step(action)
+    assert np.abs(obs2[IMAGES + "wrist"].astype(int) - obs[IMAGES + "wrist"]).mean() > 2
+    env.close()
+
+
+def test_no_gl_gives_a_clear_error() -> None:
+    code = (
+        "import gymnasium as gym, realloop.sim\n"
+        "env = gym.make('realloop/ArmReach-v0'); env.reset(seed=0)\n"  # state-only works without GL
+        "env = gym.make('realloop/ArmReach-v0', cameras=['front']); env.reset(seed=0)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "MUJOCO_GL": "disable"}, capture_output=True, text=True
+    )
+    assert res.returncode != 0
+    assert "RenderError" in res.stderr and "MUJOCO_GL=egl" in res.stderr and "images=false" in res.stderr
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vector_envs_match_single_envs(mode: str) -> None:
+    vec = gym.make_vec("realloop/ArmReach-v0", num_envs=2, vectorization_mode=mode)
+    obs, info = vec.reset(seed=[5, 6])
+    assert obs[STATE].shape == (2, 22) and info["is_success"].shape == (2,)
+    actions = np.stack([vec.single_action_space.sample() for _ in range(2)])
+    obs, reward, *_ = vec.step(actions)
+    assert reward.shape == (2,)
+    for i, seed in enumerate([5, 6]):
+        single = gym.make("realloop/ArmReach-v0")
+        single.reset(seed=seed)
+        o, r, *_ = single.step(actions[i])
+        np.testing.assert_array_equal(o[STATE], obs[STATE][i])
+        assert r == pytest.approx(reward[i])
+    vec.close()
+
+
+def test_dataset_features_fit_the_observations(tmp_path) -> None:
+    from realloop.data import Dataset
+
+    env = gym.make("realloop/ArmPushT-v0", cameras=["front"])
+    u = env.unwrapped
+    features = u.dataset_features()
+    obs, _ = env.reset(seed=0)
+    with Dataset.create(tmp_path / "ds.zarr", features) as ds, ds.begin_episode(task=u.task_description) as ep:
+        for t in range(3):
+            action = env.action_space.sample()
+            nxt, reward, *_, info = env.step(action)
+            sample = {**obs, "action": action, "next.reward": reward, "next.success": info["is_success"]}
+            for name, value in sample.items():
+                ep.add(name, t * 0.1, value)
+            obs = nxt
+    with Dataset.open(tmp_path / "ds.zarr") as ds:
+        ep = ds.episode(0)
+        assert ep.stream(STATE).data.shape == (3, len(u.state_names))
+        assert ds.features[STATE].names == tuple(u.state_names)
+
+
+def test_sim_params_reach_the_model() -> None:
+    nominal = gym.make("realloop/ArmLift-v0").unwrapped
+    env = gym.make("realloop/ArmLift-v0", randomize={"mass": [0.5, 0.6], "latency": [1, 1]}).unwrapped
+    env.reset(seed=0)
+    params = env.sim_params
+    assert params and params["latency_steps"] == 1
+    link = env.model.body("link2").id
+    ratio = env.model.body_mass[link] / nominal.model.body_mass[link]
+    assert 0.5 <= ratio <= 0.6
+    assert nominal.sim_params == {}
+    mujoco.mj_forward(env.model, env.data)
