@@ -1,0 +1,101 @@
+"""realloop-collect: scripted demonstrations land in a valid dataset, survive a kill, and append on rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from realloop.data import Dataset
+from realloop.data.layout import EPISODES_DIR, episode_dirname
+from realloop.data.verify import verify
+from realloop.sim.collect import collect, compose_config
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "realloop.sim.collect", *args]
+
+
+def test_collect_writes_demonstrations_with_images_and_sim_params(tmp_path: Path) -> None:
+    out = tmp_path / "reach.zarr"
+    cfg = compose_config(["task=arm_reach", "episodes=3", f"out={out}", "images=true", "randomize=true", "seed=7"])
+    summary = collect(cfg, progress=False)
+    assert summary.episodes == 3 and summary.dataset_episodes == 3 and summary.successes == 3
+    report = json.loads((tmp_path / "reach.collect.json").read_text())
+    assert report["success_rate"] == 1.0 and report["steps"] == summary.steps > 0
+    assert verify(out).ok
+    with Dataset.open(out) as ds:
+        assert ds.robot["name"] == "arm6" and ds.robot["control_rate_hz"] == 10
+        assert set(ds.features) >= {"observation.images.front", "observation.images.wrist", "action"}
+        seeds = []
+        for ep in ds.episodes():
+            assert ep.meta["source"] == "scripted" and ep.meta["success"] is True
+            assert ep.meta["sim_params"]["latency_steps"] in (0, 1)  # the physics that produced the episode
+            seeds.append(ep.meta["attributes"]["seed"])
+            n = ep.stream("action").data.shape[0]
+            for name in ds.features:
+                assert ep.stream(name).timestamps.shape == (n,)
+            np.testing.assert_allclose(np.diff(ep.stream("action").timestamps), 0.1)
+            assert ep.stream("next.success").data[-1]  # the episode ends on success
+        assert seeds == [7, 8, 9]
+        # different seeds -> different physics
+        assert ds.episode(0).meta["sim_params"] != ds.episode(1).meta["sim_params"]
+
+
+def test_killed_collect_leaves_a_valid_dataset_and_rerun_appends(tmp_path: Path) -> None:
+    out = tmp_path / "lift.zarr"
+    proc = subprocess.Popen(
+        _cli("task=arm_lift", "episodes=500", f"out={out}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    episodes_dir = out / EPISODES_DIR
+    while time.time() < deadline:  # kill while the second or a later episode is being recorded
+        if episodes_dir.is_dir() and len([p for p in episodes_dir.iterdir() if p.is_dir()]) >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    report = verify(out)
+    assert report.ok, report.errors
+    with Dataset.open(out) as ds:
+        done = len(ds)
+    assert done >= 2
+    res = subprocess.run(_cli("task=arm_lift", "episodes=1", f"out={out}"), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"({done + 1} episodes in total)" in res.stdout
+    with Dataset.open(out) as ds:
+        assert ds.episode(done).meta["attributes"]["seed"] == done  # new episodes get new seeds
+
+
+def test_interrupted_collect_commits_what_is_done(tmp_path: Path) -> None:
+    out = tmp_path / "reach.zarr"
+    proc = subprocess.Popen(
+        _cli("task=arm_reach", "episodes=500", f"out={out}"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / EPISODES_DIR / episode_dirname(1)).exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "[interrupted]" in stdout
+    assert verify(out).ok
+
+
+def test_collect_refuses_a_dataset_with_other_features(tmp_path: Path) -> None:
+    out = tmp_path / "ds.zarr"
+    assert subprocess.run(_cli("task=arm_reach", "episodes=1", f"out={out}"), capture_output=True).returncode == 0
+    cmd = _cli("task=arm_reach", "episodes=1", f"out={out}", "images=true")
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "different features" in res.stderr
+    with Dataset.open(out) as ds:
+        assert len(ds) == 1  # nothing lost
