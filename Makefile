@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml
 
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -x -q
+	MUJOCO_GL=egl $(BIN)/python -m pytest -x -q
 
 demo: venv
-	MUJOCO_GL=egl $(BIN)/python -m realloop.data.demo --out $(DEMO_DIR)
+	MUJOCO_GL=egl $(BIN)/python -m realloop.demo --out $(DEMO_DIR)
 
 lint: venv
 	$(BIN)/ruff check .
