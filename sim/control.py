@@ -44,14 +44,13 @@ class ActionMode:
             raise ValueError(f"{self.name} action contains NaN or inf: {a}; the robot keeps its last command")
         return np.clip(a, self.space.low, self.space.high)
 
-    def _split(self, action: np.ndarray) -> tuple[np.ndarray, float | None]:
-        a = self.validate(action)
+    def _split(self, a: np.ndarray) -> tuple[np.ndarray, float | None]:
         if self.robot.has_gripper:
             return a[:-1], float(a[-1])
         return a, None
 
     def apply(self, action: np.ndarray) -> None:
-        """Turn one action into robot commands."""
+        """Turn one action, already checked by `validate`, into robot commands."""
         raise NotImplementedError
 
 
@@ -86,10 +85,13 @@ class JointDelta(ActionMode):
 
 @dataclass(frozen=True)
 class IKConfig:
-    """Damped least squares: `damping` (m), up to `iterations` Gauss-Newton steps, stop below `tolerance`."""
+    """Damped least squares: `damping` (m), up to `iterations` Gauss-Newton steps, stop below `tolerance`.
+
+    Per-step deltas are small, so a few iterations converge (quadratically) far below a millimetre.
+    """
 
     damping: float = 0.02
-    iterations: int = 8
+    iterations: int = 4
     tolerance: float = 1e-4
 
 
@@ -115,52 +117,70 @@ class EEDelta(ActionMode):
         self.ik = ik
         self._scratch = mujoco.MjData(robot.model)
         self._jac = np.zeros((6, robot.model.nv))
+        self._damp = ik.damping**2 * np.eye(6)
+        self._quat = np.empty(4)
+
+    def _fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Kinematics of the scratch data at joint positions `q`; returns views of the site pose."""
+        r, d = self.robot, self._scratch
+        d.qpos[r.qpos_adr] = q
+        mujoco.mj_kinematics(r.model, d)
+        mujoco.mj_comPos(r.model, d)  # the Jacobian needs the com-based quantities
+        mujoco.mju_mat2Quat(self._quat, d.site_xmat[r.ee_site_id])
+        return d.site_xpos[r.ee_site_id], self._quat
 
     def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """End-effector position and quaternion at joint positions `q` (other joints as measured now)."""
-        m, d, r = self.robot.model, self._scratch, self.robot
-        d.qpos[:] = r.data.qpos
-        d.qpos[r.qpos_adr] = q
-        mujoco.mj_kinematics(m, d)
-        mujoco.mj_comPos(m, d)
-        quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, d.site_xmat[r.ee_site_id])
-        return d.site_xpos[r.ee_site_id].copy(), quat
+        """End-effector position and quaternion (wxyz) at joint positions `q` (other joints as measured now)."""
+        self._scratch.qpos[:] = self.robot.data.qpos
+        pos, quat = self._fk(q)
+        return pos.copy(), quat.copy()
 
-    def solve(self, q0: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
-        """Joint positions near `q0` that put the end effector at (pos, quat), within the joint limits."""
-        r, m, d = self.robot, self.robot.model, self._scratch
-        q = q0.copy()
-        err = np.empty(6)
-        neg, dq_quat = np.empty(4), np.empty(4)
-        for _ in range(self.ik.iterations):
-            p, cur = self.forward(q)
-            err[:3] = pos - p
-            mujoco.mju_negQuat(neg, cur)
-            mujoco.mju_mulQuat(dq_quat, quat, neg)
+    def solve(self, q0: np.ndarray, target_pos: np.ndarray, target_quat: np.ndarray) -> np.ndarray:
+        """Joint positions near `q0` that put the end effector at (target_pos, target_quat), within limits."""
+        self._scratch.qpos[:] = self.robot.data.qpos
+        return self._solve(q0, np.asarray(target_pos, dtype=float), np.asarray(target_quat, dtype=float))
+
+    def _solve(self, q: np.ndarray, target_pos: np.ndarray, target_quat: np.ndarray, fk_done: bool = False):
+        r = self.robot
+        q = q.copy()
+        err, neg, dq_quat = np.empty(6), np.empty(4), np.empty(4)
+        for i in range(self.ik.iterations + 1):
+            if i > 0 or not fk_done:
+                pos, quat = self._fk(q)
+            else:  # the caller just ran the kinematics at q
+                pos, quat = self._scratch.site_xpos[r.ee_site_id], self._quat
+            err[:3] = target_pos - pos
+            mujoco.mju_negQuat(neg, quat)
+            mujoco.mju_mulQuat(dq_quat, target_quat, neg)
             mujoco.mju_quat2Vel(err[3:], dq_quat, 1.0)
-            if np.linalg.norm(err) < self.ik.tolerance:
+            if i == self.ik.iterations or err @ err < self.ik.tolerance**2:
                 break
-            mujoco.mj_jacSite(m, d, self._jac[:3], self._jac[3:], r.ee_site_id)
+            mujoco.mj_jacSite(r.model, self._scratch, self._jac[:3], self._jac[3:], r.ee_site_id)
             jac = self._jac[:, r.dof_adr]
-            lam = self.ik.damping**2 * np.eye(6)
-            q = np.clip(q + jac.T @ np.linalg.solve(jac @ jac.T + lam, err), r.lower, r.upper)
+            q = np.clip(q + jac.T @ np.linalg.solve(jac @ jac.T + self._damp, err), r.lower, r.upper)
         return q
 
     def apply(self, action: np.ndarray) -> None:
-        self.robot.command(*self.targets(action))
+        self.robot.command(*self._targets(action))
 
     def targets(self, action: np.ndarray) -> tuple[np.ndarray, float | None]:
         """The joint targets and gripper opening this action commands (nothing is sent to the robot)."""
+        return self._targets(self.validate(action))
+
+    def _targets(self, action: np.ndarray) -> tuple[np.ndarray, float | None]:
         delta, g = self._split(action)
         r = self.robot
         q_cmd = r.joint_targets()
-        pos, quat = self.forward(q_cmd)
-        rot = np.empty(4)
-        mujoco.mju_axisAngle2Quat(rot, delta[3:] / max(np.linalg.norm(delta[3:]), 1e-12), np.linalg.norm(delta[3:]))
-        target_quat = np.empty(4)
+        if not delta.any():
+            return q_cmd, g
+        self._scratch.qpos[:] = r.data.qpos
+        pos, quat = self._fk(q_cmd)
+        angle = float(np.linalg.norm(delta[3:]))
+        rot, target_quat = np.array([1.0, 0.0, 0.0, 0.0]), np.empty(4)
+        if angle > 0:
+            mujoco.mju_axisAngle2Quat(rot, delta[3:] / angle, angle)
         mujoco.mju_mulQuat(target_quat, rot, quat)
-        q = self.solve(q_cmd, pos + delta[:3], target_quat)
+        q = self._solve(q_cmd, pos + delta[:3], target_quat, fk_done=True)
         step = r.velocity_limit * r.control_dt
         return q_cmd + np.clip(q - q_cmd, -step, step), g
 

@@ -18,8 +18,9 @@ class RenderError(RuntimeError):
 
 def gl_hint() -> str:
     backend = os.environ.get("MUJOCO_GL")
+    early = " (MuJoCo was imported before realloop.sim could pick a headless backend)" if backend is None else ""
     return (
-        f"MUJOCO_GL={backend!r}. Without a display use MUJOCO_GL=egl (needs libEGL: a GPU driver or Mesa, e.g. "
+        f"MUJOCO_GL={backend!r}{early}. Without a display use MUJOCO_GL=egl (needs libEGL: a GPU driver or Mesa, e.g. "
         "`apt install libegl1`) or MUJOCO_GL=osmesa (CPU, `apt install libosmesa6`), set before MuJoCo is first "
         "imported; or run without cameras (images=false)."
     )
