@@ -75,10 +75,10 @@ def raw_rate(task: str, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def render_rate(size: tuple[int, int], frames: int) -> float:
+def render_rate(size: tuple[int, int], frames: int, shadows: bool) -> float:
     env = gym.make("realloop/ArmLift-v0").unwrapped
     env.reset(seed=0)
-    r = CameraRenderer(env.model, *size)
+    r = CameraRenderer(env.model, *size, shadows=shadows)
     r.render(env.data, "front_cam")
     start = time.perf_counter()
     for _ in range(frames):
@@ -122,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     frames = 50 if args.quick else 500
-    render = {
-        f"{w}x{h}": round(render_rate((h, w), frames if w < 600 else frames // 5), 1) for h, w in ((96, 96), (480, 640))
-    }
+    render = {}
+    for shadows in (False, True):
+        for h, w in ((96, 96), (480, 640)):
+            fps = render_rate((h, w), frames if w < 600 else frames // 5, shadows)
+            render[f"{w}x{h}{' shadows' if shadows else ''}"] = round(fps, 1)
     gl = os.environ.get("MUJOCO_GL")
     print(f"render (front camera, MUJOCO_GL={gl}): " + ", ".join(f"{k} {v} fps" for k, v in render.items()))
 

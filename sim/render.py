@@ -27,9 +27,13 @@ def gl_hint() -> str:
 
 
 class CameraRenderer:
-    """Renders named MJCF cameras of one model at one resolution (H x W x 3 uint8 RGB)."""
+    """Renders named MJCF cameras of one model at one resolution (H x W x 3 uint8 RGB).
 
-    def __init__(self, model: mujoco.MjModel, height: int, width: int) -> None:
+    Shadows are off unless asked for: with software OpenGL (Mesa llvmpipe, no GPU) the shadow map costs about
+    ten times the rest of a small frame.
+    """
+
+    def __init__(self, model: mujoco.MjModel, height: int, width: int, shadows: bool = False) -> None:
         # the offscreen framebuffer must hold the image; grow it rather than make users edit their MJCF
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
@@ -38,7 +42,7 @@ class CameraRenderer:
         except Exception as e:  # mujoco raises FatalError, RuntimeError or ImportError depending on the backend
             msg = f"cannot create an OpenGL context to render {width}x{height} images: {e}. {gl_hint()}"
             raise RenderError(msg) from e
-        self.model, self.height, self.width = model, height, width
+        self.model, self.height, self.width, self.shadows = model, height, width, shadows
 
     def render(self, data: mujoco.MjData, camera: str | int) -> np.ndarray:
         try:
@@ -46,6 +50,7 @@ class CameraRenderer:
         except ValueError as e:
             cams = [self.model.camera(i).name for i in range(self.model.ncam)]
             raise ValueError(f"camera {camera!r} is not in the model; cameras: {', '.join(cams)}") from e
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.shadows
         return self._renderer.render()
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ class RobotEnv(gym.Env):
         cameras: spec camera names to add as image observations, or True for all of them.
         image_size: (height, width) of image observations.
         render_mode: None or "rgb_array" (`render()` returns the first camera at `render_size`).
+        shadows: render shadows in images (costly with software OpenGL; cheap on a GPU).
         randomize: domain randomisation config (sim/randomize.py), a mapping or None.
         terminate_on_success: end the episode on the first successful step (default: the task's choice).
         action: extra keyword arguments for the action mode (e.g. max_linear_speed for ee_delta).
@@ -69,6 +70,7 @@ class RobotEnv(gym.Env):
         image_size: Sequence[int] = (96, 96),
         render_mode: str | None = None,
         render_size: Sequence[int] = (480, 640),
+        shadows: bool = False,
         randomize: Mapping[str, Any] | RandomizationConfig | None = None,
         terminate_on_success: bool | None = None,
         action: Mapping[str, float] | None = None,
@@ -101,6 +103,7 @@ class RobotEnv(gym.Env):
         self.render_size = (int(render_size[0]), int(render_size[1]))
         self.metadata = {**self.metadata, "render_fps": robot_spec.control_rate_hz}
         self._renderers: dict[tuple[int, int], CameraRenderer] = {}
+        self.shadows = shadows
 
         config = parse_randomization(randomize)
         self.randomizer = DomainRandomizer(self.model, config, self.robot.control_dt) if config else None
@@ -193,7 +196,7 @@ class RobotEnv(gym.Env):
 
     def _render(self, camera: str | int, size: tuple[int, int]) -> np.ndarray:
         if size not in self._renderers:
-            self._renderers[size] = CameraRenderer(self.model, *size)
+            self._renderers[size] = CameraRenderer(self.model, *size, shadows=self.shadows)
         return self._renderers[size].render(self.data, camera)
 
     def close(self) -> None:
