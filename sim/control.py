@@ -49,6 +49,13 @@ class ActionMode:
             return a[:-1], float(a[-1])
         return a, None
 
+    def hold(self) -> np.ndarray:
+        """The action that keeps the current targets (what a robot does before its first command arrives)."""
+        a = np.zeros(self.space.shape, dtype=np.float32)
+        if self.robot.has_gripper:
+            a[-1] = self.robot.gripper_target()
+        return a
+
     def apply(self, action: np.ndarray) -> None:
         """Turn one action, already checked by `validate`, into robot commands."""
         raise NotImplementedError
@@ -62,6 +69,12 @@ class JointPosition(ActionMode):
     def __init__(self, robot: SimRobot) -> None:
         super().__init__(robot)
         self._with_gripper(robot.lower, robot.upper, robot.spec.joint_names)
+
+    def hold(self) -> np.ndarray:
+        a = self.robot.joint_targets()
+        if self.robot.has_gripper:
+            a = np.append(a, self.robot.gripper_target())
+        return a.astype(np.float32)
 
     def apply(self, action: np.ndarray) -> None:
         q, g = self._split(action)

@@ -160,6 +160,9 @@ class RobotEnv(gym.Env):
         self.robot.reset()
         self._reset_task()
         mujoco.mj_forward(self.model, self.data)
+        if self.randomizer is not None:  # with action latency, the first steps apply "hold", not a repeat
+            for _ in range(self.randomizer.latency_steps):
+                self.randomizer.delay(self.action_mode.hold())
         self._steps = 0
         _, success, extra = self._evaluate()
         return self._observe(), {"is_success": success, **extra}

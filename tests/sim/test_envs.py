@@ -233,3 +233,17 @@ def test_sim_params_reach_the_model() -> None:
     assert 0.5 <= ratio <= 0.6
     assert nominal.sim_params == {}
     mujoco.mj_forward(env.model, env.data)
+
+
+def test_action_latency_applies_hold_first_then_the_delayed_action() -> None:
+    env = gym.make("realloop/ArmReach-v0", control_mode="joint_delta", randomize={"latency": [2, 2]}).unwrapped
+    env.reset(seed=0)
+    q0 = env.robot.joint_targets()
+    step = np.append(np.full(6, 0.05), 0.04).astype(np.float32)
+    env.step(step)
+    env.step(np.zeros(7, np.float32))
+    np.testing.assert_allclose(env.robot.joint_targets(), q0)  # two control periods of latency: still holding
+    env.step(np.zeros(7, np.float32))
+    np.testing.assert_allclose(env.robot.joint_targets(), q0 + 0.05, atol=1e-6)  # the first action, once
+    env.step(np.zeros(7, np.float32))
+    np.testing.assert_allclose(env.robot.joint_targets(), q0 + 0.05, atol=1e-6)
