@@ -30,6 +30,8 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/dataset_write.py
 	$(BIN)/python benchmarks/dataset_read.py
+	MUJOCO_GL=egl $(BIN)/python benchmarks/sim_envs.py
+	MUJOCO_GL=egl $(BIN)/python benchmarks/sim_experts.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -105,7 +105,7 @@ class IKConfig:
 
     damping: float = 0.02
     iterations: int = 4
-    tolerance: float = 1e-4
+    tolerance: float = 5e-4
 
 
 class EEDelta(ActionMode):
@@ -131,6 +131,9 @@ class EEDelta(ActionMode):
         self._scratch = mujoco.MjData(robot.model)
         self._jac = np.zeros((6, robot.model.nv))
         self._damp = ik.damping**2 * np.eye(6)
+        adr = robot.dof_adr
+        contiguous = np.array_equal(adr, np.arange(adr[0], adr[0] + adr.size))
+        self._dofs = slice(int(adr[0]), int(adr[0] + adr.size)) if contiguous else adr  # a view, not a copy
         self._quat = np.empty(4)
 
     def _fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,8 +172,8 @@ class EEDelta(ActionMode):
             if i == self.ik.iterations or err @ err < self.ik.tolerance**2:
                 break
             mujoco.mj_jacSite(r.model, self._scratch, self._jac[:3], self._jac[3:], r.ee_site_id)
-            jac = self._jac[:, r.dof_adr]
-            q = np.clip(q + jac.T @ np.linalg.solve(jac @ jac.T + self._damp, err), r.lower, r.upper)
+            jac = self._jac[:, self._dofs]
+            q = np.minimum(np.maximum(q + jac.T @ np.linalg.solve(jac @ jac.T + self._damp, err), r.lower), r.upper)
         return q
 
     def apply(self, action: np.ndarray) -> None:
