@@ -247,3 +247,21 @@ def test_action_latency_applies_hold_first_then_the_delayed_action() -> None:
     np.testing.assert_allclose(env.robot.joint_targets(), q0 + 0.05, atol=1e-6)  # the first action, once
     env.step(np.zeros(7, np.float32))
     np.testing.assert_allclose(env.robot.joint_targets(), q0 + 0.05, atol=1e-6)
+
+
+def test_a_users_own_robot_spec_plugs_into_a_task(tmp_path) -> None:
+    import yaml
+
+    from realloop.sim.spec import load_robot_spec
+
+    raw = yaml.safe_load(load_robot_spec("arm6").source.read_text())
+    raw["name"] = "my_arm"
+    raw["mjcf"] = str(load_robot_spec("arm6").mjcf)  # absolute path to the user's MJCF
+    raw["cameras"] = [c for c in raw["cameras"] if c["name"] == "wrist"]
+    path = tmp_path / "my_arm.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    env = gym.make("realloop/ArmLift-v0", robot=str(path))
+    obs, _ = env.reset(seed=0)
+    assert env.unwrapped.robot.spec.name == "my_arm" and obs[ENV_STATE].shape == (9,)
+    with pytest.raises(ValueError, match="its cameras: wrist"):
+        gym.make("realloop/ArmLift-v0", robot=str(path), cameras=["front"])
