@@ -34,15 +34,16 @@ class ActionMode:
             low, high, names = np.append(low, g.lower), np.append(high, g.upper), [*names, "gripper"]
         self.space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         self.names = names
+        self._low, self._high = self.space.low.astype(float), self.space.high.astype(float)
 
     def validate(self, action: np.ndarray) -> np.ndarray:
         """The action as float64, clipped to the space; ValueError on a wrong shape, NaN or inf."""
         a = np.asarray(action, dtype=float)
         if a.shape != self.space.shape:
             raise ValueError(f"{self.name} action of shape {a.shape}, expected {self.space.shape} ({self.names})")
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             raise ValueError(f"{self.name} action contains NaN or inf: {a}; the robot keeps its last command")
-        return np.clip(a, self.space.low, self.space.high)
+        return np.minimum(np.maximum(a, self._low), self._high)  # np.clip costs more on tiny arrays
 
     def _split(self, a: np.ndarray) -> tuple[np.ndarray, float | None]:
         if self.robot.has_gripper:

@@ -108,9 +108,9 @@ class SimRobot:
         q = np.asarray(q, dtype=float)
         if q.shape != (self.n_joints,):
             raise ValueError(f"{self.spec.name}: joint command of shape {q.shape}, expected ({self.n_joints},)")
-        if not np.all(np.isfinite(q)):
+        if not np.isfinite(q).all():
             raise ValueError(f"{self.spec.name}: joint command contains NaN or inf: {q}")
-        self.data.ctrl[self.actuator_ids] = np.clip(q, self.lower, self.upper)
+        self.data.ctrl[self.actuator_ids] = np.minimum(np.maximum(q, self.lower), self.upper)
         if gripper is not None and self.has_gripper:
             g = self.spec.gripper  # type: ignore[union-attr]
             if not np.isfinite(gripper):
