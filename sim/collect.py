@@ -28,8 +28,9 @@ from tqdm import tqdm
 import realloop.sim  # noqa: F401  (registers the task ids)
 from realloop.data import Dataset, DatasetLockedError, DatasetWriteError, NotADatasetError
 from realloop.sim.experts import make_expert
+from realloop.sim.spec import REPO_ROOT
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = REPO_ROOT / "configs"  # the checkout's configs/, or realloop/configs/ when installed
 
 
 @dataclass

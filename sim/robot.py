@@ -9,7 +9,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from realloop.sim.spec import RobotSpec
+from realloop.sim.spec import RobotSpec, joint_actuator_id
 
 
 class SimRobot:
@@ -26,7 +26,8 @@ class SimRobot:
         ids = [model.joint(j.name).id for j in spec.joints]
         self.qpos_adr = np.array([model.jnt_qposadr[i] for i in ids])
         self.dof_adr = np.array([model.jnt_dofadr[i] for i in ids])
-        self.actuator_ids = np.array([self._actuator(j.name, j.actuator) for j in spec.joints])
+        # check_against_model has ruled out joints without an actuator
+        self.actuator_ids = np.array([joint_actuator_id(model, j) for j in spec.joints])
         self.lower = np.array([j.lower for j in spec.joints])
         self.upper = np.array([j.upper for j in spec.joints])
         self.velocity_limit = np.array([j.velocity for j in spec.joints])
@@ -40,16 +41,6 @@ class SimRobot:
         self.control_dt = self.n_substeps * model.opt.timestep
         self.key_id = model.key(spec.home_keyframe).id if spec.home_keyframe else -1
         self.ee_site_id = model.site(spec.ee_site).id if spec.ee_site else -1
-
-    def _actuator(self, joint: str, actuator: str | None) -> int:
-        if actuator is not None:
-            return self.model.actuator(actuator).id
-        jid = self.model.joint(joint).id
-        for aid in range(self.model.nu):
-            joint_trn = self.model.actuator_trntype[aid] == mujoco.mjtTrn.mjTRN_JOINT
-            if joint_trn and self.model.actuator_trnid[aid, 0] == jid:
-                return aid
-        raise AssertionError(f"no actuator for {joint}")  # check_against_model already ruled this out
 
     @property
     def n_joints(self) -> int:

@@ -207,20 +207,28 @@ class RobotSpec:
 
     @staticmethod
     def _joint_actuator(model: mujoco.MjModel, j: JointSpec, jid: int, errors: list[str]) -> int | None:
-        import mujoco
-
-        if j.actuator is not None:
-            aid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, j.actuator)
-            if aid < 0:
-                errors.append(f"joint {j.name!r}: actuator {j.actuator!r} is not in the MJCF")
-                return None
+        aid = joint_actuator_id(model, j)
+        if aid >= 0:
             return aid
-        for aid in range(model.nu):
-            joint_trn = int(model.actuator_trntype[aid]) == int(mujoco.mjtTrn.mjTRN_JOINT)
-            if joint_trn and int(model.actuator_trnid[aid, 0]) == jid:
-                return aid
-        errors.append(f"joint {j.name!r}: no actuator drives it in the MJCF")
+        if j.actuator is not None:
+            errors.append(f"joint {j.name!r}: actuator {j.actuator!r} is not in the MJCF")
+        else:
+            errors.append(f"joint {j.name!r}: no actuator drives it in the MJCF")
         return None
+
+
+def joint_actuator_id(model: mujoco.MjModel, joint: JointSpec) -> int:
+    """The actuator commanding `joint`: the one the spec names, else the one whose transmission is the joint; -1."""
+    import mujoco
+
+    if joint.actuator is not None:
+        return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, joint.actuator)
+    jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, joint.name)
+    for aid in range(model.nu):
+        joint_trn = int(model.actuator_trntype[aid]) == int(mujoco.mjtTrn.mjTRN_JOINT)
+        if joint_trn and int(model.actuator_trnid[aid, 0]) == jid:
+            return aid
+    return -1
 
 
 # ---------------------------------------------------------------------------------------------- loading

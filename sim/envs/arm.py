@@ -43,13 +43,6 @@ class ArmEnv(RobotEnv):
     def _ee_pos(self) -> np.ndarray:
         return self.data.site_xpos[self.robot.ee_site_id]
 
-    def _body(self, name: str) -> int:
-        """Body id, cached: name lookups cost more than the rest of a step's bookkeeping."""
-        cache = self.__dict__.setdefault("_body_ids", {})
-        if name not in cache:
-            cache[name] = self.model.body(name).id
-        return cache[name]
-
 
 class ArmReachEnv(ArmEnv):
     """Move the end effector to a target point (a sphere the cameras see). Success: within `tolerance` m."""
@@ -69,7 +62,7 @@ class ArmReachEnv(ArmEnv):
 
     def _reset_task(self) -> None:
         self.target = self.np_random.uniform(self.target_low, self.target_high)
-        self.data.mocap_pos[self.model.body_mocapid[self._body("target")]] = self.target
+        self.data.mocap_pos[self.model.body_mocapid[self.body_id("target")]] = self.target
 
     def _task_state(self) -> np.ndarray:
         return self.target
@@ -104,11 +97,11 @@ class ArmLiftEnv(ArmEnv):
         self.data.qpos[adr : adr + 7] = [*xy, self.half, *_yaw_quat(yaw)]
 
     def _task_state(self) -> np.ndarray:
-        bid = self._body("cube")
+        bid = self.body_id("cube")
         return np.concatenate([self.data.xpos[bid], rot6d(self.data.xmat[bid])])
 
     def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
-        cube = self.data.xpos[self._body("cube")]
+        cube = self.data.xpos[self.body_id("cube")]
         reach = float(np.linalg.norm(self._ee_pos() - cube))
         height = float(cube[2] - self.half)
         reward = (1.0 - np.tanh(10.0 * reach)) + 2.0 * min(max(height, 0.0) / self.lift_height, 1.0)
@@ -149,7 +142,7 @@ class ArmPushTEnv(ArmEnv):
         _add_marker(scene, "goal", [([s[0], s[1], 0.0005], [p[0], p[1], 0.0]) for s, p in self.shapes], GOAL_RGBA)
 
     def _reset_task(self) -> None:
-        mid = self.model.body_mocapid[self._body("goal")]
+        mid = self.model.body_mocapid[self.body_id("goal")]
         self.data.mocap_pos[mid] = [self.goal[0], self.goal[1], 0.0006]
         self.data.mocap_quat[mid] = _yaw_quat(self.goal[2])
         while True:  # never start (nearly) solved
@@ -161,7 +154,7 @@ class ArmPushTEnv(ArmEnv):
 
     def block_pose(self) -> np.ndarray:
         """(x, y, yaw) of the block."""
-        bid = self._body("tblock")
+        bid = self.body_id("tblock")
         m = self.data.xmat[bid]
         return np.array([self.data.xpos[bid, 0], self.data.xpos[bid, 1], np.arctan2(m[3], m[0])])
 

@@ -103,6 +103,7 @@ class RobotEnv(gym.Env):
         self.render_size = (int(render_size[0]), int(render_size[1]))
         self.metadata = {**self.metadata, "render_fps": robot_spec.control_rate_hz}
         self._renderers: dict[tuple[int, int], CameraRenderer] = {}
+        self._body_ids: dict[str, int] = {}
         self.shadows = shadows
 
         config = parse_randomization(randomize)
@@ -128,6 +129,12 @@ class RobotEnv(gym.Env):
     def _failed(self) -> bool:
         """True when the episode must end as a failure (e.g. the quadruped fell)."""
         return False
+
+    def body_id(self, name: str) -> int:
+        """A body's id, cached: name lookups cost more than the rest of a step's bookkeeping."""
+        if name not in self._body_ids:
+            self._body_ids[name] = self.model.body(name).id
+        return self._body_ids[name]
 
     # ------------------------------------------------------------------------------------------ robot state
 

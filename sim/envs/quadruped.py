@@ -53,8 +53,7 @@ class QuadWalkEnv(RobotEnv):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # ids and sensor slices once: name lookups cost more than the rest of a step's bookkeeping
-        self._trunk = self.model.body("trunk").id
+        # sensor slices once: name lookups cost more than the rest of a step's bookkeeping
         self._slices = {}
         for name in ("imu_gyro", "imu_vel"):
             s = self.model.sensor(name)
@@ -64,7 +63,7 @@ class QuadWalkEnv(RobotEnv):
         return self.data.sensordata[self._slices[name]]
 
     def _trunk_rot(self) -> np.ndarray:
-        return self.data.xmat[self._trunk].reshape(3, 3)
+        return self.data.xmat[self.body_id("trunk")].reshape(3, 3)
 
     def _robot_state(self) -> np.ndarray:
         gravity = -self._trunk_rot()[2]  # world -z in the trunk frame: the last row of R, negated
@@ -104,5 +103,5 @@ class QuadWalkEnv(RobotEnv):
         return float(reward), success, info
 
     def _failed(self) -> bool:
-        trunk = self.data.xpos[self._trunk]
+        trunk = self.data.xpos[self.body_id("trunk")]
         return bool(trunk[2] < self.min_height or self._trunk_rot()[2, 2] < self.min_upright)
