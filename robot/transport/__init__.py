@@ -1,0 +1,62 @@
+"""Transports under the node API: ``dds`` (Cyclone DDS, no ROS install) and ``rclpy`` (ROS 2 sourced).
+
+Both move the same CDR bytes (:mod:`realloop.robot.msgs`); a transport knows topics, types and QoS, not messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+from .qos import CLOCK, LATCHED, RELIABLE, SENSOR, QoS, qos_profile
+
+__all__ = ["CLOCK", "LATCHED", "RELIABLE", "SENSOR", "QoS", "Transport", "make_transport", "qos_profile",
+           "rclpy_available"]
+
+
+class Transport(Protocol):
+    """What a node needs from the middleware."""
+
+    def advertise(self, topic: str, ros_type: str, qos: QoS) -> Callable[[bytes], None]: ...
+
+    def subscribe(self, topic: str, ros_type: str, qos: QoS, callback: Callable[[bytes], None]) -> None: ...
+
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds for data, then run the callbacks of what arrived."""
+
+    def wake(self) -> None:
+        """Make a blocked :meth:`wait` return now (thread-safe)."""
+
+    def close(self) -> None: ...
+
+
+def rclpy_available() -> bool:
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_transport(kind: str, node_name: str, domain_id: int | None = None,
+                   localhost_only: bool | None = None) -> Transport:
+    """``kind`` is ``auto`` (rclpy when it imports, else dds), ``dds`` or ``rclpy``.
+    ``domain_id`` defaults to ROS_DOMAIN_ID (else 0); ``localhost_only`` to ROS_LOCALHOST_ONLY=1 or
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST."""
+    if domain_id is None:
+        domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
+    if localhost_only is None:
+        localhost_only = (os.environ.get("ROS_LOCALHOST_ONLY") == "1"
+                          or os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST")
+    if kind == "auto":
+        kind = "rclpy" if rclpy_available() else "dds"
+    if kind == "dds":
+        from .dds import DdsTransport
+
+        return DdsTransport(node_name, domain_id, localhost_only)
+    if kind == "rclpy":
+        from .rclpy_bridge import RclpyTransport
+
+        return RclpyTransport(node_name, domain_id, localhost_only)
+    raise ValueError(f"unknown transport {kind!r}; use auto, dds or rclpy")
