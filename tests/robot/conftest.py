@@ -25,7 +25,8 @@ def domain_id() -> int:
 
 
 def node_env(domain_id: int) -> dict[str, str]:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_LOCALHOST_ONLY="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), REALLOOP_SIM_DOMAIN_ID=str(domain_id), ROS_LOCALHOST_ONLY="1",
+               PYTHONUNBUFFERED="1")
     env.setdefault("MUJOCO_GL", "egl")
     return env
 
