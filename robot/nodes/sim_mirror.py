@@ -55,8 +55,9 @@ def sim_domain_id(params: Mapping[str, Any]) -> int:
     return int(os.environ.get("REALLOOP_SIM_DOMAIN_ID", params.get("sim_domain_id", DEFAULT_SIM_DOMAIN)))
 
 
-def make_mirror_env(task: str, seed: int | None = None) -> gym.Env:
-    """The task's env in joint_position mode; ``task`` is a task config name (arm_lift) or a gymnasium id."""
+def task_model_env(task: str, control_mode: str | None = None, seed: int | None = None) -> gym.Env:
+    """A task's env (never terminating) in ``control_mode`` (default: the task config's); ``task`` is a task config
+    name (arm_lift) or a gymnasium id."""
     import realloop.sim  # noqa: F401 - registers the realloop/ ids
 
     kwargs: dict[str, Any] = {}
@@ -65,9 +66,11 @@ def make_mirror_env(task: str, seed: int | None = None) -> gym.Env:
 
         cfg = compose_config([f"task={task}"])["task"]
         task = cfg["env_id"]
-        kwargs = {k: v for k, v in dict(cfg.get("env") or {}).items() if k != "control_mode"}
+        kwargs = dict(cfg.get("env") or {})
     kwargs.pop("max_episode_steps", None)
-    env = gym.make(task, control_mode="joint_position", terminate_on_success=False, **kwargs)
+    if control_mode:
+        kwargs["control_mode"] = control_mode
+    env = gym.make(task, terminate_on_success=False, **kwargs)
     env.reset(seed=seed)
     return env
 
@@ -95,7 +98,7 @@ class SimMirror(Node):
         params = dict(params or {})
         super().__init__(name, params, domain_id=sim_domain_id(params), **kw)
         self.seed = params.get("seed")
-        self.env = make_mirror_env(str(self.param("task", "arm_lift")), self.seed)
+        self.env = task_model_env(str(self.param("task", "arm_lift")), "joint_position", self.seed)
         self.u = self.env.unwrapped
         self.robot = self.u.robot
         self.spec = self.robot.spec

@@ -67,6 +67,9 @@ class ArmReachEnv(ArmEnv):
     def _task_state(self) -> np.ndarray:
         return self.target
 
+    def set_task_state(self, state: np.ndarray) -> None:
+        self.target = np.asarray(state, dtype=float)[:3].copy()
+
     def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
         dist = float(np.linalg.norm(self._ee_pos() - self.target))
         return -dist, dist < self.tolerance, {"distance": dist}
@@ -99,6 +102,15 @@ class ArmLiftEnv(ArmEnv):
     def _task_state(self) -> np.ndarray:
         bid = self.body_id("cube")
         return np.concatenate([self.data.xpos[bid], rot6d(self.data.xmat[bid])])
+
+    def set_task_state(self, state: np.ndarray) -> None:
+        state = np.asarray(state, dtype=float)
+        c0, c1 = state[3:6], state[6:9]
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, np.column_stack([c0, c1, np.cross(c0, c1)]).ravel())
+        adr = self.model.jnt_qposadr[self.model.joint("cube").id]
+        self.data.qpos[adr : adr + 7] = [*state[:3], *quat]
+        mujoco.mj_kinematics(self.model, self.data)
 
     def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
         cube = self.data.xpos[self.body_id("cube")]
@@ -162,6 +174,16 @@ class ArmPushTEnv(ArmEnv):
         x, y, yaw = self.block_pose()
         gx, gy, gyaw = self.goal
         return np.array([x, y, np.cos(yaw), np.sin(yaw), gx, gy, np.cos(gyaw), np.sin(gyaw)])
+
+    def set_task_state(self, state: np.ndarray) -> None:
+        x, y, c, s, gx, gy, gc, gs = np.asarray(state, dtype=float)
+        adr = self.model.jnt_qposadr[self.model.joint("tblock").id]
+        self.data.qpos[adr : adr + 7] = [x, y, 0.015, *_yaw_quat(float(np.arctan2(s, c)))]
+        self.goal = np.array([gx, gy, float(np.arctan2(gs, gc))])
+        mid = self.model.body_mocapid[self.body_id("goal")]
+        self.data.mocap_pos[mid] = [gx, gy, 0.0006]
+        self.data.mocap_quat[mid] = _yaw_quat(self.goal[2])
+        mujoco.mj_kinematics(self.model, self.data)
 
     def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
         x, y, yaw = self.block_pose()

@@ -122,6 +122,24 @@ class RobotEnv(gym.Env):
         """The observation.environment_state vector (`env_state_names`)."""
         return np.zeros(0)
 
+    def set_task_state(self, state: np.ndarray) -> None:
+        """Put the task into the state an `observation.environment_state` vector describes (the inverse of
+        `_task_state`): how a model of the task follows a real or mirrored one (the policy runner node)."""
+        if len(self.env_state_names) or len(state):
+            raise NotImplementedError(f"{type(self).__name__} cannot be set from its environment state")
+
+    def sync_robot(self, positions: np.ndarray, velocities: np.ndarray | None = None,
+                   gripper: float | None = None) -> None:
+        """Set the robot's measured joint state (spec order) and gripper opening, then update kinematics."""
+        r = self.robot
+        self.data.qpos[r.qpos_adr] = positions
+        if velocities is not None:
+            self.data.qvel[r.dof_adr] = velocities
+        if gripper is not None and r.has_gripper:
+            for j in r.spec.gripper.joints:  # coupled fingers: each opens by the gripper's opening
+                self.data.qpos[self.model.jnt_qposadr[self.model.joint(j).id]] = gripper
+        mujoco.mj_forward(self.model, self.data)
+
     def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
         """(reward, success, extra info) for the state after a step."""
         raise NotImplementedError

@@ -84,6 +84,9 @@ class QuadWalkEnv(RobotEnv):
     def _task_state(self) -> np.ndarray:
         return self.command
 
+    def set_task_state(self, state: np.ndarray) -> None:
+        self.command = np.asarray(state, dtype=float)[:3].copy()
+
     def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
         v = self._sensor("imu_vel")
         wz = float(self._sensor("imu_gyro")[2])

@@ -1,0 +1,32 @@
+"""What a realloop policy is, for everything that runs one (evaluation, the policy runner node).
+
+A policy maps an observation dict keyed by dataset feature names (``observation.state``,
+``observation.environment_state``, ``observation.images.<cam>``) to an action chunk: an array (T, action_dim)
+of actions for the next T control steps, in its task's action space.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Policy(Protocol):
+    def reset(self) -> None:
+        """Forget history; called at the start of each episode."""
+
+    def predict_action_chunk(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Actions (T, action_dim) for the next T control steps from now."""
+
+
+def make_policy(spec: dict[str, Any], env: Any) -> Policy:
+    """A policy from a runner config: ``{kind: expert, seed: 0}`` is the task's scripted expert, acting on
+    ``env`` (the unwrapped task model the runner keeps in sync with the robot)."""
+    kind = spec.get("kind")
+    if kind == "expert":
+        from .expert import ExpertPolicy
+
+        return ExpertPolicy(env, seed=spec.get("seed"))
+    raise ValueError(f"unknown policy kind {kind!r} in the policy config {spec}; available: expert")
