@@ -1,0 +1,121 @@
+"""Graph descriptions (configs/graph/<name>.yaml), shared by ``realloop-launch`` and ``launch/realloop.launch.py``.
+
+A graph names its nodes, each with a kind (a module of realloop.robot.nodes), parameters and remaps::
+
+    name: sim_arm_teleop
+    domain_id: 42            # ROS_DOMAIN_ID of every node; null: the caller's environment
+    localhost_only: true
+    nodes:
+      sim_mirror: {kind: sim_mirror, params: {task: arm_lift}}
+      teleop: {kind: teleop, params: {robot: arm6}, terminal: true}    # gets the terminal (keyboard)
+      recorder: {kind: recorder, params: {dataset: outputs/recordings/arm_lift.zarr}, remaps: {}}
+
+Each node runs as ``python -m realloop.robot.nodes KIND key=value ... --ros-args -r __node:=NAME -r from:=to``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ..nodes import KINDS
+
+GRAPH_DIR = Path(__file__).resolve().parents[2] / "configs" / "graph"
+
+
+@dataclass
+class NodeEntry:
+    name: str
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    remaps: dict[str, str] = field(default_factory=dict)
+    terminal: bool = False   # inherits the launcher's stdin (keyboard teleop)
+    required: bool = True    # when it exits, the whole graph shuts down (as ros2 launch's on_exit=Shutdown)
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: list[NodeEntry]
+    domain_id: int | None = None
+    localhost_only: bool = False
+    description: str = ""
+
+    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment of every node process."""
+        env = dict(base)
+        if self.domain_id is not None:
+            env["ROS_DOMAIN_ID"] = str(self.domain_id)
+            env["REALLOOP_SIM_DOMAIN_ID"] = str(self.domain_id)  # the graph's domain is the sim's
+        if self.localhost_only:
+            env["ROS_LOCALHOST_ONLY"] = "1"
+            env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+
+def graph_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    path = GRAPH_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in GRAPH_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no graph {name!r}: expected {path} or a .yaml path; graphs: {', '.join(known)}")
+    return path
+
+
+def load_graph(name: str, overrides: Sequence[str] = ()) -> Graph:
+    """A graph by name (configs/graph/NAME.yaml) or path, with dotted ``key=value`` overrides
+    (``nodes.recorder.params.dataset=/data/x.zarr``)."""
+    cfg = OmegaConf.load(graph_path(name))
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return graph_from_dict(OmegaConf.to_container(cfg, resolve=True))
+
+
+def graph_from_dict(d: Mapping[str, Any]) -> Graph:
+    nodes = []
+    for node_name, spec in (d.get("nodes") or {}).items():
+        if spec is None or spec.get("enabled", True) is False:
+            continue
+        kind = spec.get("kind", node_name)
+        if kind not in KINDS:
+            raise ValueError(f"graph {d.get('name')!r}: node {node_name!r} has kind {kind!r}; "
+                             f"kinds: {', '.join(KINDS)}")
+        unknown = set(spec) - {"kind", "params", "remaps", "terminal", "required", "enabled"}
+        if unknown:
+            raise ValueError(f"graph {d.get('name')!r}: node {node_name!r} has unknown keys {sorted(unknown)}")
+        nodes.append(NodeEntry(node_name, kind, dict(spec.get("params") or {}), dict(spec.get("remaps") or {}),
+                               bool(spec.get("terminal", False)), bool(spec.get("required", True))))
+    if not nodes:
+        raise ValueError(f"graph {d.get('name')!r} has no nodes")
+    return Graph(str(d.get("name", "graph")), nodes, d.get("domain_id"), bool(d.get("localhost_only", False)),
+                 str(d.get("description", "")))
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``{"a": {"b": 1}, "s": "x"}`` -> ``['a.b=1', 's="x"']``: JSON values, which the node reads as YAML."""
+    out = []
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out += flatten(v, key + ".")
+        else:
+            out.append(f"{key}={json.dumps(v)}")
+    return out
+
+
+def node_command(node: NodeEntry, python: str = sys.executable) -> list[str]:
+    """The command line of one node: what both realloop-launch and ros2 launch execute."""
+    cmd = [python, "-m", "realloop.robot.nodes", node.kind, *flatten(node.params), "--ros-args", "-r",
+           f"__node:={node.name}"]
+    for src, dst in node.remaps.items():
+        cmd += ["-r", f"{src}:={dst}"]
+    return cmd
