@@ -75,6 +75,8 @@ def default_value(ftype: FieldType) -> Any:
     if ftype.is_message:
         return [] if ftype.length == -1 else ftype.base()
     if ftype.length is None:
+        if ftype.base in ("float32", "float64"):
+            return 0.0  # a float, as decode gives: 0 and 0.0 print and serialise (JSON, YAML) differently
         return "" if ftype.base == "string" else (False if ftype.base == "bool" else 0)
     if ftype.base == "string":
         return [""] * ftype.length if ftype.length > 0 else []
@@ -217,6 +219,8 @@ def _field_decoder(ft: FieldType, endian: str) -> Decoder:
         pos += 4
         if n == 0:  # some writers send a zero length for an empty string
             return "", pos
+        if pos + n > len(mv):  # a slice past the end would silently yield a shorter string
+            raise CdrError(f"truncated message: a string of {n} bytes at offset {pos} runs past the end ({len(mv)})")
         return bytes(mv[pos:pos + n - 1]).decode(), pos + n
 
     if ft.is_message:
