@@ -99,6 +99,15 @@ class _ShardAppender:
             if len(self.pending) == self.shard_len:
                 self._write_shard()
 
+    def extend_encoded(self, frames: list[bytes]) -> None:
+        """Append frames already encoded in the codec's format (stored as they are)."""
+        for data in frames:
+            done: Future[bytes] = Future()
+            done.set_result(with_crc(bytes(data)))
+            self.pending.append(done)
+            if len(self.pending) == self.shard_len:
+                self._write_shard()
+
     def flush(self) -> None:
         if self.pending:
             self._write_shard()
@@ -138,8 +147,11 @@ class _StreamWriter:
         self.last_t = -np.inf
         self.first_t: float | None = None
 
-    def extend(self, timestamps: np.ndarray, values: np.ndarray) -> None:
-        self.data.extend(values)
+    def extend(self, timestamps: np.ndarray, values: np.ndarray | list[bytes], encoded: bool = False) -> None:
+        if encoded:
+            self.data.extend_encoded(values)  # type: ignore[union-attr, arg-type]
+        else:
+            self.data.extend(values)  # type: ignore[arg-type]
         self.timestamps.extend(timestamps)
         if self.first_t is None:
             self.first_t = float(timestamps[0])
@@ -189,6 +201,22 @@ class EpisodeWriter:
         vals = np.stack([check_sample(feature, v) for v in vals]) if len(vals) else vals
         if len(ts) == 0:
             return
+        stream = self._check_times(name, feature, ts)
+        self._guard(lambda: stream.extend(ts, vals))
+
+    def add_encoded(self, name: str, timestamp: float, data: bytes) -> None:
+        """Append one image frame already encoded in the feature's ``image_format`` (a camera's JPEG for a jpeg
+        feature), stored as it is: no decoding, no re-encoding. The caller vouches that it decodes to the
+        feature's shape; readers and ``realloop-dataset verify`` decode it like any other frame."""
+        feature = self._feature(name)
+        if not feature.is_image:
+            raise SchemaError(f"{name}: add_encoded takes image features only; use add() for numeric ones")
+        ts = np.asarray([timestamp], dtype=np.float64)
+        stream = self._check_times(name, feature, ts)
+        self._guard(lambda: stream.extend(ts, [bytes(data)], encoded=True))
+
+    def _check_times(self, name: str, feature: Feature, ts: np.ndarray) -> _StreamWriter:
+        """Check that ``ts`` continues the stream strictly increasing; returns the stream (created if new)."""
         if not np.all(np.isfinite(ts)):
             raise SchemaError(f"{name}: timestamps must be finite seconds, got {ts[~np.isfinite(ts)][:3]}")
         stream = self.streams.get(name)
@@ -204,7 +232,7 @@ class EpisodeWriter:
         if stream is None:
             stream = self._guard(lambda: _StreamWriter(self._group, feature, self._pool, self.path))
             self.streams[name] = stream
-        self._guard(lambda: stream.extend(ts, vals))
+        return stream
 
     def _feature(self, name: str) -> Feature:
         if self.closed:
