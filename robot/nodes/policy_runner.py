@@ -75,6 +75,9 @@ class PolicyRunner(Node):
         self.grip_pub = (self.create_publisher(f"{prefix}/{self.spec.gripper.controller}/commands", Float64MultiArray)
                          if self.robot.has_gripper and self.spec.gripper.controller else None)
         self.status_pub = self.create_publisher("~/status", String, qos="latched")
+        # sim graphs: the task's success (from /sim/status) ends the recorder's episode as a success
+        self.recorder_pub = (self.create_publisher("/recorder/command", String)
+                             if self.param("report_success", False) else None)
 
         self.queue: deque[tuple[float, np.ndarray]] = deque()
         self.paused = False
@@ -118,6 +121,8 @@ class PolicyRunner(Node):
             self.done = True
             self._status("success")
             self.log.info("task success after %d steps; holding", self.steps)
+            if self.recorder_pub is not None:
+                self.recorder_pub.publish(String("success"))
 
     # --- observation ---------------------------------------------------------------------------------------
     def observe(self, t: float) -> dict[str, np.ndarray] | None:

@@ -42,6 +42,7 @@ _IDL_PRIMITIVES = {
     "uint64": idl.uint64, "float32": idl.float32, "float64": idl.float64, "string": str,
 }
 _ANY = SampleState.Any | ViewState.Any | InstanceState.Any
+_LOCALHOST_DOMAINS: dict[int, Domain] = {}
 
 
 @functools.cache
@@ -83,8 +84,10 @@ class DdsTransport:
 
     def __init__(self, node_name: str, domain_id: int, localhost_only: bool = False):
         self.domain_id = domain_id
-        # keep the Domain alive for the participant's lifetime: it holds the config
-        self._domain = Domain(domain_id, LOCALHOST_CONFIG) if localhost_only else None
+        # the Domain holds the config; Cyclone refuses a second one for a live domain id, so nodes in one process
+        # share it, and it lives as long as the process
+        if localhost_only and domain_id not in _LOCALHOST_DOMAINS:
+            _LOCALHOST_DOMAINS[domain_id] = Domain(domain_id, LOCALHOST_CONFIG)
         self.participant = DomainParticipant(domain_id)
         self._topics: dict[str, Topic] = {}
         self._readers: list[tuple[DataReader, Callable[[bytes], None]]] = []
