@@ -32,6 +32,8 @@ bench: venv
 	$(BIN)/python benchmarks/dataset_read.py
 	MUJOCO_GL=egl $(BIN)/python benchmarks/sim_envs.py
 	MUJOCO_GL=egl $(BIN)/python benchmarks/sim_experts.py
+	$(BIN)/python benchmarks/ros_transport.py
+	MUJOCO_GL=egl $(BIN)/python benchmarks/recorder_cpu.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
