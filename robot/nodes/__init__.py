@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import realloop.sim  # noqa: F401 - first, so it picks a headless GL backend before any node imports MuJoCo
+
 from ..args import load_node_config, merge, parse_node_args
 from ..node import Node
 
