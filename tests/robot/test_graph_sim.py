@@ -88,7 +88,8 @@ def test_scripted_policy_lifts_the_cube_through_the_safety_filter(domain_id: int
     assert ok, out[-3000:]
     assert sim()["success"] is True, out[-3000:]
     assert rec()["last"]["outcome"] == "committed" and rec()["last"]["success"] is True
-    assert safety() is not None and safety()["state"] == "ok"
+    # once the policy stops on success the filter's watchdog holds the arm: "hold" is fine, rejections are not
+    assert safety() is not None and safety()["state"] in ("ok", "hold") and safety()["rejected_total"] == 0
     assert launch.returncode == 130, out[-3000:]
 
     ds = Dataset.open(path)
