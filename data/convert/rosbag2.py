@@ -298,7 +298,8 @@ def stamp_seconds(stamp: Any) -> float:
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
-    """A ``sensor_msgs/msg/Image`` as an ``H x W x 3`` RGB uint8 array (row padding removed)."""
+    """A ``sensor_msgs/msg/Image`` (rosbags' or realloop.robot.msgs') as ``H x W x 3`` RGB uint8 (row padding
+    removed). Used by this converter and by the recorder node."""
     if msg.encoding not in IMAGE_ENCODINGS:
         raise UnsupportedMessage(
             f"image encoding {msg.encoding!r} is not supported; supported: {sorted(IMAGE_ENCODINGS)} "
@@ -306,7 +307,9 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         )
     channels, code = IMAGE_ENCODINGS[msg.encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
+    raw = msg.data  # bytes from realloop's codec, a numpy array from rosbags
+    is_bytes = isinstance(raw, (bytes, bytearray, memoryview))
+    data = np.frombuffer(raw, np.uint8) if is_bytes else np.asarray(raw, np.uint8)
     if step < w * channels or data.size < h * step:
         raise ConvertError(f"truncated {msg.encoding} image: {data.size} bytes for {h}x{w}, step {step}")
     img = data[: h * step].reshape(h, step)[:, : w * channels].reshape(h, w, channels)

@@ -50,6 +50,8 @@ import cv2
 import numpy as np
 
 from realloop.data.codecs import FORMATS
+from realloop.data.convert import ConvertError
+from realloop.data.convert.rosbag2 import image_to_rgb as _image_to_rgb
 from realloop.data.schema import IMAGE_PREFIX, Feature, SchemaError, make_feature
 
 from ..msgs import (
@@ -76,16 +78,6 @@ SPEC_KEYS = ("feature", "topic", "type", "field", "joints", "names", "shape", "d
              "dead_after")
 ROBOT_ALIASES = ("robot.joints", "robot.joint_states")
 DEFAULT_DTYPE = "float32"
-# encoding -> (channels, OpenCV conversion to RGB or None)
-IMAGE_ENCODINGS: dict[str, tuple[int, int | None]] = {
-    "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "8UC3": (3, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
-    "8UC1": (1, cv2.COLOR_GRAY2RGB),
-}
 
 
 class StreamConfigError(ValueError):
@@ -371,19 +363,11 @@ def jpeg_shape(data: bytes) -> tuple[int, int, int] | None:
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
-    """A ``sensor_msgs/Image`` as ``H x W x 3`` RGB uint8 (row padding removed)."""
-    if msg.encoding not in IMAGE_ENCODINGS:
-        raise InvalidSample(f"image encoding {msg.encoding!r} is not supported; supported: "
-                            f"{sorted(IMAGE_ENCODINGS)} (depth and 16-bit images do not fit an RGB image feature)")
-    channels, code = IMAGE_ENCODINGS[msg.encoding]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if step < w * channels or data.size < h * step:
-        raise InvalidSample(f"truncated {msg.encoding} image: {data.size} bytes for {w}x{h}, step {step}")
-    img = data[: h * step].reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    if code is None:
-        return np.ascontiguousarray(img)
-    return cv2.cvtColor(img[..., 0] if channels == 1 else img, code)
+    """A ``sensor_msgs/Image`` as ``H x W x 3`` RGB uint8 (the rosbag2 converter's decoding)."""
+    try:
+        return _image_to_rgb(msg)
+    except ConvertError as e:
+        raise InvalidSample(str(e)) from None
 
 
 # -- parsing a config ----------------------------------------------------------------------------------------

@@ -33,17 +33,22 @@ def node_env(domain_id: int) -> dict[str, str]:
 
 @pytest.fixture
 def start_node(domain_id: int, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """``start_node(kind, "key=value", ..., ros_args=[...])`` runs ``realloop-node KIND`` as a process on the
-    test's domain; its output goes to ``tmp_path/<kind>N.log`` (read with ``proc.log_text()``)."""
+    """``start_node(kind, "key=value", ..., ros_args=[...], stdin=fd, executable=[...])`` runs ``realloop-node
+    KIND`` (or ``executable``) as a process on the test's domain; its output goes to ``tmp_path/<kind>N.log``
+    (read with ``proc.log_text()``)."""
     procs: list[subprocess.Popen] = []
 
-    def start(kind: str, *overrides: str, ros_args: list[str] | None = None) -> subprocess.Popen:
+    def start(kind: str, *overrides: str, ros_args: list[str] | None = None, stdin: int = subprocess.DEVNULL,
+              executable: list[str] | None = None) -> subprocess.Popen:
         log = tmp_path / f"{kind}{len(procs)}.log"
-        cmd = [sys.executable, "-m", "realloop.robot.nodes", kind, *overrides]
+        cmd = [*(executable or [sys.executable, "-m", "realloop.robot.nodes", kind]), *overrides]
         if ros_args:
             cmd += ["--ros-args", *ros_args]
         fh = open(log, "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(cmd, env=node_env(domain_id), stdout=fh, stderr=subprocess.STDOUT)
+        # a new session: a pty given as stdin is not its controlling terminal (Ctrl-C bytes are data), and
+        # signals go by pid
+        proc = subprocess.Popen(cmd, env=node_env(domain_id), stdin=stdin, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         proc.log_path = log
         proc.log_text = log.read_text
         procs.append(proc)

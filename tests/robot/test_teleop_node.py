@@ -11,12 +11,11 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import node_env
 
 from realloop.robot.msgs import Bool, Float64MultiArray, JointState, Joy, String, TwistStamped, header
 from realloop.robot.node import Node
@@ -28,35 +27,15 @@ TIMEOUT = 60.0  # generous: node start-up on a loaded 2-core machine
 
 
 @pytest.fixture
-def start_teleop(domain_id: int, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Like conftest's start_node, with the child's stdin chosen by the test (a pty, or /dev/null)."""
-    procs: list[subprocess.Popen] = []
+def start_teleop(start_node: Callable[..., subprocess.Popen]) -> Callable[..., subprocess.Popen]:
+    """start_node for teleop, with the child's stdin chosen by the test (a pty, or /dev/null)."""
 
     def start(*overrides: str, stdin: int = subprocess.DEVNULL, console_script: bool = False) -> subprocess.Popen:
-        log = tmp_path / f"teleop{len(procs)}.log"
         script = Path(sys.executable).with_name("realloop-teleop")
-        if console_script and script.exists():  # the entry point pyproject declares
-            cmd = [str(script), *overrides]
-        else:
-            cmd = [sys.executable, "-m", "realloop.robot.nodes", "teleop", *overrides]
-        fh = open(log, "w")  # noqa: SIM115 - closed with the process
-        # a new session: the pty is not its controlling terminal, so Ctrl-C bytes are data, and signals go by pid
-        proc = subprocess.Popen(cmd, env=node_env(domain_id), stdin=stdin, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        proc.log_text = log.read_text
-        procs.append(proc)
-        return proc
+        exe = [str(script)] if console_script and script.exists() else None  # the entry point pyproject declares
+        return start_node("teleop", *overrides, stdin=stdin, executable=exe)
 
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    return start
 
 
 class Recorder:
