@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,3 +98,28 @@ def test_scripted_policy_lifts_the_cube_through_the_safety_filter(domain_id: int
     actions = ds.episode(0).stream("action").read()
     assert len(actions) >= 10  # the filtered commands that drove the arm were recorded
     assert verify(path).ok
+
+
+def test_sim_mirror_runs_faster_than_real_time_on_sim_time(start_node, test_node: Node) -> None:
+    from realloop.robot.msgs import Clock
+
+    clock: list[float] = []
+    test_node.create_subscription("/clock", Clock, lambda m: clock.append(m.clock.to_sec()), qos="clock")
+    start_node("sim_mirror", "task=arm_reach", "realtime=false", "cameras=[]")
+    assert test_node.spin_until(lambda: bool(clock), 60)
+    t0, w0 = clock[-1], time.monotonic()
+    test_node.spin(3.0)
+    sim_elapsed, wall = clock[-1] - t0, time.monotonic() - w0
+    assert clock[0] < 1e3  # sim time starts at 0, not at the wall clock
+    assert sim_elapsed > 1.5 * wall, (sim_elapsed, wall)  # 100 Hz ticks of 5 substeps run far faster than real time
+
+
+def test_sim_mirror_defaults_to_its_own_domain(monkeypatch) -> None:
+    from realloop.robot.nodes.sim_mirror import DEFAULT_SIM_DOMAIN, sim_domain_id
+
+    monkeypatch.delenv("REALLOOP_SIM_DOMAIN_ID", raising=False)
+    monkeypatch.setenv("ROS_DOMAIN_ID", "0")  # a robot's domain in the environment is not used
+    assert sim_domain_id({}) == DEFAULT_SIM_DOMAIN == 42
+    assert sim_domain_id({"domain_id": 0}) == 0  # only when asked explicitly
+    monkeypatch.setenv("REALLOOP_SIM_DOMAIN_ID", "9")
+    assert sim_domain_id({}) == 9
