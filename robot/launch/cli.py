@@ -41,7 +41,7 @@ def _pump(prefix: str, stream: IO[bytes], out: IO[str]) -> None:
 
 
 class Launcher:
-    """Starts a graph's nodes and supervises them; :meth:`shutdown` stops them in reverse start order."""
+    """Starts a graph's nodes and supervises them; :meth:`shutdown` stops them (SIGINT, then SIGTERM, SIGKILL)."""
 
     def __init__(self, graph: Graph, out: IO[str] = sys.stdout):
         self.graph, self.out = graph, out
@@ -86,8 +86,8 @@ class Launcher:
         self._stop.set()
 
     def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
-        alive = [r for r in reversed(self.running) if r.proc.poll() is None]
-        for run in alive:  # consumers (recorder) stop last-started-first, so they can commit while sources live
+        alive = [r for r in self.running if r.proc.poll() is None]
+        for run in alive:  # all at once: each node (the recorder too) handles SIGINT by itself
             run.proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + timeout
         for run in alive:
