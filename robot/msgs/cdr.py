@@ -213,6 +213,11 @@ def _align(pos: int, size: int) -> int:
 def _field_decoder(ft: FieldType, endian: str) -> Decoder:
     u32 = struct.Struct(endian + "I").unpack_from
 
+    def read_len(mv: memoryview, pos: int) -> tuple[int, int]:
+        """A sequence's element count (uint32, 4-aligned) and the position after it."""
+        pos = _align(pos, 4)
+        return u32(mv, pos)[0], pos + 4
+
     def read_string(mv: memoryview, pos: int) -> tuple[str, int]:
         pos = _align(pos, 4)
         (n,) = u32(mv, pos)
@@ -229,9 +234,7 @@ def _field_decoder(ft: FieldType, endian: str) -> Decoder:
             return sub
 
         def dec_msgs(mv: memoryview, pos: int) -> tuple[Any, int]:
-            pos = _align(pos, 4)
-            (n,) = u32(mv, pos)
-            pos += 4
+            n, pos = read_len(mv, pos)
             items = []
             for _ in range(n):
                 item, pos = sub(mv, pos)
@@ -244,12 +247,7 @@ def _field_decoder(ft: FieldType, endian: str) -> Decoder:
             return read_string
 
         def dec_strings(mv: memoryview, pos: int) -> tuple[list[str], int]:
-            if ft.length == -1:
-                pos = _align(pos, 4)
-                (n,) = u32(mv, pos)
-                pos += 4
-            else:
-                n = ft.length
+            n, pos = read_len(mv, pos) if ft.length == -1 else (ft.length, pos)
             items = []
             for _ in range(n):
                 s, pos = read_string(mv, pos)
@@ -271,12 +269,7 @@ def _field_decoder(ft: FieldType, endian: str) -> Decoder:
     npdtype = np.dtype(dtype).newbyteorder(endian)
 
     def dec_array(mv: memoryview, pos: int) -> tuple[Any, int]:
-        if ft.length == -1:
-            pos = _align(pos, 4)
-            (n,) = u32(mv, pos)
-            pos += 4
-        else:
-            n = ft.length
+        n, pos = read_len(mv, pos) if ft.length == -1 else (ft.length, pos)
         if n:
             pos = _align(pos, size)
         end = pos + n * size

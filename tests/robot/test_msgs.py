@@ -127,6 +127,8 @@ def same_scalar(a: Any, b: Any) -> bool:
 
 def assert_same(ours: Any, other: Any, path: str = "") -> None:
     """Field-by-field equality of one of our messages with ours or a rosbags message (NaN equals NaN)."""
+    if hasattr(other, "__msgtype__"):  # a rosbags message: the same ROS type
+        assert ros_type_of(ours) == other.__msgtype__, path
     for name, ft in ros_fields(type(ours)):
         a, b, where = getattr(ours, name), getattr(other, name), f"{path}.{name}"
         if ft.is_message and ft.length == -1:

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
+from test_msgs import assert_same
 
-from realloop.robot.msgs import REGISTRY, decode, encode, ros_fields, ros_type_of
+from realloop.robot.msgs import REGISTRY, decode, encode
 from realloop.robot.node import Node
 from realloop.robot.transport import QoS
 
@@ -104,26 +105,6 @@ def write_bag(path: Path, storage: str, messages: list[tuple[str, str, int, Any]
             w.write(conns[topic], t, raw)
             written[topic].append(raw)
     return written
-
-
-def assert_same(ours: Any, theirs: Any, where: str) -> None:
-    """Our decoded message equals the rosbags message, field by field."""
-    assert ros_type_of(ours) == theirs.__msgtype__, where
-    for name, ft in ros_fields(type(ours)):
-        a, b, w = getattr(ours, name), getattr(theirs, name), f"{where}.{name}"
-        if ft.is_message and ft.length == -1:
-            assert len(a) == len(b), w
-            for i, (x, y) in enumerate(zip(a, b, strict=True)):
-                assert_same(x, y, f"{w}[{i}]")
-        elif ft.is_message:
-            assert_same(a, b, w)
-        elif isinstance(a, bytes):
-            assert a == np.asarray(b, np.uint8).tobytes(), w
-        elif isinstance(a, np.ndarray):
-            assert a.dtype == np.asarray(b).dtype, w
-            np.testing.assert_array_equal(a, b, err_msg=w)
-        else:
-            assert a == b, f"{w}: {a!r} != {b!r}"
 
 
 def rosbags_by_topic(messages: list[tuple[str, str, int, Any]]) -> dict[str, list[Any]]:
