@@ -63,8 +63,10 @@ def test_sigkill_at_random_points_loses_only_the_uncommitted_episode(tmp_path: P
         assert indices == list(range(len(indices))), f"kill {kill}: episode indices have a gap: {indices}"
         # nothing committed is ever lost, nothing half-written is ever visible
         assert set(reported) <= set(indices), f"kill {kill}: committed episodes lost"
-        assert len(indices) - len(reported) <= 1, "at most the episode being committed may lack its report"
         new = [i for i in indices if i not in seen]
+        # a kill between commit and print leaves one episode unreported; each kill can do that once
+        unreported = [i for i in new if i not in reported]
+        assert len(unreported) <= 1, f"kill {kill}: episodes {unreported} committed by this child lack a report"
         for index in new:
             seed = check_episode(ds, index)
             assert reported.get(index, seed) == seed
