@@ -17,16 +17,35 @@ class Policy(Protocol):
     def reset(self) -> None:
         """Forget history; called at the start of each episode."""
 
+    def observe(self, obs: dict[str, np.ndarray]) -> None:
+        """Record the observation of this control step (policies with an observation history keep it)."""
+
     def predict_action_chunk(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Actions (T, action_dim) for the next T control steps from now."""
+        """Actions (T, action_dim) for the next T control steps from now; ``obs`` is this step's observation
+        (already given to ``observe``)."""
 
 
 def make_policy(spec: dict[str, Any], env: Any) -> Policy:
-    """A policy from a runner config: ``{kind: expert, seed: 0}`` is the task's scripted expert, acting on
-    ``env`` (the unwrapped task model the runner keeps in sync with the robot)."""
+    """A policy from a runner config.
+
+    - ``{kind: expert, seed: 0}``: the task's scripted expert, acting on ``env`` (the unwrapped task model the
+      runner keeps in sync with the robot);
+    - ``{kind: checkpoint, path: RUN_OR_CHECKPOINT, device: cpu, num_inference_steps: null, seed: 0}``: a
+      trained policy (``realloop-train``), run by a :class:`realloop.policies.agent.PolicyAgent`.
+    """
     kind = spec.get("kind")
     if kind == "expert":
         from .expert import ExpertPolicy
 
         return ExpertPolicy(env, seed=spec.get("seed"))
-    raise ValueError(f"unknown policy kind {kind!r} in the policy config {spec}; available: expert")
+    if kind == "checkpoint":
+        from .agent import PolicyAgent
+        from .checkpoint import load_policy
+
+        if not spec.get("path"):
+            raise ValueError("policy kind checkpoint needs a path: policy.path=outputs/train/<run>")
+        loaded = load_policy(spec["path"], device=spec.get("device") or "cpu")
+        if spec.get("num_inference_steps") and hasattr(loaded.policy, "num_inference_steps"):
+            loaded.policy.num_inference_steps = int(spec["num_inference_steps"])
+        return PolicyAgent(loaded.policy, seed=spec.get("seed"))
+    raise ValueError(f"unknown policy kind {kind!r} in the policy config {spec}; available: expert, checkpoint")

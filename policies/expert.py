@@ -24,5 +24,8 @@ class ExpertPolicy:
         self.expert.reset(np.random.default_rng(seed))
         self.episodes += 1
 
+    def observe(self, obs: dict[str, np.ndarray]) -> None:
+        """The expert acts on the current state only."""
+
     def predict_action_chunk(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.expert.act(obs), dtype=np.float32)[None]

@@ -163,6 +163,7 @@ class PolicyRunner(Node):
                 self.log.warning("no fresh observation at t=%.3f (joint states or environment state missing)", t)
             self._status("waiting")
             return
+        self.policy.observe(obs)
         half = 0.5 / self.rate
         while self.queue and self.queue[0][0] < t - half:
             self.queue.popleft()  # its time has passed: drop it rather than execute late

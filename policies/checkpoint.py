@@ -1,0 +1,188 @@
+"""Checkpoints: a folder of safetensors weights and JSON, never pickle, so loading one cannot run code.
+
+    <run>/checkpoints/step_0005000/
+        model.safetensors            the policy's inference weights (EMA when training used it), normaliser
+                                     buffers included
+        config.json                  the resolved training config (policy, dataset, optimiser, ...)
+        policy.json                  feature schema of the policy's inputs and outputs, the normaliser in
+                                     readable form, the dataset it came from (path, episodes, attributes)
+        training_state.safetensors   raw weights, optimiser moments and RNG states: what resume needs
+        training_state.json          step, optimiser hyper-parameters, Python and numpy RNG states
+    <run>/checkpoints/last -> step_0005000
+
+A folder is written under a temporary name and renamed, so a crash never leaves a half-written checkpoint.
+The policy class is named by the config's ``_target_``; it must lie inside ``realloop`` and is checked before
+anything is imported (:func:`check_config`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from realloop.policies.chunk_policy import ChunkPolicy
+
+ALLOWED_PREFIX = "realloop."
+WEIGHTS = "model.safetensors"
+TRAINING_STATE = "training_state.safetensors"
+
+
+class UnsafeConfigError(ValueError):
+    """A config names code outside realloop (``_target_``) or carries an interpolation."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete or does not match its policy."""
+
+
+def check_config(cfg: Any, where: str = "config") -> None:
+    """Refuse any ``_target_`` outside ``realloop.`` and any ``${...}`` interpolation, anywhere in ``cfg``.
+
+    Interpolations are refused because resolvers can read the environment or, if a program registered one,
+    run code; a resolved config has none.
+    """
+    if isinstance(cfg, Mapping):
+        for k, v in cfg.items():
+            if k == "_target_" and (not isinstance(v, str) or not v.startswith(ALLOWED_PREFIX) or ".." in v):
+                raise UnsafeConfigError(
+                    f"{where}._target_ = {v!r} is outside realloop; a checkpoint may only name classes of "
+                    f"the realloop package ({ALLOWED_PREFIX}...). Refusing to load it"
+                )
+            check_config(v, f"{where}.{k}")
+    elif isinstance(cfg, list | tuple):
+        for i, v in enumerate(cfg):
+            check_config(v, f"{where}[{i}]")
+    elif isinstance(cfg, str) and "${" in cfg:
+        raise UnsafeConfigError(f"{where} = {cfg!r} is an interpolation; configs must be resolved before saving")
+
+
+def build_policy(policy_cfg: Mapping[str, Any], features: Mapping[str, Mapping[str, Any]]) -> ChunkPolicy:
+    """The policy a ``policy`` config section describes (``_target_`` = its class, other keys = its
+    arguments, ``name`` excluded), for the given feature schema."""
+    check_config(policy_cfg, "policy")
+    kwargs = dict(policy_cfg)
+    target = kwargs.pop("_target_", None)
+    kwargs.pop("name", None)
+    if target is None:
+        raise UnsafeConfigError(
+            "the policy config has no _target_ naming its class (e.g. realloop.policies.diffusion.policy.DiffusionPolicy)"
+        )
+    module_name, _, cls_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise UnsafeConfigError(f"policy _target_ {target!r} does not exist in realloop: {e}") from e
+    if not (isinstance(cls, type) and issubclass(cls, ChunkPolicy)):
+        raise UnsafeConfigError(f"policy _target_ {target!r} is not a realloop policy class (a ChunkPolicy)")
+    return cls(features=features, **kwargs)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_checkpoint(
+    folder: str | os.PathLike[str],
+    policy: ChunkPolicy,
+    config: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    training_tensors: Mapping[str, torch.Tensor] | None = None,
+    training_json: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically (temporary name, then rename) and return its path."""
+    folder = Path(folder)
+    check_config(dict(config))
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}, str(tmp / WEIGHTS))
+    _write_json(tmp / "config.json", dict(config))
+    schema = {k: f.to_dict() for k, f in policy.features.items()}
+    _write_json(tmp / "policy.json", {"features": schema, "normalizer": policy.normalizer.describe(), **meta})
+    if training_tensors is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in training_tensors.items()}, str(tmp / TRAINING_STATE))
+        _write_json(tmp / "training_state.json", dict(training_json or {}))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def link_last(folder: Path) -> None:
+    """Point ``<checkpoints>/last`` at ``folder`` (atomically)."""
+    link = folder.parent / "last"
+    tmp = folder.parent / "last.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(folder.name)
+    os.replace(tmp, link)
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint folder from a path to one, to a ``checkpoints`` folder or to a training run (its last)."""
+    p = Path(path)
+    for candidate in (p, p / "last", p / "checkpoints" / "last"):
+        if (candidate / WEIGHTS).is_file():
+            return candidate.resolve()
+    if not p.exists():
+        raise CheckpointError(f"no checkpoint at {p}: the path does not exist")
+    raise CheckpointError(
+        f"no checkpoint at {p}: expected {WEIGHTS} there, in {p}/last or in {p}/checkpoints/last "
+        "(a run folder of realloop-train)"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"the checkpoint lacks {path.name} ({path.parent})") from e
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupted") from e
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A policy rebuilt from a checkpoint, in eval mode, with what the checkpoint says about it."""
+
+    policy: ChunkPolicy
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    path: Path
+
+
+def load_policy(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the policy of a checkpoint (see :func:`resolve_checkpoint` for ``path``), in eval mode."""
+    folder = resolve_checkpoint(path)
+    config = _read_json(folder / "config.json")
+    meta = _read_json(folder / "policy.json")
+    check_config(config)  # before anything is imported or built
+    if "policy" not in config or "features" not in meta:
+        raise CheckpointError(f"{folder} lacks the policy config or the feature schema")
+    policy = build_policy(config["policy"], meta["features"])
+    try:
+        weights = load_file(str(folder / WEIGHTS))
+    except Exception as e:  # safetensors raises its own error types for truncated or garbage files
+        raise CheckpointError(f"{folder / WEIGHTS} cannot be read ({e}); the checkpoint is corrupted") from e
+    try:
+        policy.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {folder} do not match the policy its config describes: {e}") from e
+    policy.to(device).eval()
+    return LoadedCheckpoint(policy, config, meta, folder)
+
+
+def load_training_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and JSON that resume needs, from a checkpoint folder."""
+    if not (folder / TRAINING_STATE).is_file():
+        raise CheckpointError(f"{folder} has no {TRAINING_STATE}: it cannot be resumed from")
+    return load_file(str(folder / TRAINING_STATE)), _read_json(folder / "training_state.json")

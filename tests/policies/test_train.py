@@ -1,0 +1,168 @@
+"""realloop-train on a real (small) dataset recorded in the sim: outputs, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from realloop.data import Dataset
+from realloop.policies.checkpoint import load_policy
+from realloop.policies.train import batch_indices, compose_config, ema_decay, lr_factor, train
+from realloop.sim.collect import collect
+from realloop.sim.collect import compose_config as collect_config
+
+TINY_DIFFUSION = ["policy=diffusion", "policy.down_dims=[16,32]", "policy.diffusion_step_embed_dim=16"]
+TINY_BC = ["policy=bc", "policy.hidden_dims=[32,32]"]
+
+
+@pytest.fixture(scope="module")
+def lift_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "lift.zarr"
+    collect(collect_config(["task=arm_lift", "episodes=4", f"out={path}"]), progress=False)
+    return path
+
+
+def run(path: Path, out: Path, *extra: str, steps: int = 12) -> dict:
+    cfg = compose_config([
+        *TINY_DIFFUSION, f"dataset.path={path}", f"steps={steps}", "batch_size=8", "log_every=4", "val_every=6",
+        "val_batches=2", "checkpoint_every=6", "optim.warmup_steps=2", f"out={out}", "device=cpu", *extra,
+    ])
+    return train(cfg, progress=False)
+
+
+def test_run_folder_has_checkpoint_logs_curves_and_summary(lift_dataset: Path, tmp_path: Path) -> None:
+    summary = run(lift_dataset, tmp_path / "run")
+    out = tmp_path / "run"
+    assert summary.steps == 12 and summary.start_step == 0
+    ckpt = Path(summary.checkpoint)
+    assert ckpt == (out / "checkpoints" / "last").resolve()
+    for name in ("model.safetensors", "config.json", "policy.json", "training_state.safetensors"):
+        assert (ckpt / name).is_file(), name
+    meta = json.loads((ckpt / "policy.json").read_text())
+    assert set(meta["features"]) == {"observation.state", "observation.environment_state", "action"}
+    assert meta["features"]["action"]["shape"] == [7]
+    assert meta["dataset"]["attributes"]["env_id"] == "realloop/ArmLift-v0"
+    assert sorted(meta["dataset"]["train_episodes"] + meta["dataset"]["val_episodes"]) == [0, 1, 2, 3]
+    # the normaliser maps the dataset's action range onto [-1, 1]
+    with Dataset.open(lift_dataset) as ds:
+        hi = np.asarray(ds.stats["action"]["max"])
+    norm = meta["normalizer"]["action"]
+    np.testing.assert_allclose((hi - np.asarray(norm["offset"])) * np.asarray(norm["scale"]), 1.0, atol=1e-5)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [4, 6, 8, 12]
+    assert all(float(r["train_loss"]) > 0 for r in rows if r["train_loss"])
+    assert rows[1]["val_loss"] and rows[-1]["val_loss"]
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "train_summary.json").read_text())
+    assert saved["steps"] == 12 and saved["checkpoint"] == str(ckpt)
+    # one checkpoint per checkpoint_every, and the older ones pruned beyond keep_checkpoints (2)
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_0000006", "step_0000012"]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(lift_dataset: Path, tmp_path: Path) -> None:
+    a = load_file(str(Path(run(lift_dataset, tmp_path / "a", steps=6).checkpoint) / "model.safetensors"))
+    b = load_file(str(Path(run(lift_dataset, tmp_path / "b", steps=6).checkpoint) / "model.safetensors"))
+    c = load_file(str(Path(run(lift_dataset, tmp_path / "c", "seed=1", steps=6).checkpoint) / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a if k.startswith("unet."))
+
+
+def test_resume_continues_bit_identically(lift_dataset: Path, tmp_path: Path) -> None:
+    straight = run(lift_dataset, tmp_path / "straight", steps=12)
+    # the same run, stopped at step 6, then resumed to 12
+    first = run(lift_dataset, tmp_path / "split", "stop_at=6", steps=12)
+    assert first.steps == 6
+    resumed = run(lift_dataset, tmp_path / "split", "resume=true", steps=12)
+    assert resumed.start_step == 6 and resumed.steps == 12
+    for name in ("model.safetensors", "training_state.safetensors"):
+        a = load_file(str(Path(straight.checkpoint) / name))
+        b = load_file(str(Path(resumed.checkpoint) / name))
+        assert a.keys() == b.keys()
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"{name}: {different[:5]} differ after resume"
+    rows = list(csv.DictReader((tmp_path / "split" / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [4, 6, 8, 12]
+
+
+def test_existing_run_is_not_overwritten_without_resume(lift_dataset: Path, tmp_path: Path) -> None:
+    run(lift_dataset, tmp_path / "run", steps=6)
+    before = (tmp_path / "run" / "checkpoints" / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="resume=true"):
+        run(lift_dataset, tmp_path / "run", steps=6)
+    assert (tmp_path / "run" / "checkpoints" / "last" / "model.safetensors").read_bytes() == before
+
+
+def test_training_reduces_the_loss_and_the_checkpoint_acts(lift_dataset: Path, tmp_path: Path) -> None:
+    cfg = compose_config([
+        *TINY_BC, f"dataset.path={lift_dataset}", "steps=150", "batch_size=16", "log_every=25", "val_every=0",
+        "checkpoint_every=150", "optim.lr=1e-3", "optim.warmup_steps=10", "policy.dropout=0.0",
+        f"out={tmp_path / 'bc'}", "device=cpu",
+    ])
+    summary = train(cfg, progress=False)
+    losses = [r["train_loss"] for r in summary.history if "train_loss" in r]
+    assert losses[-1] < 0.5 * losses[0], losses
+    policy = load_policy(tmp_path / "bc").policy
+    with Dataset.open(lift_dataset) as ds:
+        ep = ds.episode(0)
+        state = ep.stream("observation.state").read()[:2]
+        env_state = ep.stream("observation.environment_state").read()[:2]
+        actions = ep.stream("action").read()
+    obs = {
+        "observation.state": torch.from_numpy(state[None]).float(),
+        "observation.environment_state": torch.from_numpy(env_state[None]).float(),
+    }
+    chunk = policy.predict_action_chunk(obs)[0].numpy()
+    assert chunk.shape == (8, 7)
+    # the fitted policy reproduces the demonstration's next actions better than their mean does
+    target = actions[1:9]
+    assert np.abs(chunk - target).mean() < np.abs(actions.mean(axis=0) - target).mean()
+
+
+def test_missing_feature_is_named_with_the_fix(lift_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match=r"observation\.images\.wrist.*policy\.obs_keys"):
+        run(lift_dataset, tmp_path / "run", "policy=diffusion_image", "policy.down_dims=[16,32]")
+
+
+def test_cli_prints_one_summary_line(lift_dataset: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("realloop-train")
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [str(exe), *TINY_BC, f"dataset.path={lift_dataset}", "steps=4", "batch_size=8", "log_every=2",
+         "val_every=0", "checkpoint_every=4", f"out={out}", "device=cpu"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("trained bc ") and "-> " in proc.stdout
+    bad = subprocess.run([str(exe), "policy=bc", f"out={tmp_path / 'x'}"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "dataset.path" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_schedules() -> None:
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
+    assert ema_decay(0, 0.999, 0.75) == 0.0
+    assert ema_decay(10, 0.999, 0.75) < ema_decay(100, 0.999, 0.75) < 0.999
+    assert ema_decay(10**9, 0.999, 0.75) == 0.999
+
+
+def test_batch_order_depends_only_on_seed_and_step() -> None:
+    full = batch_indices(50, 8, seed=3, start_step=0)
+    seq = [next(full) for _ in range(20)]  # crosses two epochs of 6 batches
+    later = batch_indices(50, 8, seed=3, start_step=13)
+    assert [next(later) for _ in range(7)] == seq[13:]
+    epoch = [i for b in seq[:6] for i in b]
+    assert len(set(epoch)) == 48  # a permutation, drop-last
+    with pytest.raises(ValueError, match="batch_size"):
+        next(batch_indices(5, 8, 0, 0))
