@@ -34,6 +34,8 @@ bench: venv
 	MUJOCO_GL=egl $(BIN)/python benchmarks/sim_experts.py
 	$(BIN)/python benchmarks/ros_transport.py
 	MUJOCO_GL=egl $(BIN)/python benchmarks/recorder_cpu.py
+	$(BIN)/python benchmarks/policy_inference.py
+	MUJOCO_GL=egl $(BIN)/python benchmarks/policy_training.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

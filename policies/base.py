@@ -45,7 +45,20 @@ def make_policy(spec: dict[str, Any], env: Any) -> Policy:
         if not spec.get("path"):
             raise ValueError("policy kind checkpoint needs a path: policy.path=outputs/train/<run>")
         loaded = load_policy(spec["path"], device=spec.get("device") or "cpu")
-        if spec.get("num_inference_steps") and hasattr(loaded.policy, "num_inference_steps"):
-            loaded.policy.num_inference_steps = int(spec["num_inference_steps"])
-        return PolicyAgent(loaded.policy, seed=spec.get("seed"))
+        policy = loaded.policy
+        if spec.get("num_inference_steps") and hasattr(policy, "num_inference_steps"):
+            policy.num_inference_steps = int(spec["num_inference_steps"])
+        spaces = getattr(env.observation_space, "spaces", {})
+        missing = [k for k in policy.obs_keys if k not in spaces]
+        if missing:
+            raise ValueError(
+                f"the checkpoint {loaded.path} sees {missing}, which this task model does not observe (it has "
+                f"{sorted(spaces)}); use a policy trained on the task's state features"
+            )
+        if tuple(env.action_space.shape) != (policy.action_dim,):
+            raise ValueError(
+                f"the checkpoint {loaded.path} outputs {policy.action_dim} actions, the task's action space has "
+                f"shape {env.action_space.shape}: the control_mode differs from the training data's"
+            )
+        return PolicyAgent(policy, seed=spec.get("seed"))
     raise ValueError(f"unknown policy kind {kind!r} in the policy config {spec}; available: expert, checkpoint")

@@ -56,6 +56,7 @@ class PolicyRunner(Node):
         self.u = self.env.unwrapped
         self.robot, self.spec = self.u.robot, self.u.robot.spec
         self.policy = make_policy(dict(self.param("policy", {"kind": "expert"})), self.u)
+        self.log.info("policy %s loaded: %s", type(self.policy).__name__, dict(self.param("policy", {})))
         self.rate = float(self.param("rate_hz") or self.spec.control_rate_hz)
         self.offsets = dict(self.param("offsets", {}) or {})
         self.max_state_age = float(self.param("max_state_age", 0.5))
@@ -167,7 +168,8 @@ class PolicyRunner(Node):
         half = 0.5 / self.rate
         while self.queue and self.queue[0][0] < t - half:
             self.queue.popleft()  # its time has passed: drop it rather than execute late
-        if not self.queue:
+        new_chunk = not self.queue
+        if new_chunk:
             start = time.perf_counter()
             chunk = np.atleast_2d(self.policy.predict_action_chunk(obs))
             self.inference_ms.append(1e3 * (time.perf_counter() - start))
@@ -180,7 +182,7 @@ class PolicyRunner(Node):
         if self.grip_pub is not None and g is not None:
             self.grip_pub.publish(Float64MultiArray(data=np.array([self.robot.gripper_target()])))
         self.steps += 1
-        if self.stale or self.steps == 1:
+        if self.stale or new_chunk:  # a status per chunk: progress, and the inference time
             self.stale = 0
             self._status("running")
 

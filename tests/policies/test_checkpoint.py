@@ -130,7 +130,7 @@ def test_corrupted_or_mismatched_checkpoints_give_clear_errors(tmp_path: Path) -
         load_policy(good)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_policy(tmp_path / "nowhere")
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         load_policy(tmp_path.parent)
 
 
@@ -139,7 +139,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path: Path) -> 
     before = (path / "model.safetensors").read_bytes()
 
     class Boom(dict):
-        def items(self):  # noqa: ANN202
+        def items(self):
             raise OSError("No space left on device")
 
     with pytest.raises(OSError, match="No space"):

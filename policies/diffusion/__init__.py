@@ -1,0 +1,1 @@
+"""The diffusion policy: temporal U-Net, noise scheduler, policy."""

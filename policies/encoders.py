@@ -1,0 +1,247 @@
+"""Observation encoders for realloop's policies, in pure torch: a GroupNorm ResNet-18 trunk, a spatial-softmax
+keypoint head, a per-camera image encoder with random/center cropping, and an encoder for a whole observation dict
+with history.
+
+GroupNorm rather than BatchNorm because the diffusion policy trains with small per-step batches and is evaluated
+one observation at a time; BatchNorm's running statistics interact badly with that (and with EMA weights).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+IMAGE_PREFIX = "observation.images."
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    # 16 channels per group, as in the diffusion policy's replacement of ResNet BatchNorms.
+    return nn.GroupNorm(num_groups=max(1, channels // 16), num_channels=channels)
+
+
+class _BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock with GroupNorm."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = _group_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.norm2 = _group_norm(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), _group_norm(out_channels)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return self.relu(out + self.downsample(x))
+
+
+class ResNet18GN(nn.Module):
+    """ResNet-18 convolutional trunk (no average pool, no fc) with GroupNorm(channels // 16) everywhere.
+
+    forward: (B, in_channels, H, W) -> (B, 512, ~H/32, ~W/32).
+    """
+
+    out_channels = 512
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.norm1 = _group_norm(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        layers = []
+        channels = 64
+        for i, width in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            layers.append(nn.Sequential(_BasicBlock(channels, width, stride), _BasicBlock(width, width)))
+            channels = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        for m in self.modules():
+            # torchvision's initialisation, so training behaves like the usual from-scratch ResNet.
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.GroupNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.norm1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class SpatialSoftmax(nn.Module):
+    """Keypoints from a feature map: a 1x1 conv to ``num_keypoints`` channels, a softmax over the spatial positions
+    of each, and the expected (x, y) position under it, in [-1, 1] (x along the width, y along the height).
+
+    forward: (B, in_channels, height, width) -> (B, 2 * num_keypoints), laid out [x0, y0, x1, y1, ...].
+    """
+
+    def __init__(self, in_channels: int, height: int, width: int, num_keypoints: int = 32) -> None:
+        super().__init__()
+        self.in_channels, self.height, self.width, self.num_keypoints = in_channels, height, width, num_keypoints
+        self.keypoint_conv = nn.Conv2d(in_channels, num_keypoints, kernel_size=1)
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, height), torch.linspace(-1.0, 1.0, width), indexing="ij")
+        # (H*W, 2) grid of (x, y); derived from the shape, so not part of the state dict.
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return 2 * self.num_keypoints
+
+    def forward(self, features: Tensor) -> Tensor:
+        expected = (self.in_channels, self.height, self.width)
+        if features.ndim != 4 or tuple(features.shape[1:]) != expected:
+            raise ValueError(f"SpatialSoftmax expects (B, *{expected}), got {tuple(features.shape)}")
+        logits = self.keypoint_conv(features).flatten(2)  # (B, K, H*W)
+        attention = torch.softmax(logits, dim=-1)
+        keypoints = attention @ self.grid.to(attention.dtype)  # (B, K, 2)
+        return keypoints.flatten(1)
+
+
+def random_crop(images: Tensor, size: tuple[int, int], generator: torch.Generator | None = None) -> Tensor:
+    """An independent uniformly random ``size`` = (height, width) crop of each image of (B, C, H, W)."""
+    b, _, h, w = images.shape
+    ch, cw = size
+    if ch > h or cw > w:
+        raise ValueError(f"crop {size} is larger than the images {(h, w)}")
+    rand_device = generator.device if generator is not None else images.device
+    tops = torch.randint(0, h - ch + 1, (b,), generator=generator, device=rand_device).to(images.device)
+    lefts = torch.randint(0, w - cw + 1, (b,), generator=generator, device=rand_device).to(images.device)
+    rows = tops[:, None] + torch.arange(ch, device=images.device)  # (B, ch)
+    cols = lefts[:, None] + torch.arange(cw, device=images.device)  # (B, cw)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    # Advanced indexing over (batch, row, col) of the channels-last view gathers all crops in one op.
+    crops = images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, ch, cw, C)
+    return crops.permute(0, 3, 1, 2).contiguous()
+
+
+def center_crop(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """The centered ``size`` = (height, width) crop of (..., H, W) images."""
+    h, w = images.shape[-2:]
+    ch, cw = size
+    if ch > h or cw > w:
+        raise ValueError(f"crop {size} is larger than the images {(h, w)}")
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return images[..., top : top + ch, left : left + cw]
+
+
+class ImageEncoder(nn.Module):
+    """One camera: crop (random per sample in training, centered in eval, none when ``crop`` is None), ResNet18GN,
+    SpatialSoftmax, Linear, ReLU.
+
+    forward: (B, C, H, W) with (C, H, W) == ``image_shape`` -> (B, feature_dim).
+    """
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], crop: tuple[int, int] | None = None, feature_dim: int = 64
+    ) -> None:
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        c, h, w = self.image_shape
+        self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
+        if self.crop is not None and (self.crop[0] > h or self.crop[1] > w or min(self.crop) < 1):
+            raise ValueError(f"crop {crop} does not fit in images of height and width {(h, w)}")
+        self.feature_dim = feature_dim
+        self.backbone = ResNet18GN(c)
+        in_h, in_w = self.crop if self.crop is not None else (h, w)
+        with torch.no_grad():
+            feature_map = self.backbone(torch.zeros(1, c, in_h, in_w))
+        self.feature_map_shape = (int(feature_map.shape[1]), int(feature_map.shape[2]), int(feature_map.shape[3]))
+        self.pool = SpatialSoftmax(*self.feature_map_shape)
+        self.out = nn.Sequential(nn.Linear(self.pool.out_dim, feature_dim), nn.ReLU())
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"ImageEncoder expects (B, *{self.image_shape}), got {tuple(images.shape)}")
+        if self.crop is not None:
+            images = random_crop(images, self.crop) if self.training else center_crop(images, self.crop)
+        return self.out(self.pool(self.backbone(images)))
+
+
+class ObservationEncoder(nn.Module):
+    """A whole observation dict with history -> one flat conditioning vector.
+
+    ``shapes`` maps feature keys to per-step shapes: ``observation.images.<cam>`` keys are (C, H, W) images, every
+    other key a (D,) vector. Per step the features are [low-dim vectors in sorted key order, image features of the
+    cameras in sorted key order]; the steps are then concatenated, oldest first.
+
+    forward: {key: (B, n_obs_steps, *shape)} -> (B, n_obs_steps * out_dim_per_step). Keys not in ``shapes`` are
+    ignored.
+    """
+
+    def __init__(
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        crop: tuple[int, int] | None = None,
+        image_feature_dim: int = 64,
+        share_image_encoder: bool = False,
+    ) -> None:
+        super().__init__()
+        if not shapes:
+            raise ValueError("ObservationEncoder needs at least one observation feature")
+        self.shapes = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
+        self.image_keys = sorted(k for k in self.shapes if k.startswith(IMAGE_PREFIX))
+        self.low_dim_keys = sorted(k for k in self.shapes if not k.startswith(IMAGE_PREFIX))
+        for key in self.image_keys:
+            if len(self.shapes[key]) != 3:
+                raise ValueError(f"image feature {key!r} must have shape (C, H, W), got {self.shapes[key]}")
+        for key in self.low_dim_keys:
+            if len(self.shapes[key]) != 1:
+                raise ValueError(
+                    f"feature {key!r} has shape {self.shapes[key]}; non-image features must be 1-D (D,) "
+                    f"(image keys start with {IMAGE_PREFIX!r})"
+                )
+        self.share_image_encoder = share_image_encoder
+        self.image_encoders = nn.ModuleDict()
+        if self.image_keys and share_image_encoder:
+            image_shapes = {self.shapes[k] for k in self.image_keys}
+            if len(image_shapes) != 1:
+                listed = ", ".join(f"{k}: {self.shapes[k]}" for k in self.image_keys)
+                raise ValueError(
+                    f"share_image_encoder needs all cameras to have the same shape, got {listed}; "
+                    "resize the cameras to one shape or set share_image_encoder=False"
+                )
+            self.image_encoders["shared"] = ImageEncoder(self.shapes[self.image_keys[0]], crop, image_feature_dim)
+        else:
+            for key in self.image_keys:
+                # ModuleDict names cannot contain dots.
+                name = key[len(IMAGE_PREFIX) :].replace(".", "_")
+                if name in self.image_encoders:
+                    raise ValueError(f"camera keys collide as module name {name!r}: rename {key!r}")
+                self.image_encoders[name] = ImageEncoder(self.shapes[key], crop, image_feature_dim)
+        low_dim = sum(self.shapes[k][0] for k in self.low_dim_keys)
+        self.out_dim_per_step: int = low_dim + image_feature_dim * len(self.image_keys)
+
+    def out_dim(self, n_obs_steps: int) -> int:
+        """Length of the flat vector forward returns for ``n_obs_steps`` steps of history."""
+        return n_obs_steps * self.out_dim_per_step
+
+    def forward(self, obs: dict[str, Tensor]) -> Tensor:
+        missing = [k for k in self.shapes if k not in obs]
+        if missing:
+            raise KeyError(f"observation is missing {missing}; the encoder was built for {sorted(self.shapes)}")
+        first = obs[(self.low_dim_keys + self.image_keys)[0]]
+        b, n = first.shape[:2]
+        for key, shape in self.shapes.items():
+            if tuple(obs[key].shape) != (b, n, *shape):
+                raise ValueError(f"obs[{key!r}] has shape {tuple(obs[key].shape)}, expected {(b, n, *shape)}")
+        parts = [obs[k] for k in self.low_dim_keys]
+        if self.image_keys:
+            if self.share_image_encoder:
+                # All cameras through the shared encoder in one batch: (n_cams * B * n, C, H, W).
+                images = torch.cat([obs[k].flatten(0, 1) for k in self.image_keys])
+                features = self.image_encoders["shared"](images).reshape(len(self.image_keys), b, n, -1)
+                parts.extend(features.unbind(0))
+            else:
+                for key, encoder in zip(self.image_keys, self.image_encoders.values(), strict=True):
+                    parts.append(encoder(obs[key].flatten(0, 1)).reshape(b, n, -1))
+        per_step = torch.cat(parts, dim=-1)  # (B, n, out_dim_per_step)
+        return per_step.flatten(1)
