@@ -74,7 +74,8 @@ def build_policy(policy_cfg: Mapping[str, Any], features: Mapping[str, Mapping[s
     kwargs.pop("name", None)
     if target is None:
         raise UnsafeConfigError(
-            "the policy config has no _target_ naming its class, e.g. realloop.policies.diffusion.policy.DiffusionPolicy"
+            "the policy config has no _target_ naming its class, "
+            "e.g. realloop.policies.diffusion.policy.DiffusionPolicy"
         )
     module_name, _, cls_name = target.rpartition(".")
     try:
