@@ -17,15 +17,6 @@ from realloop.policies.encoders import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: intra-op threads gain nothing, and on a shared 2-core machine they thrash.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

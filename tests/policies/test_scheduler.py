@@ -11,15 +11,6 @@ import torch
 from realloop.policies.diffusion.scheduler import NoiseScheduler
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: intra-op threads gain nothing, and on a shared 2-core machine they thrash.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_cosine_schedule():
     s = NoiseScheduler(100)
     abar = s.alphas_cumprod

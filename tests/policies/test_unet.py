@@ -10,15 +10,6 @@ import torch
 from realloop.policies.diffusion.unet import ConditionalResidualBlock1D, ConditionalUnet1D, SinusoidalPosEmb
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: intra-op threads gain nothing, and on a shared 2-core machine they thrash.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_sinusoidal_pos_emb():
     emb = SinusoidalPosEmb(8)(torch.tensor([0, 3]))
     assert emb.shape == (2, 8)
