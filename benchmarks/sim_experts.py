@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from realloop.sim.collect import CONFIG_DIR, compose_config, make_task_env
+from realloop.configs import CONFIG_DIR
+from realloop.sim.collect import compose_config, make_task_env
 from realloop.sim.experts import make_expert
 
 TASKS = ("arm_reach", "arm_lift", "arm_pusht", "quad_walk")

@@ -37,12 +37,11 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from realloop.configs import CONFIG_DIR, compose
 from realloop.policies.agent import PolicyAgent
 from realloop.policies.chunk_policy import ChunkPolicy
 from realloop.policies.obs_map import ObsMap, check_mapped, default_obs_map, load_obs_map
-from realloop.sim.spec import REPO_ROOT
 
-CONFIG_DIR = REPO_ROOT / "configs"
 IMAGES = "observation.images."
 VIDEO_NAME = re.compile(r"episode_\d+_(success|failure|unknown)\.mp4")
 
@@ -83,7 +82,7 @@ class EvalResult:
         return {**asdict(self), "successes": self.successes}
 
     def line(self) -> str:
-        """The one-line summary, e.g. ``eval realloop/ArmLift-v0: 97/100 successful (97%), return ...``."""
+        """The one-line summary, e.g. ``eval realloop/ArmLift-v0: 86/100 successful (86%), return ...``."""
         if self.success_rate is None:
             success = f"success not reported (no {self.success_key!r} in the env's info)"
         else:
@@ -403,10 +402,7 @@ def env_kwargs_from_checkpoint(meta: Mapping[str, Any]) -> tuple[str, dict[str, 
 # -- the CLI --------------------------------------------------------------------------------------------------
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The eval config with hydra-style overrides, without running hydra's app (for scripts and tests)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name="eval", overrides=list(overrides))
+    return compose("eval", overrides)
 
 
 def _slug(env_id: str) -> str:

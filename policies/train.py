@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
+from realloop.configs import CONFIG_DIR, compose
 from realloop.data import Dataset, DatasetLockedError, NotADatasetError
 from realloop.data.stats import MissingStatsError, ensure_stats, load_stats
 from realloop.data.training import WindowDataset, split_episodes
@@ -46,18 +48,13 @@ from realloop.policies.checkpoint import (
     save_checkpoint,
 )
 from realloop.policies.chunk_policy import ChunkPolicy
-from realloop.sim.spec import REPO_ROOT
 
-CONFIG_DIR = REPO_ROOT / "configs"
 CSV_FIELDS = ("step", "epoch", "train_loss", "val_loss", "lr", "samples_per_s", "success_rate", "mean_return")
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The train config with hydra-style overrides, without running hydra's app (for scripts and tests)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name="train", overrides=list(overrides))
+    return compose("train", overrides)
 
 
 def pick_device(name: str) -> torch.device:
@@ -273,8 +270,6 @@ class Trainer:
         return folder
 
     def _prune(self, keep: Path) -> None:
-        import shutil
-
         folders = sorted(p for p in (self.out / "checkpoints").glob("step_*") if p.is_dir() and p.suffix != ".tmp")
         for p in folders[: max(0, len(folders) - int(self.cfg["keep_checkpoints"]))]:
             if p != keep:

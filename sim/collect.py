@@ -26,11 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import realloop.sim  # noqa: F401  (registers the task ids)
+from realloop.configs import CONFIG_DIR, compose
 from realloop.data import Dataset, DatasetLockedError, DatasetWriteError, NotADatasetError
 from realloop.sim.experts import make_expert
-from realloop.sim.spec import REPO_ROOT
-
-CONFIG_DIR = REPO_ROOT / "configs"  # the checkout's configs/, or realloop/configs/ when installed
 
 
 @dataclass
@@ -60,10 +58,7 @@ class CollectSummary:
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The collect config with hydra-style overrides, without running hydra's app (for scripts and tests)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name="collect", overrides=list(overrides))
+    return compose("collect", overrides)
 
 
 def make_task_env(task: Mapping[str, Any], images: bool, image_size: Sequence[int], randomize: bool) -> gym.Env:
