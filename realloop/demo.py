@@ -13,64 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from realloop.data import Dataset
 from realloop.data.cli import main as dataset_cli
+from realloop.policies.evaluate_graph import run_on_graph
 from realloop.sim.collect import collect, compose_config
-
-
-def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: float = 90.0,
-                 domain_id: int | None = None) -> dict[str, Any]:
-    """Run ``checkpoint`` on the ``sim_arm_policy`` graph (sim mirror, policy runner, safety filter, recorder as
-    processes over DDS) until the recorder commits the episode (the runner reports the task's success) or
-    ``timeout`` seconds pass; return what happened."""
-    overrides = [
-        f"nodes.recorder.params.dataset={recording}", f"nodes.sim_mirror.params.seed={seed}",
-        "nodes.sim_mirror.params.cameras=[front]", "nodes.recorder.params.streams.wrist=null",
-        "nodes.policy_runner.params.policy.kind=checkpoint", f"nodes.policy_runner.params.policy.path={checkpoint}",
-    ]
-    if domain_id is not None:
-        overrides.append(f"domain_id={domain_id}")
-    cmd = [sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides]
-    print(f"$ realloop-launch {' '.join(cmd[3:])}", flush=True)
-    env = {**os.environ, "ROS_LOCALHOST_ONLY": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    start = time.perf_counter()
-    launch = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    committed = False
-    try:
-        while time.perf_counter() - start < timeout and launch.poll() is None:
-            time.sleep(0.5)
-            if (recording / "zarr.json").exists():
-                with Dataset.open(recording) as ds:
-                    if len(ds):
-                        committed = True
-                        break
-    finally:
-        if launch.poll() is None:
-            launch.send_signal(signal.SIGINT)
-        out, _ = launch.communicate(timeout=60)
-    seconds = time.perf_counter() - start
-    result: dict[str, Any] = {"recording": str(recording), "seconds": round(seconds, 1), "committed": committed}
-    if committed:
-        with Dataset.open(recording) as ds:
-            ep = ds.episode(ds.episode_indices[-1])
-            result.update(success=ep.success, source=ep.meta["source"],
-                          duration_s=round(ep.meta["end_time"] - ep.meta["start_time"], 2),
-                          actions=len(ep.stream("action").read()))
-    else:
-        result["success"] = False
-        result["log_tail"] = out[-2000:]
-    safety = [ln for ln in out.splitlines() if "rejected command" in ln]
-    result["safety_rejection_lines"] = len(safety)
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,12 @@ timestamps (t0 + k / rate; actions whose time passed are dropped, never bunched)
 space (ee_delta by default) become joint targets through the same action mode (IK on the robot's MJCF) and go
 out on ``<command_prefix>/<controller>/commands`` and the gripper's, i.e. into the safety filter by default.
 
+Behind a safety filter (``command_prefix`` set) it also listens to the filter's output: an ee_delta step must
+start from the target the robot really has, so when the filter clamped, rejected (forwarded nothing) or held a
+command, the next step starts from what it last forwarded (``rebased`` in the status), not from where the policy
+wanted to be. Otherwise a policy pressing into a forbidden region would walk its targets ever further in, and
+every later command, the recovery too, would be rejected until the walk came back.
+
 While ``/intervention`` is true (a human drives with teleop) it publishes nothing; on release it restarts from
 the measured state. Stale joint states (older than ``max_state_age``) stop it acting until fresh ones come.
 """
@@ -47,6 +53,38 @@ class StreamBuffer:
         return None if i < 0 else (self.stamps[i], self.values[i])
 
 
+class FilterEcho:
+    """What a safety filter did with the commands this node sent, from the filter's output topic: forwarded as
+    sent, clamped (a shorter step forwarded), rejected (nothing forwarded; the robot keeps the last accepted
+    target) or held (the hold forwarded). Messages on one topic arrive in order, so the newest one decides."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was sent (a restart from the measured state)."""
+        self.last_sent: np.ndarray | None = None
+        self.forwarded: np.ndarray | None = None
+        self.echoed = False
+
+    def sent(self, values: np.ndarray) -> None:
+        self.last_sent = np.array(values, dtype=float)
+        self.echoed = False
+
+    def on_forwarded(self, values: Any) -> None:
+        self.forwarded = np.array(values, dtype=float)
+        last = self.last_sent
+        self.echoed = (last is not None and last.shape == self.forwarded.shape
+                       and bool(np.allclose(last, self.forwarded, rtol=0.0, atol=1e-9)))
+
+    def actual(self) -> np.ndarray | None:
+        """The robot's target when it is not what this node last sent (None: it took that, or nothing is known).
+        A command the filter forwards comes back within milliseconds, well inside one control period."""
+        if self.last_sent is None or self.forwarded is None or self.echoed:
+            return None
+        return self.forwarded
+
+
 class PolicyRunner(Node):
     def __init__(self, name: str = "policy_runner", params: Mapping[str, Any] | None = None, **kw: Any):
         super().__init__(name, params, **kw)
@@ -75,6 +113,16 @@ class PolicyRunner(Node):
         self.cmd_pub = self.create_publisher(f"{prefix}/{ctrl}/commands", Float64MultiArray)
         self.grip_pub = (self.create_publisher(f"{prefix}/{self.spec.gripper.controller}/commands", Float64MultiArray)
                          if self.robot.has_gripper and self.spec.gripper.controller else None)
+        # behind a safety filter: its output says what the robot was really commanded
+        self.arm_echo = self.grip_echo = None
+        if prefix:
+            self.arm_echo = FilterEcho()
+            self.create_subscription(f"/{ctrl}/commands", Float64MultiArray,
+                                     lambda m: self.arm_echo.on_forwarded(m.data))
+            if self.grip_pub is not None:
+                self.grip_echo = FilterEcho()
+                self.create_subscription(f"/{self.spec.gripper.controller}/commands", Float64MultiArray,
+                                         lambda m: self.grip_echo.on_forwarded(m.data))
         self.status_pub = self.create_publisher("~/status", String, qos="latched")
         # sim graphs: the task's success (from /sim/status) ends the recorder's episode as a success
         self.recorder_pub = (self.create_publisher("/recorder/command", String)
@@ -89,6 +137,7 @@ class PolicyRunner(Node):
         self.steps = 0
         self.chunks = 0
         self.stale = 0
+        self.rebased = 0
         self.inference_ms: deque[float] = deque(maxlen=100)
         self.create_timer(1.0 / self.rate, self.tick)
         self._status("waiting")
@@ -104,8 +153,7 @@ class PolicyRunner(Node):
     def _on_intervention(self, msg: Bool) -> None:
         if msg.data != self.paused:
             self.paused = bool(msg.data)
-            self.queue.clear()
-            self.synced = False
+            self._restart()
             self._status("intervention" if self.paused else "running")
 
     def _on_sim_status(self, msg: String) -> None:
@@ -113,8 +161,7 @@ class PolicyRunner(Node):
         episode = status.get("episode")
         if self.sim_episode is not None and episode != self.sim_episode:  # the sim was reset: new episode
             self.policy.reset()
-            self.queue.clear()
-            self.synced = False
+            self._restart()
             self.done = False
             self.steps = 0
         self.sim_episode = episode
@@ -124,6 +171,14 @@ class PolicyRunner(Node):
             self.log.info("task success after %d steps; holding", self.steps)
             if self.recorder_pub is not None:
                 self.recorder_pub.publish(String("success"))
+
+    def _restart(self) -> None:
+        """Drop the pending actions and start again from the measured state."""
+        self.queue.clear()
+        self.synced = False
+        for echo in (self.arm_echo, self.grip_echo):
+            if echo is not None:
+                echo.reset()
 
     # --- observation ---------------------------------------------------------------------------------------
     def observe(self, t: float) -> dict[str, np.ndarray] | None:
@@ -165,6 +220,7 @@ class PolicyRunner(Node):
             self._status("waiting")
             return
         self.policy.observe(obs)
+        self._rebase()
         half = 0.5 / self.rate
         while self.queue and self.queue[0][0] < t - half:
             self.queue.popleft()  # its time has passed: drop it rather than execute late
@@ -178,18 +234,39 @@ class PolicyRunner(Node):
         _, action = self.queue.popleft()
         q, g = self.u.action_mode.targets(np.asarray(action, dtype=np.float32))
         self.robot.command(q, g)  # the model's targets: the base of the next ee_delta step
-        self.cmd_pub.publish(Float64MultiArray(data=np.asarray(self.robot.joint_targets(), dtype=float)))
+        self._send(self.cmd_pub, self.arm_echo, self.robot.joint_targets())
         if self.grip_pub is not None and g is not None:
-            self.grip_pub.publish(Float64MultiArray(data=np.array([self.robot.gripper_target()])))
+            self._send(self.grip_pub, self.grip_echo, np.array([self.robot.gripper_target()]))
         self.steps += 1
         if self.stale or new_chunk:  # a status per chunk: progress, and the inference time
             self.stale = 0
             self._status("running")
 
+    @staticmethod
+    def _send(pub: Any, echo: FilterEcho | None, values: np.ndarray) -> None:
+        data = np.asarray(values, dtype=float)
+        pub.publish(Float64MultiArray(data=data))
+        if echo is not None:
+            echo.sent(data)
+
+    def _rebase(self) -> None:
+        """Start the next step from the targets the safety filter really forwarded, where they differ."""
+        q = self.arm_echo.actual() if self.arm_echo is not None else None
+        g = self.grip_echo.actual() if self.grip_echo is not None else None
+        if q is None and g is None:
+            return
+        if q is not None and q.shape != (self.robot.n_joints,):
+            return  # not this robot's command: leave the targets alone
+        self.robot.command(self.robot.joint_targets() if q is None else q,
+                           float(g[0]) if g is not None and g.size else None)
+        self.rebased += 1
+        if self.rebased == 1 or self.rebased % 50 == 0:
+            self.log.info("the safety filter changed %d command(s): continuing from what it forwarded", self.rebased)
+
     def _status(self, state: str) -> None:
         ms = list(self.inference_ms)
         self.status_pub.publish(String(json.dumps({
-            "state": state, "steps": self.steps, "chunks": self.chunks,
+            "state": state, "steps": self.steps, "chunks": self.chunks, "rebased": self.rebased,
             "inference_ms_mean": float(np.mean(ms)) if ms else None})))
 
     def close(self) -> None:

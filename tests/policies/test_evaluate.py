@@ -22,6 +22,7 @@ from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from gymnasium.envs.registration import register, registry
 
 from realloop.data import Dataset
+from realloop.policies import evaluate_graph
 from realloop.policies.agent import PolicyAgent
 from realloop.policies.checkpoint import load_policy
 from realloop.policies.evaluate import (
@@ -372,3 +373,25 @@ def test_run_in_process_matches_evaluate(tiny_pendulum_checkpoint: Path, pendulu
     assert path == out and json.loads(out.read_text())["result"]["per_episode"] == result.per_episode
     direct = evaluate(pendulum_policy, "Pendulum-v1", episodes=2, seed=5, max_steps=10, progress=False)
     assert result.per_episode == direct.per_episode
+
+
+def test_eval_graph_runs_the_checkpoint_on_the_sim_graph(tiny_lift_checkpoint: tuple[Path, Any], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    run, _ = tiny_lift_checkpoint
+    out = tmp_path / "graph"
+    argv = [str(run), "--episodes", "1", "--seed", "3", "--timeout", "20", "--out", str(out),
+            "--domain-id", str(150 + os.getpid() % 60)]
+    assert evaluate_graph.main(argv) == 0
+    summary = json.loads((out / "eval_graph.json").read_text())
+    (episode,) = summary["results"]
+    assert episode["seed"] == 3 and episode["recording"] == str(out / "seed_3.zarr")
+    # a success is committed by the recorder; anything else is discarded when the timeout ends the graph
+    assert episode["committed"] is (episode["success"] is True)
+    assert episode["committed"] or episode["seconds"] >= 20
+    assert summary["successes"] == int(episode["success"])
+    assert f"{summary['successes']}/1 episodes succeeded" in capsys.readouterr().out
+
+
+def test_eval_graph_without_a_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert evaluate_graph.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

@@ -1,0 +1,77 @@
+"""The policy runner behind the safety filter: when the filter clamps, rejects or holds a command, the runner's
+next ee_delta step starts from what the filter really forwarded, not from where the policy wanted to be."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from realloop.robot.msgs import Float64MultiArray, JointState, String
+from realloop.robot.node import Node
+from realloop.robot.nodes.policy_runner import FilterEcho
+from realloop.robot.safety.filter import SafetyConfig, SafetyFilter
+from realloop.sim.spec import load_robot_spec
+
+
+def test_filter_echo_reports_what_the_robot_really_got() -> None:
+    echo = FilterEcho()
+    assert echo.actual() is None  # nothing sent yet
+    sent = np.array([0.1, 0.2, 0.3])
+    echo.sent(sent)
+    assert echo.actual() is None  # no echo yet: nothing known
+    echo.on_forwarded(sent.copy())
+    assert echo.actual() is None  # forwarded as sent
+    echo.sent(sent + 0.5)
+    assert np.array_equal(echo.actual(), sent)  # rejected: the robot keeps the last forwarded target
+    echo.on_forwarded(sent + 0.2)
+    assert np.array_equal(echo.actual(), sent + 0.2)  # clamped: a shorter step
+    echo.on_forwarded(sent + 0.5)
+    assert echo.actual() is None  # the newest message decides: taken after all
+    echo.on_forwarded([9.0, 9.0, 9.0])
+    assert np.array_equal(echo.actual(), [9.0, 9.0, 9.0])  # a hold
+    echo.on_forwarded([0.1, 0.2])
+    assert echo.actual().shape == (2,)  # another shape never counts as an echo
+    echo.reset()
+    assert echo.actual() is None
+
+
+def test_runner_steps_from_the_filtered_target_not_its_own(start_node, test_node: Node, domain_id: int) -> None:
+    """A workspace floor at z = 0.10 (the lift expert hovers at 0.09..0.15, then descends to ~0.03): the filter
+    rejects every step down. Each runner command must stay within one descent step of the floor; a runner that
+    stepped from its own targets walks them down to the grasp height, every command rejected."""
+    floor = 0.10
+    commands: list[np.ndarray] = []
+    runner: list[dict] = []
+    safety: list[dict] = []
+    joints: list[JointState] = []
+    test_node.create_subscription("/unsafe/arm_controller/commands", Float64MultiArray,
+                                  lambda m: commands.append(np.array(m.data)))
+    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
+                                  qos="latched")
+    test_node.create_subscription("/safety/status", String, lambda m: safety.append(json.loads(m.data)),
+                                  qos="latched")
+    test_node.create_subscription("/joint_states", JointState, joints.append)
+    procs = [
+        start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
+        start_node("safety_filter", f"workspace.min=[0.1,-0.45,{floor}]"),
+        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "policy.seed=0", "command_prefix=/unsafe",
+                   "use_sim_time=true"),
+    ]
+    ok = test_node.spin_until(lambda: bool(runner) and runner[-1].get("steps", 0) >= 60, 120)
+    logs = "\n".join(p.log_text()[-2000:] for p in procs)
+    for p in procs:
+        assert p.poll() is None, logs
+    assert ok, f"runner status {runner[-1:]}, safety {safety[-1:]}\n{logs}"
+    assert safety[-1]["counters"]["rejected"].get("workspace", 0) >= 5, safety[-1]  # the fault happened
+    assert runner[-1]["rebased"] >= 5, runner[-1]
+
+    spec = load_robot_spec("arm6")
+    fk = SafetyFilter(spec, SafetyConfig(workspace_min=(-9, -9, -9), workspace_max=(9, 9, 9)))
+    z = np.array([fk.ee_position(q)[2] for q in commands])
+    descent_step = 0.6 * 0.05  # the expert's fastest descent: 0.6 x the ee_delta bound of 0.05 m per step
+    assert z.min() >= floor - descent_step - 0.005, f"runner commands walked below the floor: min z {z.min():.3f}"
+    assert z.min() < floor, "the expert never tried to descend below the floor: the test shows nothing"
+    # the robot stayed above the floor too (the filter's job), at the floor rather than hovering far above
+    measured = np.array([fk.ee_position(np.array(m.position[:6]))[2] for m in joints[-10:]])
+    assert np.all(measured > floor - 0.02) and np.all(measured < floor + 0.03), measured
