@@ -101,6 +101,15 @@ class PolicyAgent:
                 self.queues[i] = list(chunk)
         return np.stack([self.queues[i].pop(0) for i in range(self.num_envs)])
 
+    @property
+    def obs_keys(self) -> list[str]:
+        """The observation features the policy sees."""
+        return list(self.policy.obs_keys)
+
+    def image_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``observation.images.<cam>`` -> the ``(H, W, C)`` frames the policy was trained on."""
+        return {k: tuple(self.policy.features[k].shape) for k in self.policy.image_keys}
+
     # -- the Policy protocol (one environment) -------------------------------------------------------------------
     def observe(self, obs: Mapping[str, np.ndarray]) -> None:
         """Record this control step's observation (unbatched)."""

@@ -7,6 +7,7 @@ of actions for the next T control steps, in its task's action space.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -25,8 +26,9 @@ class Policy(Protocol):
         (already given to ``observe``)."""
 
 
-def make_policy(spec: dict[str, Any], env: Any) -> Policy:
-    """A policy from a runner config.
+def make_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()) -> Policy:
+    """A policy from a runner config; ``provided`` names observation features the caller adds to the env's own
+    (the policy runner's camera topics).
 
     - ``{kind: expert, seed: 0}``: the task's scripted expert, acting on ``env`` (the unwrapped task model the
       runner keeps in sync with the robot);
@@ -49,11 +51,12 @@ def make_policy(spec: dict[str, Any], env: Any) -> Policy:
         if spec.get("num_inference_steps") and hasattr(policy, "num_inference_steps"):
             policy.num_inference_steps = int(spec["num_inference_steps"])
         spaces = getattr(env.observation_space, "spaces", {})
-        missing = [k for k in policy.obs_keys if k not in spaces]
+        missing = [k for k in policy.obs_keys if k not in spaces and k not in provided]
         if missing:
             raise ValueError(
-                f"the checkpoint {loaded.path} sees {missing}, which this task model does not observe (it has "
-                f"{sorted(spaces)}); use a policy trained on the task's state features"
+                f"the checkpoint {loaded.path} sees {missing}, which neither this task model observes (it has "
+                f"{sorted(spaces)}) nor the caller provides ({sorted(provided)}): map a camera topic to each "
+                "image feature, or use a policy trained on features the robot has"
             )
         if tuple(env.action_space.shape) != (policy.action_dim,):
             raise ValueError(

@@ -14,6 +14,10 @@ command, the next step starts from what it last forwarded (``rebased`` in the st
 wanted to be. Otherwise a policy pressing into a forbidden region would walk its targets ever further in, and
 every later command, the recovery too, would be rejected until the walk came back.
 
+Image policies get their ``observation.images.<cam>`` from camera topics (``cameras``: camera -> topic; by
+default ``/<cam>/image_raw/compressed`` for each camera of the robot spec), aligned like the other streams,
+decoded to RGB, centre-cropped to the training frames' aspect ratio and resized to their size.
+
 While ``/intervention`` is true (a human drives with teleop) it publishes nothing; on release it restarts from
 the measured state. Stale joint states (older than ``max_state_age``) stop it acting until fresh ones come.
 """
@@ -26,10 +30,12 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 
-from ..msgs import Bool, Float64MultiArray, JointState, String
+from ..msgs import Bool, CompressedImage, Float64MultiArray, Image, JointState, String
 from ..node import Node
+from ..recorder.streams import InvalidSample, message_to_rgb
 from . import run_node
 from .sim_mirror import task_model_env
 
@@ -51,6 +57,28 @@ class StreamBuffer:
         """The last sample at or before ``t`` (None if there is none)."""
         i = int(np.searchsorted(np.fromiter(self.stamps, float, len(self.stamps)), t, side="right")) - 1
         return None if i < 0 else (self.stamps[i], self.values[i])
+
+
+IMAGES = "observation.images."
+
+
+def fit_image(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``img`` (H x W x 3) centre-cropped to the aspect ratio of ``shape`` (H, W, ...) and resized to it: a
+    camera's frames as the training frames were framed (a sim camera rendered at the training size keeps its
+    vertical field of view, so a wider frame loses its sides, not its top and bottom)."""
+    h, w = img.shape[:2]
+    th, tw = int(shape[0]), int(shape[1])
+    if (h, w) == (th, tw):
+        return img
+    if w * th > tw * h:  # too wide: crop the sides
+        cw = max(1, round(h * tw / th))
+        x0 = (w - cw) // 2
+        img = img[:, x0 : x0 + cw]
+    elif w * th < tw * h:  # too tall: crop top and bottom
+        ch = max(1, round(w * th / tw))
+        y0 = (h - ch) // 2
+        img = img[y0 : y0 + ch]
+    return cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
 
 
 class FilterEcho:
@@ -93,7 +121,10 @@ class PolicyRunner(Node):
         self.env = task_model_env(str(self.param("task", "arm_lift")), self.param("control_mode"))
         self.u = self.env.unwrapped
         self.robot, self.spec = self.u.robot, self.u.robot.spec
-        self.policy = make_policy(dict(self.param("policy", {"kind": "expert"})), self.u)
+        topics = self.param("cameras") or {c.name: f"/{c.name}/image_raw/compressed" for c in self.spec.cameras}
+        topics = {str(k): str(v) for k, v in dict(topics).items() if v}
+        self.policy = make_policy(dict(self.param("policy", {"kind": "expert"})), self.u,
+                                  provided={IMAGES + c for c in topics})
         self.log.info("policy %s loaded: %s", type(self.policy).__name__, dict(self.param("policy", {})))
         self.rate = float(self.param("rate_hz") or self.spec.control_rate_hz)
         self.offsets = dict(self.param("offsets", {}) or {})
@@ -105,6 +136,18 @@ class PolicyRunner(Node):
         if self.u.env_state_names:
             self.create_subscription(str(self.param("environment_state_topic", "/sim/environment_state")),
                                      Float64MultiArray, self._on_env_state)
+        # the policy's image features, from camera topics: feature -> (camera, topic, frames, (H, W, C))
+        shapes = self.policy.image_shapes() if hasattr(self.policy, "image_shapes") else {}
+        self.cameras: dict[str, tuple[str, str, StreamBuffer, tuple[int, ...]]] = {}
+        for key, shape in shapes.items():
+            cam = key[len(IMAGES):]
+            topic = topics[cam]
+            buf = StreamBuffer(maxlen=64)
+            msg_type = CompressedImage if topic.rstrip("/").endswith("compressed") else Image
+            self.create_subscription(topic, msg_type, lambda m, b=buf: b.add(m.header.stamp.to_sec(), m),
+                                     qos="sensor")
+            self.cameras[key] = (cam, topic, buf, shape)
+        self.max_image_age = float(self.param("max_image_age", 0.5))
         self.create_subscription("/intervention", Bool, self._on_intervention)
         self.create_subscription("/sim/status", String, self._on_sim_status, qos="latched")
 
@@ -201,10 +244,20 @@ class PolicyRunner(Node):
             if es is None or t - es[0] > self.max_state_age:
                 return None
             self.u.set_task_state(es[1])
+        obs = self.u._observe()
+        for key, (cam, topic, buf, shape) in self.cameras.items():
+            frame = buf.at(t - float(self.offsets.get(cam, 0.0)))
+            if frame is None or t - frame[0] > self.max_image_age:
+                return None
+            try:
+                obs[key] = fit_image(message_to_rgb(frame[1], topic), shape)
+            except InvalidSample as e:
+                self.log.warning("%s", e)
+                return None
         if not self.synced:
             self.robot.command(q, g)  # targets = measured pose
             self.synced = True
-        return self.u._observe()
+        return obs
 
     # --- control -------------------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -216,7 +269,8 @@ class PolicyRunner(Node):
             self.stale += 1
             self.queue.clear()
             if self.stale == 1 or self.stale % round(5 * self.rate) == 0:
-                self.log.warning("no fresh observation at t=%.3f (joint states or environment state missing)", t)
+                self.log.warning("no fresh observation at t=%.3f (joint states, environment state or a camera "
+                                 "missing or older than its max age)", t)
             self._status("waiting")
             return
         self.policy.observe(obs)

@@ -310,11 +310,15 @@ class StreamSpec:
             if shape is not None and shape[2] == 3:
                 self._check_size(shape)
                 return EncodedImage(data, shape)
-        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise InvalidSample(f"{self.topic}: a CompressedImage ({msg.format!r}, {len(data)} bytes) does not "
-                                "decode")
-        return self._check_image(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        return self._check_image(decode_compressed(data, msg.format, self.topic))
+
+
+def decode_compressed(data: bytes, fmt: str, topic: str) -> np.ndarray:
+    """A CompressedImage's JPEG/PNG bytes as an RGB H x W x 3 uint8 array (ROS encodes BGR)."""
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InvalidSample(f"{topic}: a CompressedImage ({fmt!r}, {len(data)} bytes) does not decode")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def compressed_format(fmt: str) -> str | None:
@@ -368,6 +372,15 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         return _image_to_rgb(msg)
     except ConvertError as e:
         raise InvalidSample(str(e)) from None
+
+
+def message_to_rgb(msg: Image | CompressedImage, topic: str) -> np.ndarray:
+    """An ``Image`` or a JPEG/PNG ``CompressedImage`` as ``H x W x 3`` RGB uint8; InvalidSample if it cannot be."""
+    if isinstance(msg, CompressedImage):
+        if compressed_format(msg.format) is None:
+            raise InvalidSample(f"{topic}: CompressedImage format {msg.format!r} is not JPEG or PNG")
+        return decode_compressed(bytes(msg.data), msg.format, topic)
+    return image_to_rgb(msg)
 
 
 # -- parsing a config ----------------------------------------------------------------------------------------

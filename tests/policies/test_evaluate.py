@@ -395,3 +395,18 @@ def test_eval_graph_runs_the_checkpoint_on_the_sim_graph(tiny_lift_checkpoint: t
 def test_eval_graph_without_a_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert evaluate_graph.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_make_policy_needs_every_image_feature_observed_or_provided(tiny_lift_image_checkpoint: Path) -> None:
+    from realloop.policies.base import make_policy
+    from realloop.robot.nodes.sim_mirror import task_model_env
+
+    env = task_model_env("arm_lift")  # a task model without cameras, as the policy runner keeps
+    try:
+        spec = {"kind": "checkpoint", "path": str(tiny_lift_image_checkpoint)}
+        with pytest.raises(ValueError, match=r"observation.images.wrist.*map a camera topic"):
+            make_policy(spec, env.unwrapped)
+        agent = make_policy(spec, env.unwrapped, provided={"observation.images.wrist"})
+        assert agent.image_shapes() == {"observation.images.wrist": (32, 32, 3)}
+    finally:
+        env.close()

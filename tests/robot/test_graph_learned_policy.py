@@ -58,3 +58,37 @@ def test_trained_checkpoint_runs_in_the_policy_runner(domain_id: int, test_node:
     moved = np.abs(joints[-1][:6] - joints[0][:6]).max()
     assert moved > 0.01, f"the arm did not move under the learned policy ({moved:.4f} rad)"
     assert "loaded" in out or "checkpoint" in out, out[-2000:]
+
+
+def test_image_policy_sees_the_camera_topics(domain_id: int, test_node: Node, tmp_path: Path) -> None:
+    """An image diffusion policy (wrist camera at 32x32 + state) in the runner: its frames come from the sim
+    mirror's JPEG topic at 320x240, fitted to 32x32; without them it would wait, never acting."""
+    data = tmp_path / "lift_img.zarr"
+    collect(collect_config(["task=arm_lift", "episodes=2", f"out={data}", "images=true", "image_size=[32,32]"]),
+            progress=False)  # fmt: skip
+    run = tmp_path / "run"
+    train(compose_config([
+        "policy=diffusion_image", f"dataset.path={data}", f"out={run}", "steps=2", "batch_size=4", "log_every=1",
+        "val_every=0", "checkpoint_every=2", "device=cpu", "policy.down_dims=[16,32]", "policy.crop=[28,28]",
+        "policy.obs_keys=[observation.state,observation.environment_state,observation.images.wrist]",
+    ]), progress=False)  # fmt: skip
+
+    overrides = [f"domain_id={domain_id}", f"nodes.recorder.params.dataset={tmp_path / 'rec.zarr'}",
+                 "nodes.sim_mirror.params.seed=5", "nodes.sim_mirror.params.cameras=[wrist]",
+                 "nodes.sim_mirror.params.image_width=320", "nodes.sim_mirror.params.image_height=240",
+                 "nodes.recorder.params.streams.front=null",
+                 "nodes.policy_runner.params.policy.kind=checkpoint", f"nodes.policy_runner.params.policy.path={run}"]
+    launch = subprocess.Popen([sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
+                              cwd=tmp_path, env=node_env(domain_id), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    runner: list[dict] = []
+    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
+                                  qos="latched")
+    try:
+        ok = test_node.spin_until(lambda: bool(runner) and runner[-1]["chunks"] >= 3, 120)
+    finally:
+        launch.send_signal(signal.SIGINT)
+        out, _ = launch.communicate(timeout=60)
+    assert ok, out[-3000:]
+    assert runner[-1]["steps"] >= 16, runner[-1]
+    assert "Traceback" not in out, out[-3000:]
