@@ -77,9 +77,13 @@ def collect(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> Colle
     """Run the scripted expert of `cfg.task` for `cfg.episodes` episodes, writing each into `cfg.out`."""
     c = _plain(cfg)
     task = c["task"]
+    noise = float(c.get("action_noise") or 0.0)
+    if noise < 0:
+        raise ValueError(f"action_noise={noise} must be >= 0 (a fraction of one control step's motion)")
     env = make_task_env(task, c["images"], c["image_size"], c["randomize"])
     u = env.unwrapped
     expert = make_expert(env)
+    noise_scale = noise * u.action_mode.step_scale()
     spec = u.robot.spec
     out = Path(c["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,12 +102,14 @@ def collect(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> Colle
             expert.reset(np.random.default_rng(seed))
             writer = ds.begin_episode(
                 task=u.task_description, source="scripted", robot=spec.name, sim_params=u.sim_params or None,
-                seed=seed, env_id=task["env_id"], control_mode=u.action_mode.name,
+                seed=seed, env_id=task["env_id"], control_mode=u.action_mode.name, action_noise=noise,
             )  # fmt: skip
+            noise_rng = np.random.default_rng([seed, 1])  # its own stream: the expert's draws stay the same
             steps, done = 0, False
             while not done:
                 action = expert.act(obs)
-                next_obs, reward, terminated, truncated, info = env.step(action)
+                executed = action + noise_rng.normal(size=action.shape) * noise_scale if noise else action
+                next_obs, reward, terminated, truncated, info = env.step(executed.astype(action.dtype))
                 t = steps * u.robot.control_dt
                 for name, value in obs.items():
                     writer.add(name, t, value)

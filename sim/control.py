@@ -61,6 +61,15 @@ class ActionMode:
         """Turn one action, already checked by `validate`, into robot commands."""
         raise NotImplementedError
 
+    def step_scale(self) -> np.ndarray:
+        """Per action entry, how far one control step can move it: the step bound of a delta mode, the joint
+        velocity limit times the control period for absolute targets; 0 for the gripper (a discrete command).
+        The unit of the demonstration noise of realloop-collect."""
+        scale = np.maximum(np.abs(self._low), np.abs(self._high))
+        if self.robot.has_gripper:
+            scale[-1] = 0.0
+        return scale
+
 
 class JointPosition(ActionMode):
     """Absolute joint position targets (rad or m), bounded by the spec's position limits."""
@@ -76,6 +85,10 @@ class JointPosition(ActionMode):
         if self.robot.has_gripper:
             a = np.append(a, self.robot.gripper_target())
         return a.astype(np.float32)
+
+    def step_scale(self) -> np.ndarray:
+        step = self.robot.velocity_limit * self.robot.control_dt
+        return np.append(step, 0.0) if self.robot.has_gripper else np.asarray(step, dtype=float)
 
     def apply(self, action: np.ndarray) -> None:
         q, g = self._split(action)

@@ -99,3 +99,46 @@ def test_collect_refuses_a_dataset_with_other_features(tmp_path: Path) -> None:
     assert "different features" in res.stderr
     with Dataset.open(out) as ds:
         assert len(ds) == 1  # nothing lost
+
+
+def test_action_noise_perturbs_what_runs_and_records_the_expert_labels(tmp_path: Path) -> None:
+    runs = {}
+    for noise in (0.0, 0.1):
+        out = tmp_path / f"lift_{noise}.zarr"
+        summary = collect(compose_config(["task=arm_lift", "episodes=2", f"out={out}", f"action_noise={noise}"]),
+                          progress=False)
+        assert summary.successes == 2  # the closed-loop expert recovers from the perturbations
+        with Dataset.open(out) as ds:
+            runs[noise] = [(ep.meta["attributes"]["action_noise"], ep.stream("observation.state").read(),
+                            ep.stream("action").read()) for ep in ds.episodes()]
+    for (n0, s0, _a0), (n1, s1, a1) in zip(runs[0.0], runs[0.1], strict=True):
+        assert (n0, n1) == (0.0, 0.1)
+        # the same seed, other executed actions: the arm went elsewhere
+        k = min(len(s0), len(s1))
+        assert np.abs(s0[:k, 13:16] - s1[:k, 13:16]).max() > 0.005
+        # the recorded gripper commands are the expert's own (open or closed, never perturbed) and every action
+        # is a valid ee_delta step: noise never reaches the labels
+        closed_or_open = np.isclose(a1[:, 6], 0.0) | ((a1[:, 6] >= 0.034 - 1e-6) & (a1[:, 6] <= 0.04 + 1e-6))
+        assert closed_or_open.all()
+        assert np.abs(a1[:, :3]).max() <= 0.05 + 1e-6 and np.abs(a1[:, 3:6]).max() <= 0.3 + 1e-6
+
+
+def test_collect_refuses_negative_action_noise(tmp_path: Path) -> None:
+    out = tmp_path / "lift.zarr"
+    proc = subprocess.run(_cli("task=arm_lift", "episodes=1", f"out={out}", "action_noise=-0.1"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "action_noise=-0.1 must be >= 0" in proc.stderr
+    assert not out.exists()
+
+
+def test_step_scale_is_one_control_step_of_motion() -> None:
+    import gymnasium as gym
+
+    for mode in ("joint_position", "joint_delta", "ee_delta"):
+        env = gym.make("realloop/ArmLift-v0", control_mode=mode)
+        u = env.unwrapped
+        scale = u.action_mode.step_scale()
+        assert scale.shape == u.action_space.shape and scale[-1] == 0.0  # the gripper
+        if mode != "ee_delta":
+            np.testing.assert_allclose(scale[:-1], u.robot.velocity_limit * u.robot.control_dt)
+        env.close()
