@@ -427,6 +427,11 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> tuple[EvalResult, Path]:
         if not hasattr(policy, "num_inference_steps"):
             raise EvalError(f"num_inference_steps applies to diffusion policies; {type(policy).__name__} has none")
         policy.num_inference_steps = int(c["num_inference_steps"])
+    if c.get("n_action_steps") is not None:
+        n, most = int(c["n_action_steps"]), policy.horizon - policy.n_obs_steps + 1
+        if not 1 <= n <= most:
+            raise EvalError(f"n_action_steps={n} must be in [1, {most}] (horizon - n_obs_steps + 1 of the checkpoint)")
+        policy.n_action_steps = n
 
     env_id = str(c.get("env") or "auto")
     kwargs: dict[str, Any] = {}

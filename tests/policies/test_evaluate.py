@@ -354,6 +354,7 @@ def test_cli_errors_exit_2_with_one_line(tiny_pendulum_checkpoint: Path, tmp_pat
         ([ckpt, "env=NoSuchEnv-v9"], "cannot make env 'NoSuchEnv-v9'"),
         ([ckpt, "env=Pendulum-v1", "obs_map={observation.state:{index:[0]}}"], "fix the obs_map entry"),
         ([ckpt, "env=Pendulum-v1", "obs_map=nonexistent"], "configs/obs_map/"),
+        ([ckpt, "env=Pendulum-v1", "obs_map=pendulum", "n_action_steps=99"], "n_action_steps=99 must be in [1, "),
         ([], "no checkpoint given"),
     ]
     for args, message in cases:
@@ -373,6 +374,26 @@ def test_run_in_process_matches_evaluate(tiny_pendulum_checkpoint: Path, pendulu
     assert path == out and json.loads(out.read_text())["result"]["per_episode"] == result.per_episode
     direct = evaluate(pendulum_policy, "Pendulum-v1", episodes=2, seed=5, max_steps=10, progress=False)
     assert result.per_episode == direct.per_episode
+
+
+def test_n_action_steps_sets_how_often_the_policy_replans(tiny_pendulum_checkpoint: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from realloop.policies.chunk_policy import ChunkPolicy
+
+    calls = []
+    original = ChunkPolicy.predict_action_chunk
+    monkeypatch.setattr(ChunkPolicy, "predict_action_chunk", lambda self, *a, **k: calls.append(1) or original(
+        self, *a, **k))
+    counts = {}
+    for n in (None, 1):
+        calls.clear()
+        cfg = compose_config([f"checkpoint={tiny_pendulum_checkpoint}", "env=Pendulum-v1", "obs_map=pendulum",
+                              "episodes=1", "max_steps=12", f"out={tmp_path / 'r.json'}", "device=cpu",
+                              f"n_action_steps={'null' if n is None else n}"])  # fmt: skip
+        run(cfg)
+        counts[n] = len(calls)
+    assert load_policy(tiny_pendulum_checkpoint).policy.n_action_steps > 1
+    assert counts[1] == 12 and counts[None] < 12  # one chunk per step, against the checkpoint's chunking
 
 
 def test_eval_graph_runs_the_checkpoint_on_the_sim_graph(tiny_lift_checkpoint: tuple[Path, Any], tmp_path: Path,
