@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a training run folder or a checkpoint folder")
     p.add_argument("--episodes", type=int, default=10, help="episodes, seeded seed, seed + 1, ...")
-    p.add_argument("--seed", type=int, default=1, help="the first episode's sim seed")
+    p.add_argument("--seed", type=int, default=100000,
+                   help="the first episode's sim seed (default: realloop-eval's, away from realloop-collect's)")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds an episode gets to succeed")
     p.add_argument("--out", default="outputs/eval_graph", help="output folder (its recordings are replaced)")
     p.add_argument("--domain-id", type=int, default=None, help="DDS domain of the graph (default: the graph's)")

@@ -79,7 +79,10 @@ class ArmLiftEnv(ArmEnv):
     """Grasp a 5 cm cube placed at random on the table and lift it `lift_height` m. Success: lifted."""
 
     task_description = "lift the red cube"
-    env_state_names = ("cube.x", "cube.y", "cube.z", *(f"cube.{n}" for n in ROT6D_NAMES))
+    # the cube's pose, then where it is from the gripper (as robosuite's Lift gives gripper_to_cube_pos): the
+    # offset a grasp must bring to zero, a feature a policy need not learn to compute from ee and cube poses
+    env_state_names = ("cube.x", "cube.y", "cube.z", *(f"cube.{n}" for n in ROT6D_NAMES),
+                       "cube_from_ee.x", "cube_from_ee.y", "cube_from_ee.z")
     half = 0.025
     cube_low = np.array([0.3, -0.15])
     cube_high = np.array([0.5, 0.15])
@@ -101,10 +104,15 @@ class ArmLiftEnv(ArmEnv):
 
     def _task_state(self) -> np.ndarray:
         bid = self.body_id("cube")
-        return np.concatenate([self.data.xpos[bid], rot6d(self.data.xmat[bid])])
+        pos = self.data.xpos[bid]
+        return np.concatenate([pos, rot6d(self.data.xmat[bid]), pos - self._ee_pos()])
 
     def set_task_state(self, state: np.ndarray) -> None:
+        """Set the cube from its pose (the first 9 values); the gripper offset follows from the robot's state."""
         state = np.asarray(state, dtype=float)
+        if state.shape[-1] < 9:
+            raise ValueError(f"the arm lift task state needs the cube's pose (9 values: {self.env_state_names[:9]}); "
+                             f"got {state.shape[-1]}")
         c0, c1 = state[3:6], state[6:9]
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, np.column_stack([c0, c1, np.cross(c0, c1)]).ravel())

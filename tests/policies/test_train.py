@@ -104,9 +104,9 @@ def test_existing_run_is_not_overwritten_without_resume(lift_dataset: Path, tmp_
 
 def test_training_reduces_the_loss_and_the_checkpoint_acts(lift_dataset: Path, tmp_path: Path) -> None:
     cfg = compose_config([
-        *TINY_BC, f"dataset.path={lift_dataset}", "steps=150", "batch_size=16", "log_every=25", "val_every=0",
-        "checkpoint_every=150", "optim.lr=1e-3", "optim.warmup_steps=10", "policy.dropout=0.0",
-        f"out={tmp_path / 'bc'}", "device=cpu",
+        *TINY_BC, f"dataset.path={lift_dataset}", "steps=400", "batch_size=16", "log_every=25", "val_every=0",
+        "checkpoint_every=400", "optim.lr=1e-3", "optim.warmup_steps=10", "policy.dropout=0.0",
+        "policy.hidden_dims=[128,128]", f"out={tmp_path / 'bc'}", "device=cpu",
     ])
     summary = train(cfg, progress=False)
     losses = [r["train_loss"] for r in summary.history if "train_loss" in r]
@@ -123,9 +123,10 @@ def test_training_reduces_the_loss_and_the_checkpoint_acts(lift_dataset: Path, t
     }
     chunk = policy.predict_action_chunk(obs)[0].numpy()
     assert chunk.shape == (8, 7)
-    # the fitted policy reproduces the demonstration's next actions better than their mean does
+    # the fitted policy reproduces the demonstration's next actions far better than their mean does
     target = actions[1:9]
-    assert np.abs(chunk - target).mean() < np.abs(actions.mean(axis=0) - target).mean()
+    fitted, mean = np.abs(chunk - target).mean(), np.abs(actions.mean(axis=0) - target).mean()
+    assert fitted < 0.5 * mean, (fitted, mean)
 
 
 def test_missing_feature_is_named_with_the_fix(lift_dataset: Path, tmp_path: Path) -> None:

@@ -260,6 +260,6 @@ def test_a_users_own_robot_spec_plugs_into_a_task(tmp_path) -> None:
     path.write_text(yaml.safe_dump(raw))
     env = gym.make("realloop/ArmLift-v0", robot=str(path))
     obs, _ = env.reset(seed=0)
-    assert env.unwrapped.robot.spec.name == "my_arm" and obs[ENV_STATE].shape == (9,)
+    assert env.unwrapped.robot.spec.name == "my_arm" and obs[ENV_STATE].shape == (12,)
     with pytest.raises(ValueError, match="its cameras: wrist"):
         gym.make("realloop/ArmLift-v0", robot=str(path), cameras=["front"])
