@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
                    help="run the trained policy on the sim_arm_policy graph (arm tasks)")
+    p.add_argument("--graph-seed", type=int, default=100000, help="the sim mirror's seed on the graph (held out)")
     p.add_argument("--graph-timeout", type=float, default=90.0, help="seconds the graph gets to finish the task")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     graph = None
     if args.graph and args.task.startswith("arm_"):
         print("\n# the trained policy on the sim graph: sim mirror -> policy runner -> safety filter, recorded")
-        graph = run_on_graph(Path(trained.checkpoint), out / "graph_recording.zarr", timeout=args.graph_timeout)
+        graph = run_on_graph(Path(trained.checkpoint), out / "graph_recording.zarr", seed=args.graph_seed,
+                             timeout=args.graph_timeout)
         print(f"graph: {'success' if graph['success'] else 'no success'} in {graph['seconds']} s, "
               f"recorded: {graph['committed']} -> {graph['recording']}")
 
