@@ -110,9 +110,10 @@ class ArmLiftEnv(ArmEnv):
     def set_task_state(self, state: np.ndarray) -> None:
         """Set the cube from its pose (the first 9 values); the gripper offset follows from the robot's state."""
         state = np.asarray(state, dtype=float)
-        if state.shape[-1] < 9:
-            raise ValueError(f"the arm lift task state needs the cube's pose (9 values: {self.env_state_names[:9]}); "
-                             f"got {state.shape[-1]}")
+        pose = self.env_state_names[:9]
+        if state.shape[-1] < len(pose):
+            raise ValueError(f"the arm lift task state starts with the cube's pose ({', '.join(pose)}); got "
+                             f"{state.shape[-1]} values: publish at least those {len(pose)}")
         c0, c1 = state[3:6], state[6:9]
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, np.column_stack([c0, c1, np.cross(c0, c1)]).ravel())

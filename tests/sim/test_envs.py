@@ -263,3 +263,21 @@ def test_a_users_own_robot_spec_plugs_into_a_task(tmp_path) -> None:
     assert env.unwrapped.robot.spec.name == "my_arm" and obs[ENV_STATE].shape == (12,)
     with pytest.raises(ValueError, match="its cameras: wrist"):
         gym.make("realloop/ArmLift-v0", robot=str(path), cameras=["front"])
+
+
+def test_lift_state_holds_the_cube_offset_from_the_gripper_and_sets_from_the_pose_alone() -> None:
+    """The last three environment-state values are cube minus end effector; a model of the task set from the
+    cube's pose alone (what a perception node publishes) derives the same offset from its own robot state."""
+    env = ArmLiftEnv()
+    obs, _ = env.reset(seed=3)
+    state = obs[ENV_STATE]
+    assert env.env_state_names[-3:] == ("cube_from_ee.x", "cube_from_ee.y", "cube_from_ee.z")
+    np.testing.assert_allclose(state[9:], state[:3] - env.data.site_xpos[env.robot.ee_site_id], atol=1e-6)
+
+    model = ArmLiftEnv()
+    model.reset(seed=4)  # a different cube
+    model.sync_robot(env.robot.joint_positions(), gripper=env.robot.gripper_opening())
+    model.set_task_state(state[:9])
+    np.testing.assert_allclose(model._observe()[ENV_STATE], state, atol=1e-5)
+    with pytest.raises(ValueError, match=r"cube's pose.*got 3 values"):
+        model.set_task_state(state[:3])
