@@ -14,7 +14,7 @@ For the policy runner node it is also a :class:`realloop.policies.base.Policy` (
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -81,11 +81,18 @@ class PolicyAgent:
 
     def _predict(self, env_ids: Sequence[int]) -> np.ndarray:
         """Raw action chunks ``(len(env_ids), n_action_steps, action_dim)`` from the stored histories."""
-        batch = {
+        return self._run(self._batch(env_ids))
+
+    def _batch(self, env_ids: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The stored histories of ``env_ids`` as the policy's input tensors (copies: later steps may change them)."""
+        return {
             k: torch.from_numpy(np.stack([np.stack([f[k] for f in self.history[i]]) for i in env_ids])).to(self.device)
             for k in self.policy.obs_keys
         }
-        chunk = self.policy.predict_action_chunk(batch, generator=self.generator).float().cpu().numpy()
+
+    def _run(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        with torch.inference_mode():
+            chunk = self.policy.predict_action_chunk(batch, generator=self.generator).float().cpu().numpy()
         if not np.all(np.isfinite(chunk)):
             raise FloatingPointError("the policy produced NaN or inf actions; the checkpoint is broken")
         return chunk
@@ -118,7 +125,14 @@ class PolicyAgent:
 
     def predict_action_chunk(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Actions ``(n_action_steps, action_dim)`` from now, for this step's (unbatched) observation."""
+        return self.prepare_chunk(obs)()
+
+    def prepare_chunk(self, obs: Mapping[str, np.ndarray]) -> Callable[[], np.ndarray]:
+        """``predict_action_chunk`` in two parts: the observation history is captured now, and the returned call
+        runs the model. The call may run on another thread while this agent observes the next steps (the policy
+        runner predicts ahead of need this way); one call at a time, as they share the sampling generator."""
         if not self._observed:
             self._push(0, self._frame(obs, None))
         self._observed = False
-        return self._predict([0])[0]
+        batch = self._batch([0])
+        return lambda: self._run(batch)[0]

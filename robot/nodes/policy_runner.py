@@ -3,8 +3,10 @@
 Each control tick it assembles the policy's observation from topics with the dataset's aligned view (for the
 tick time t, the last sample at or before t - offset in each stream), mirrors it into a MuJoCo model of the
 task (``sync_robot``, ``set_task_state``) whose ``_observe`` gives exactly the features a dataset recorded in sim
-holds, asks the policy for an action chunk when the queue is empty, and executes the chunk's actions on their
-timestamps (t0 + k / rate; actions whose time passed are dropped, never bunched). Actions in the task's action
+holds, and executes the policy's action chunks on their timestamps (t0 + k / rate; actions whose time passed are
+dropped, never bunched). A learned policy predicts its next chunk in a worker thread, started ``inference_lead``
+control steps before the queue runs out (default: follows the measured inference time), so inference does not
+stall the robot or drop actions (chunk_schedule.py). Actions in the task's action
 space (ee_delta by default) become joint targets through the same action mode (IK on the robot's MJCF) and go
 out on ``<command_prefix>/<controller>/commands`` and the gripper's, i.e. into the safety filter by default.
 
@@ -25,7 +27,7 @@ the measured state. Stale joint states (older than ``max_state_age``) stop it ac
 from __future__ import annotations
 
 import json
-import time
+import sys
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +39,7 @@ from ..msgs import Bool, CompressedImage, Float64MultiArray, Image, JointState, 
 from ..node import Node
 from ..recorder.streams import InvalidSample, message_to_rgb
 from . import run_node
+from .chunk_schedule import ChunkSchedule
 from .sim_mirror import task_model_env
 
 
@@ -126,6 +129,9 @@ class PolicyRunner(Node):
         self.policy = make_policy(dict(self.param("policy", {"kind": "expert"})), self.u,
                                   provided={IMAGES + c for c in topics})
         self.log.info("policy %s loaded: %s", type(self.policy).__name__, dict(self.param("policy", {})))
+        threads = self.param("torch_threads", 1)
+        if threads and "torch" in sys.modules:  # inference shares the robot computer with the other nodes
+            sys.modules["torch"].set_num_threads(int(threads))
         self.rate = float(self.param("rate_hz") or self.spec.control_rate_hz)
         self.offsets = dict(self.param("offsets", {}) or {})
         self.max_state_age = float(self.param("max_state_age", 0.5))
@@ -171,17 +177,16 @@ class PolicyRunner(Node):
         self.recorder_pub = (self.create_publisher("/recorder/command", String)
                              if self.param("report_success", False) else None)
 
-        self.queue: deque[tuple[float, np.ndarray]] = deque()
+        lead = self.param("inference_lead")
+        self.schedule = ChunkSchedule(self.rate, None if lead in (None, "auto") else int(lead))
         self.paused = False
         self.synced = False  # the model's targets start at the measured pose (no jump on the first command)
         self.sim_episode: int | None = None
         self.stop_on_success = bool(self.param("stop_on_success", True))
         self.done = False
         self.steps = 0
-        self.chunks = 0
         self.stale = 0
         self.rebased = 0
-        self.inference_ms: deque[float] = deque(maxlen=100)
         self.create_timer(1.0 / self.rate, self.tick)
         self._status("waiting")
 
@@ -217,7 +222,7 @@ class PolicyRunner(Node):
 
     def _restart(self) -> None:
         """Drop the pending actions and start again from the measured state."""
-        self.queue.clear()
+        self.schedule.clear()
         self.synced = False
         for echo in (self.arm_echo, self.grip_echo):
             if echo is not None:
@@ -267,7 +272,7 @@ class PolicyRunner(Node):
         obs = self.observe(t)
         if obs is None:
             self.stale += 1
-            self.queue.clear()
+            self.schedule.clear()
             if self.stale == 1 or self.stale % round(5 * self.rate) == 0:
                 self.log.warning("no fresh observation at t=%.3f (joint states, environment state or a camera "
                                  "missing or older than its max age)", t)
@@ -275,24 +280,23 @@ class PolicyRunner(Node):
             return
         self.policy.observe(obs)
         self._rebase()
-        half = 0.5 / self.rate
-        while self.queue and self.queue[0][0] < t - half:
-            self.queue.popleft()  # its time has passed: drop it rather than execute late
-        new_chunk = not self.queue
-        if new_chunk:
-            start = time.perf_counter()
-            chunk = np.atleast_2d(self.policy.predict_action_chunk(obs))
-            self.inference_ms.append(1e3 * (time.perf_counter() - start))
-            self.chunks += 1
-            self.queue.extend((t + k / self.rate, a) for k, a in enumerate(chunk))
-        _, action = self.queue.popleft()
+        chunks = self.schedule.chunks
+        if self.schedule.due(t):
+            prepare = getattr(self.policy, "prepare_chunk", None)
+            if prepare is not None:  # a learned policy: its model runs in the worker thread
+                self.schedule.start(t, prepare(obs))
+            else:  # the scripted expert reads the task model this thread keeps in sync: run it now
+                self.schedule.start(t, lambda: self.policy.predict_action_chunk(obs), background=False)
+        action = self.schedule.next_action(t)
+        if action is None:
+            return
         q, g = self.u.action_mode.targets(np.asarray(action, dtype=np.float32))
         self.robot.command(q, g)  # the model's targets: the base of the next ee_delta step
         self._send(self.cmd_pub, self.arm_echo, self.robot.joint_targets())
         if self.grip_pub is not None and g is not None:
             self._send(self.grip_pub, self.grip_echo, np.array([self.robot.gripper_target()]))
         self.steps += 1
-        if self.stale or new_chunk:  # a status per chunk: progress, and the inference time
+        if self.stale or self.schedule.chunks != chunks:  # a status per chunk: progress, and the inference time
             self.stale = 0
             self._status("running")
 
@@ -318,12 +322,15 @@ class PolicyRunner(Node):
             self.log.info("the safety filter changed %d command(s): continuing from what it forwarded", self.rebased)
 
     def _status(self, state: str) -> None:
-        ms = list(self.inference_ms)
+        s = self.schedule
+        ms = [1e3 * x for x in s.latency_s]
         self.status_pub.publish(String(json.dumps({
-            "state": state, "steps": self.steps, "chunks": self.chunks, "rebased": self.rebased,
-            "inference_ms_mean": float(np.mean(ms)) if ms else None})))
+            "state": state, "steps": self.steps, "chunks": s.chunks, "rebased": self.rebased,
+            "inference_ms_mean": float(np.mean(ms)) if ms else None, "inference_ms_max": max(ms) if ms else None,
+            "lead": s.lead, "dropped": s.dropped, "waits": s.waits})))
 
     def close(self) -> None:
+        self.schedule.close()
         self.env.close()
         super().close()
 
