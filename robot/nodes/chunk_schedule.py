@@ -4,7 +4,7 @@ A chunk predicted from the observation at time ``t0`` holds the actions for ``t0
 takes time. A runner that asks for the next chunk only when its queue is empty executes that chunk's first action
 late and drops the ones whose time passed meanwhile. With delta actions (ee_delta) each dropped action is motion
 lost: on the lift task one dropped action per 8-step chunk took a 28/30 policy to 22/30, and two dropped took it to
-14/30 (gym rollouts; see docs/robot.md).
+14/30 (gym rollouts; see docs/ros2.md).
 
 So the schedule starts the next prediction ``lead`` control steps before the queue runs out, in a worker thread,
 and the current chunk's actions go on meanwhile. When the new chunk arrives it replaces the queue from its first
