@@ -149,7 +149,10 @@ class RecorderNode(Node):
         self._last_status = -1.0
         self.log.info("recording %s into %s (%s)", ", ".join(f"{s.topic} -> {s.feature}" for s in specs), dataset,
                       "auto start" if params.get("auto_start") else "waiting for start on /recorder/command")
-        if params.get("auto_start"):
+        # with use_sim_time the clock reads 0 until the first /clock: start (and stamp) only once it runs
+        self._auto_start = bool(params.get("auto_start"))
+        if self._auto_start and self._clock_ready():
+            self._auto_start = False
             self.recorder.start(self.now())
         self.publish_status()
 
@@ -158,6 +161,10 @@ class RecorderNode(Node):
         rec = self.recorder
 
         def on_message(msg: Any) -> None:
+            if not self._clock_ready():  # no /clock yet (use_sim_time): no time to stamp it with
+                for f in features:
+                    rec.heard[f] += 1
+                return
             now = self.now()
             changed = False
             for f in features:
@@ -196,6 +203,9 @@ class RecorderNode(Node):
 
     def _on_timer(self) -> None:
         now = self.now()
+        if self._auto_start:  # timers run once the clock does
+            self._auto_start = False
+            self.recorder.start(now)
         if self.recorder.tick(now) or now - self._last_status >= self.status_period:
             self.publish_status()
 

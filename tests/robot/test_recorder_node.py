@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from realloop.data import Dataset
-from realloop.robot.msgs import CompressedImage, Float64MultiArray, JointState, String, Time, header
+from realloop.robot.msgs import Clock, CompressedImage, Float64MultiArray, JointState, String, Time, header
 from realloop.robot.node import Node
 from realloop.robot.recorder import report_path_for
 from realloop.sim.spec import load_robot_spec
@@ -253,6 +253,48 @@ def test_sigint_discards_the_episode_in_progress(start_node, test_node: Node, tm
     assert entries[0]["streams"]["observation.state"]["written"] > 10
     assert "discarded" in proc.log_text()
     assert _cli_verify(ds_path).returncode == 0
+
+
+def test_sim_time_stamps_headerless_commands_on_the_sim_clock(start_node, test_node: Node, tmp_path: Path) -> None:
+    """With ``use_sim_time`` (the sim graphs) a command without a header is stamped on /clock, the clock the
+    sim's joint states carry, so actions and states line up; auto start waits for the first /clock."""
+    ds_path = tmp_path / "rec.zarr"
+    streams = {k: STREAMS[k] for k in ("state", "action")}
+    start_node("recorder", f"dataset={ds_path}", f"streams_file={_streams_file(tmp_path, streams)}",
+               "robot=arm6", "auto_start=true", "use_sim_time=true")
+    rig = Rig(test_node)
+    clock = test_node.create_publisher("/clock", Clock, qos="clock")
+    rig.wait(lambda s: s["state"] is not None, what="the recorder to come up")
+    for _ in range(50):  # no /clock yet: nothing can be stamped, so no episode starts
+        rig.state(7.0)
+        rig.action()
+        test_node.spin_until(lambda: False, 0.02)
+    assert rig.status is not None and rig.status["state"] != "recording"
+    base = 500.0
+    sim = {"t": base}
+
+    def tick() -> None:
+        sim["t"] += 0.01
+        clock.publish(Clock(Time.from_sec(sim["t"])))
+        rig.state(sim["t"])
+
+    for _ in range(500):  # the clock runs: auto start
+        tick()
+        if test_node.spin_until(lambda: rig.status is not None and rig.status["state"] == "recording", 0.01):
+            break
+    rig.wait(lambda s: s["state"] == "recording", what="auto start on the first /clock")
+    play([(i / 100, tick) for i in range(100)] + [(0.2 + j / 10, rig.action) for j in range(5)])
+    for _ in range(500):  # the status is published on the recorder's (sim) clock: keep it running
+        tick()
+        if test_node.spin_until(lambda: rig.status is not None
+                                and rig.status["streams"]["action"].get("written", 0) >= 5, 0.01):
+            break
+    rig.wait(lambda s: s["state"] == "recording" and s["streams"]["action"]["written"] >= 5, what="the actions")
+    rig.command("stop", lambda s: s["state"] == "idle" and s["last"]["outcome"] == "committed")
+    ep = Dataset.open(ds_path).episode(0)
+    states, acts = ep.stream("observation.state").timestamps, ep.stream("action").timestamps
+    assert base < states[0] and states[-1] <= sim["t"] + 1e-6  # none of the stamp-7.0 states before the clock
+    assert len(acts) >= 5 and base <= acts[0] and acts[-1] <= sim["t"] + 1e-6  # sim time, not the wall clock
 
 
 @pytest.mark.parametrize(
