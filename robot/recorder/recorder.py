@@ -8,7 +8,9 @@ Per stream and episode the recorder counts:
 
 - ``received``: messages that arrived while recording; ``written``: samples stored;
 - ``non_monotonic``: samples whose stamp does not increase (duplicates, a publisher's clock going back): dropped,
-  never written, since the dataset's timestamps increase strictly;
+  never written, since the dataset's timestamps increase strictly. Messages stamped on receipt that share one
+  reading of a stepping clock (sim time advances in /clock ticks) are not duplicates: they are written in arrival
+  order, 1 us apart;
 - ``invalid``: messages that do not fit the stream (wrong size, missing joint, undecodable image): not written;
 - with an expected rate: ``dropped``, the estimated missing samples: in every stamp gap longer than 1.5 periods,
   ``round(gap / period) - 1``; ``gaps``, how many such gaps; and ``largest_gap_s`` for every stream;
@@ -44,6 +46,8 @@ from .streams import EncodedImage, StreamSpec
 IDLE, WAITING, RECORDING = "idle", "waiting", "recording"
 GAP_FACTOR = 1.5  # a stamp gap longer than this many periods means samples went missing
 BATCH = 64  # numeric samples buffered per stream before they go to the writer (one call instead of 64)
+RECEIVE_TIE_S = 1e-6  # spacing of receive stamps that share one clock reading
+RECEIVE_TIE_WINDOW_S = 1e-3  # how far a receive stamp may sit behind the last one and still be a tie
 
 
 def report_path_for(dataset: str | os.PathLike[str]) -> Path:
@@ -258,6 +262,10 @@ class Recorder:
             changed = True
             a, b = st.silences[-1]
             self.log.info("stream %s is back after %.1f s of silence", spec.name, (b or 0.0) - (a or 0.0))
+        if stamp is None and st.last is not None and 0.0 <= st.last - t < RECEIVE_TIE_WINDOW_S:
+            # stamped on receipt within one tick of a stepping clock (/clock with use_sim_time): distinct messages
+            # in arrival order, not duplicates to drop
+            t = st.last + RECEIVE_TIE_S
         if st.accept(t):
             self._write(feature, t, value, now)
         return changed

@@ -339,6 +339,21 @@ def test_non_monotonic_samples_are_dropped_and_dead_streams_reported(tmp_path: P
     assert ep.success is False and ep.meta["attributes"]["recorder"]["streams"]["observation.images.front"]["dead"]
 
 
+def test_receive_stamps_sharing_a_clock_reading_keep_arrival_order(tmp_path: Path) -> None:
+    """Sim time advances in /clock ticks: commands that arrive within one tick are distinct samples, written in
+    arrival order; a receive clock going back further than a tie is still non-monotonic."""
+    rec = _recorder(tmp_path)
+    rec.start(10.0)
+    spec = rec.specs["action"]
+    for now, value in ((10.0, 1.0), (10.0, 2.0), (10.0, 3.0), (10.01, 4.0), (9.0, 5.0)):
+        rec.on_sample("action", spec.stamp_of(Float64MultiArray()), np.full(3, value), now)
+    report = rec.commit(10.02, True)
+    assert report["streams"]["action"]["written"] == 4 and report["streams"]["action"]["non_monotonic"] == 1
+    action = Dataset.open(tmp_path / "rec.zarr").episode(0).stream("action")
+    np.testing.assert_allclose(action.timestamps, [10.0, 10.0 + 1e-6, 10.0 + 2e-6, 10.01], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(action.read()[:, 0], [1.0, 2.0, 3.0, 4.0])
+
+
 def test_stream_never_heard_is_dead_and_max_episode_commits(tmp_path: Path) -> None:
     rec = _recorder(tmp_path, max_episode_s=2.0)
     feed = Clock(rec)
