@@ -21,7 +21,9 @@ default ``/<cam>/image_raw/compressed`` for each camera of the robot spec), alig
 decoded to RGB, centre-cropped to the training frames' aspect ratio and resized to their size.
 
 While ``/intervention`` is true (a human drives with teleop) it publishes nothing; on release it restarts from
-the measured state. Stale joint states (older than ``max_state_age``) stop it acting until fresh ones come.
+the measured state. With ``max_episode_s`` an episode that has not succeeded that long after its first action
+ends as a failure: the runner holds and (``report_success``) sends ``failure`` to the recorder, which commits it.
+Stale joint states (older than ``max_state_age``) stop it acting until fresh ones come.
 """
 
 from __future__ import annotations
@@ -183,6 +185,11 @@ class PolicyRunner(Node):
         self.synced = False  # the model's targets start at the measured pose (no jump on the first command)
         self.sim_episode: int | None = None
         self.stop_on_success = bool(self.param("stop_on_success", True))
+        limit = self.param("max_episode_s")
+        self.max_episode_s = float(limit) if limit not in (None, "null") else None
+        if self.max_episode_s is not None and not self.max_episode_s > 0:
+            raise ValueError(f"param 'max_episode_s' must be > 0 s or null (no limit), got {limit!r}")
+        self.episode_start: float | None = None  # node-clock time of the episode's first action
         self.done = False
         self.steps = 0
         self.stale = 0
@@ -212,13 +219,20 @@ class PolicyRunner(Node):
             self._restart()
             self.done = False
             self.steps = 0
+            self.episode_start = None
         self.sim_episode = episode
         if status.get("success") and self.stop_on_success and not self.done:
-            self.done = True
-            self._status("success")
-            self.log.info("task success after %d steps; holding", self.steps)
-            if self.recorder_pub is not None:
-                self.recorder_pub.publish(String("success"))
+            self._end_episode("success", "success")
+
+    def _end_episode(self, state: str, outcome: str) -> None:
+        """Stop acting (the robot holds its last targets) and, on sim graphs, end the recorder's episode."""
+        self.done = True
+        self.schedule.clear()
+        self._status(state)
+        self.log.info("%s after %d steps; holding", "task success" if state == "success" else
+                      f"no success within max_episode_s={self.max_episode_s:g} s", self.steps)
+        if self.recorder_pub is not None:
+            self.recorder_pub.publish(String(outcome))
 
     def _restart(self) -> None:
         """Drop the pending actions and start again from the measured state."""
@@ -269,6 +283,10 @@ class PolicyRunner(Node):
         if self.paused or self.done:
             return
         t = self.now()
+        if self.max_episode_s is not None and self.episode_start is not None \
+                and t - self.episode_start > self.max_episode_s:
+            self._end_episode("timeout", "failure")
+            return
         obs = self.observe(t)
         if obs is None:
             self.stale += 1
@@ -290,6 +308,8 @@ class PolicyRunner(Node):
         action = self.schedule.next_action(t)
         if action is None:
             return
+        if self.episode_start is None:
+            self.episode_start = t
         q, g = self.u.action_mode.targets(np.asarray(action, dtype=np.float32))
         self.robot.command(q, g)  # the model's targets: the base of the next ee_delta step
         self._send(self.cmd_pub, self.arm_echo, self.robot.joint_targets())

@@ -5,6 +5,7 @@ camera topics framed as their training frames were."""
 from __future__ import annotations
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -111,3 +112,35 @@ def test_fit_image_frames_a_wide_sim_render_as_the_training_render() -> None:
     fitted = np.abs(fit_image(wide, (96, 96, 3)).astype(float) - small).mean()
     squeezed = np.abs(cv2.resize(wide, (96, 96), interpolation=cv2.INTER_AREA).astype(float) - small).mean()
     assert fitted < 2.0 and fitted < squeezed / 5, (fitted, squeezed)  # measured: 0.35 vs 6.9
+
+
+def test_an_episode_without_success_ends_as_a_failure_after_max_episode_s(start_node, test_node: Node,
+                                                                          domain_id: int) -> None:
+    """A workspace floor above the cube: the expert cannot grasp, so the task never succeeds. After
+    ``max_episode_s`` of sim time from its first action the runner holds (no more commands) and tells the recorder
+    the episode failed."""
+    commands: list[float] = []
+    runner: list[dict] = []
+    recorder_commands: list[str] = []
+    test_node.create_subscription("/unsafe/arm_controller/commands", Float64MultiArray,
+                                  lambda m: commands.append(time.monotonic()))
+    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
+                                  qos="latched")
+    test_node.create_subscription("/recorder/command", String, lambda m: recorder_commands.append(m.data))
+    procs = [
+        start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
+        start_node("safety_filter", "workspace.min=[0.1,-0.45,0.10]"),
+        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "command_prefix=/unsafe",
+                   "use_sim_time=true", "report_success=true", "max_episode_s=3"),
+    ]
+    ok = test_node.spin_until(lambda: bool(runner) and runner[-1]["state"] == "timeout", 90)
+    logs = "\n".join(p.log_text()[-2000:] for p in procs)
+    assert ok, f"runner status {runner[-1:]}\n{logs}"
+    ended = time.monotonic()
+    assert test_node.spin_until(lambda: "failure" in recorder_commands, 5), recorder_commands
+    assert "success" not in recorder_commands
+    steps = runner[-1]["steps"]
+    assert 25 <= steps <= 35, f"{steps} steps in a 3 s episode at 10 Hz"
+    test_node.spin(1.0)
+    assert not [t for t in commands if t > ended + 0.2], "the runner kept commanding after the episode ended"
+    assert "no success within max_episode_s=3 s" in procs[2].log_text()
