@@ -73,6 +73,8 @@ def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: floa
         result["success"] = False
     if not result["success"]:
         result["log_tail"] = out[-2000:]
+    # the runner's and the filter's closing totals (steps, dropped actions, clamped and rejected commands)
+    result["totals"] = [ln.split("] ", 2)[-1] for ln in out.splitlines() if "totals:" in ln]
     result["safety_rejection_lines"] = sum(1 for ln in out.splitlines() if "rejected command" in ln)
     result["rebase_lines"] = sum(1 for ln in out.splitlines() if "continuing from what it forwarded" in ln)
     return result

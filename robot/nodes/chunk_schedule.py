@@ -10,6 +10,10 @@ So the schedule starts the next prediction ``lead`` control steps before the que
 and the current chunk's actions go on meanwhile. When the new chunk arrives it replaces the queue from its first
 action that is not yet due; the old chunk's actions executed meanwhile stand in for the ones before it.
 ``lead`` follows the measured inference time (its recent maximum, in control periods, rounded up) unless fixed.
+When nothing is left to execute (the first chunk of an episode, or inference slower than the lead) the control
+loop does not block: its ticks send nothing (counted as ``waits``; the robot holds its last target) and the chunk,
+when it comes, is shifted by that wait, so its first action not covered by the old chunk runs at once and none is
+dropped. Blocking instead made the tick after the wait come at once, two commands a few milliseconds apart.
 A prediction that must read state the control thread changes (the scripted expert reads the task model) runs
 inline instead, when the queue is empty, and gets no lead.
 
@@ -49,10 +53,11 @@ class ChunkSchedule:
         self.queue: deque[tuple[float, np.ndarray]] = deque()
         self._pool: ThreadPoolExecutor | None = None
         self._job: tuple[int, float, Future] | None = None  # (generation, observation time, result)
+        self._starved_at: float | None = None  # the first tick with nothing to execute while a chunk was due
         self._generation = 0
         self.chunks = 0  # chunks that reached the queue
         self.dropped = 0  # actions whose time passed before they could run
-        self.waits = 0  # ticks that had to wait for an in-flight chunk with nothing left to execute
+        self.waits = 0  # ticks that sent nothing: a chunk in flight and nothing left to execute
 
     @property
     def lead(self) -> int:
@@ -67,11 +72,17 @@ class ChunkSchedule:
     def in_flight(self) -> bool:
         return self._job is not None
 
+    @property
+    def ready(self) -> bool:
+        """A prediction in flight has finished: the next :meth:`next_action` takes it in."""
+        return self._job is not None and self._job[2].done()
+
     def clear(self) -> None:
         """Drop the queue and forget an in-flight prediction (its result is discarded when it comes)."""
         self.queue.clear()
         self._generation += 1
         self._job = None
+        self._starved_at = None
 
     def due(self, t: float) -> bool:
         """Whether a prediction should start at time ``t``: none in flight and at most ``lead`` actions left."""
@@ -91,21 +102,26 @@ class ChunkSchedule:
         self._job = (self._generation, t, self._pool.submit(self._timed, predict))
 
     def next_action(self, t: float) -> np.ndarray | None:
-        """The action due at time ``t``; None when there is none (nothing predicted yet, or the policy stopped).
-        A finished prediction is taken in first; with nothing left to execute the tick waits for the one in
-        flight."""
+        """The action due at time ``t``; None when there is none: a prediction still in flight with nothing left
+        to execute (a wait), nothing predicted yet, or the policy stopped. A finished prediction is taken in first.
+        """
         if self._job is not None:
             gen, t0, future = self._job
-            covered = self._has_action(t)
-            if future.done() or not covered:
-                if not future.done():
-                    self.waits += 1
+            if future.done():
                 self._job = None
                 chunk = future.result()  # raises the policy's error here, on the control thread
                 if gen == self._generation:
-                    self._place(t0, chunk)
+                    # the ticks that waited sent nothing: shift the chunk by them, so no action is lost
+                    shift = 0.0 if self._starved_at is None else max(t - self._starved_at, 0.0)
+                    self._place(t0 + shift, chunk)
                     # its actions before t: the old chunk's ran in their place
                     self._drop_stale(t, count=False)
+                self._starved_at = None
+            elif not self._has_action(t):
+                self.waits += 1
+                if self._starved_at is None:
+                    self._starved_at = t
+                return None
         self._drop_stale(t)
         return self.queue.popleft()[1] if self.queue else None
 

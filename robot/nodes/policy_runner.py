@@ -350,6 +350,11 @@ class PolicyRunner(Node):
             "lead": s.lead, "dropped": s.dropped, "waits": s.waits})))
 
     def close(self) -> None:
+        s = self.schedule
+        ms = [1e3 * x for x in s.latency_s]
+        self.log.info("totals: %d steps, %d chunks (inference %s ms mean of the last %d), %d actions dropped, "
+                      "%d waits, %d commands changed by the safety filter", self.steps, s.chunks,
+                      f"{np.mean(ms):.0f}" if ms else "-", len(ms), s.dropped, s.waits, self.rebased)
         self.schedule.close()
         self.env.close()
         super().close()

@@ -165,6 +165,12 @@ class SafetyFilterNode(Node):
         self.status_pub.publish(String(json.dumps(status)))
         self._status_state, self._status_time, self._dirty = status["state"], self.now(), False
 
+    def close(self) -> None:
+        c = self.filter.counters
+        self.log.info("totals: %d accepted (%d clamped), rejected %s, %d watchdog holds, %d e-stops", c["accepted"],
+                      c["clamped"], json.dumps(c["rejected"], sort_keys=True), c["watchdog"], c["estops"])
+        super().close()
+
 
 def main(argv: list[str] | None = None) -> int:
     return run_node("safety_filter", SafetyFilterNode, argv)

@@ -10,10 +10,13 @@ is unit-testable. Rules, in the order they are applied to an arm command (joint 
 4. end effector (MuJoCo forward kinematics of the spec's MJCF at ``spec.ee_site``) outside the workspace box:
    rejected. Robots without an ``ee_site`` have no box.
 5. no reference yet (nothing sent and no measured state): rejected, since the step cannot be limited.
-6. rate limit: the step from the last sent command is limited per joint to
-   ``min(max_step, velocity * velocity_scale * dt)`` (``dt``: time since the last send, a republished hold
-   included). A larger jump is **clamped** toward the target, scaling the whole step by one factor so the
-   joint-space direction is kept.
+6. rate limit: the step from the last sent command is limited per joint to ``max_step`` and to an allowance that
+   accrues at ``velocity * velocity_scale`` and is spent by each step (a token bucket holding at most
+   ``BURST_STEPS`` x ``max_step``). So the target's speed stays within the limit over any stretch of commands,
+   while a command that comes early after a late one (control-loop jitter), or the first one after a hold, keeps
+   its full step: limiting each step by the time since the previous send instead cut those steps short, and a
+   delta policy that continues from what was forwarded never got the motion back. A larger jump is **clamped**
+   toward the target, scaling the whole step by one factor so the joint-space direction is kept.
    The clamped command is box-checked too (a straight joint-space line can leave the box).
 
 A rejected command sends nothing new (a position-controlled robot keeps its last target); if no command is
@@ -41,6 +44,7 @@ import numpy as np
 from realloop.sim.spec import RobotSpec
 
 OK, HOLD, ESTOP = "ok", "hold", "estop"
+BURST_STEPS = 2.0  # the rate limit's allowance holds this many max_steps: one command of jitter tolerance
 
 # Rejection reasons (counter keys); gripper rejections are counted as "gripper_<reason>".
 NON_FINITE = "non_finite"
@@ -190,6 +194,8 @@ class SafetyFilter:
         self.last_sent: np.ndarray | None = None
         self.last_sent_t: float | None = None
         self.last_fresh_t: float | None = None
+        self._allowance = self.max_step.copy()  # per joint: motion the rate limit allows now (token bucket)
+        self._allowance_t: float | None = None
         self.gripper_sent: float | None = None
         self.gripper_sent_t: float | None = None
         self.gripper_target: float | None = None
@@ -245,9 +251,11 @@ class SafetyFilter:
         if ref is None:
             return self._reject(NO_STATE, "no measured joint state yet to limit the step from")
 
-        limit = self.max_step
-        if self.last_sent is not None and self.last_sent_t is not None:
-            limit = np.minimum(limit, self.velocity * max(t - self.last_sent_t, 0.0))
+        if self._allowance_t is not None:
+            self._allowance = np.minimum(self._allowance + self.velocity * max(t - self._allowance_t, 0.0),
+                                         BURST_STEPS * self.max_step)
+        self._allowance_t = t
+        limit = np.minimum(self.max_step, self._allowance)
         delta = q - ref
         clamped = bool(np.any(np.abs(delta) > limit + 1e-12))
         if clamped:
@@ -257,6 +265,7 @@ class SafetyFilter:
             if (why := self._outside_box(q)) is not None:
                 return self._reject(WORKSPACE, f"rate-limited step {why}")
 
+        self._allowance = np.maximum(self._allowance - np.abs(q - ref), 0.0)
         self.last_sent, self.last_sent_t, self.last_fresh_t = q.copy(), t, t
         if self.holding:
             self.log.info("fresh command accepted: resuming from hold (%s)", self.hold_reason)

@@ -11,7 +11,14 @@ import pytest
 
 from realloop.robot.args import load_node_config
 from realloop.robot.safety import ESTOP, HOLD, OK, SafetyConfig, SafetyFilter
-from realloop.robot.safety.filter import NO_STATE, NON_FINITE, POSITION_LIMIT, WORKSPACE, WRONG_LENGTH
+from realloop.robot.safety.filter import (
+    BURST_STEPS,
+    NO_STATE,
+    NON_FINITE,
+    POSITION_LIMIT,
+    WORKSPACE,
+    WRONG_LENGTH,
+)
 from realloop.sim.spec import load_robot_spec
 
 
@@ -81,15 +88,38 @@ def test_jump_larger_than_max_step_is_clamped_toward_target(arm, node_config, ho
     assert f.filter_arm(target, 1.7).status == "accepted"
 
 
-def test_velocity_limit_uses_time_since_last_send(arm, node_config, home):
-    f = make(arm, node_config, home)
+def test_velocity_limit_holds_over_a_flood_of_commands(arm, node_config, home):
+    """Commands at 50 Hz each asking pan for +0.1 rad (5 rad/s; its limit is 2 rad/s): after the allowance of at
+    most BURST_STEPS steps is spent, the target moves at the velocity limit, never faster, one step at most
+    max_step."""
+    f = make(arm, dataclasses.replace(node_config, workspace_min=None, workspace_max=None), home)  # pan turns 2 rad
     assert f.filter_arm(home, 0.0).status == "accepted"
-    d = f.filter_arm(home + dq(0.1, 0, 0, 0, 0, 0), 0.02)  # 0.1 rad in 20 ms = 5 rad/s > 2 rad/s
-    assert d.status == "clamped"
-    np.testing.assert_allclose(d.command[0], 2.0 * 0.02)
-    d = f.filter_arm(home + dq(0.1, 0, 0, 0, 0, 0), 0.12)  # 0.06 rad in 100 ms: within the limit
-    assert d.status == "accepted"
-    np.testing.assert_allclose(d.command[0], 0.1)
+    sent = [home[0]]
+    for k in range(1, 51):
+        d = f.filter_arm(home + dq(sent[-1] - home[0] + 0.1, 0, 0, 0, 0, 0), 0.02 * k)
+        sent.append(d.command[0])
+    steps = np.diff(sent)
+    assert np.all(steps <= f.max_step[0] + 1e-12) and f.counters["clamped"] >= 40
+    moved = sent[-1] - sent[0]
+    assert 2.0 * 1.0 - 1e-9 <= moved <= 2.0 * 1.0 + BURST_STEPS * f.max_step[0] + 1e-9
+    np.testing.assert_allclose(steps[-20:], 2.0 * 0.02)  # sustained: exactly the velocity limit
+
+
+def test_jittered_commands_and_the_first_after_a_hold_keep_their_full_step(arm, node_config, home):
+    """A 10 Hz loop whose commands come late and then early (140 ms, then 60 ms), each one full max_step: the
+    average speed is within the limit, so none is cut short. The first command after a hold republished at 50 Hz
+    keeps its full step too."""
+    f = make(arm, dataclasses.replace(node_config, workspace_min=None, workspace_max=None), home)
+    for k in range(5):  # the start-up hold, republished
+        np.testing.assert_array_equal(f.tick(0.02 * k).arm, home)
+    q = home.copy()
+    direction = np.where(home + 7 * f.max_step < f.upper, 1.0, -1.0)  # stay inside the joint limits
+    for t in (0.1, 0.24, 0.3, 0.44, 0.5, 0.64, 0.7):
+        q = q + direction * f.max_step
+        d = f.filter_arm(q, t)
+        assert d.status == "accepted", (t, d)
+        np.testing.assert_allclose(d.command, q)
+    assert f.counters["clamped"] == 0
 
 
 def test_explicit_max_step_and_velocity_scale(arm, home):
@@ -327,7 +357,7 @@ def test_quadruped_without_gripper_or_ee_site(node_config, caplog):
     assert f.filter_arm(q0 + 0.1, 0.0).status == "accepted"
     hips = q0 + np.tile(dq(0, 0.9, 0), 4)  # hip flexion +0.9 rad in 20 ms
     d = f.filter_arm(hips, 0.02)
-    assert d.status == "clamped" and np.all(np.abs(d.command - (q0 + 0.1)) <= 30.0 * 0.02 + 1e-9)
+    assert d.status == "clamped" and np.all(np.abs(d.command - (q0 + 0.1)) <= f.max_step + 1e-9)
     knee = q0.copy()
     knee[2] = -0.5  # above the knee's upper limit of -0.6
     assert f.filter_arm(knee, 0.04).reason == POSITION_LIMIT
