@@ -5,8 +5,9 @@
 2. ``realloop-dataset``: info, verify, stats, a plot and a video of the first episode;
 3. ``realloop-train``: a state-based diffusion policy on those demonstrations;
 4. ``realloop-eval``: its success rate over seeded episodes the training never saw, with a video;
-5. ``realloop-launch graph=sim_arm_policy``: the trained policy in the policy runner node, through the safety
-   filter, against the sim mirror over DDS, recorded by the recorder node.
+5. ``realloop-eval-graph``: the trained policy in the policy runner node, through the safety filter, against the
+   sim mirror over DDS (``realloop-launch graph=sim_arm_policy``), recorded by the recorder node, on 3 held-out
+   seeds.
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ from realloop.sim.collect import collect, compose_config
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/demo", help="output folder (replaced)")
-    p.add_argument("--episodes", type=int, default=60, help="demonstrations to collect")
+    p.add_argument("--episodes", type=int, default=100, help="demonstrations to collect")
     p.add_argument("--task", default="arm_lift", help="a task of configs/task")
-    p.add_argument("--steps", type=int, default=1000, help="training steps of the diffusion policy")
+    p.add_argument("--steps", type=int, default=2000, help="training steps of the diffusion policy")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
                    help="run the trained policy on the sim_arm_policy graph (arm tasks)")
-    p.add_argument("--graph-seed", type=int, default=100000, help="the sim mirror's seed on the graph (held out)")
-    p.add_argument("--graph-timeout", type=float, default=90.0, help="seconds the graph gets to finish the task")
+    p.add_argument("--graph-episodes", type=int, default=3, help="episodes on the graph, seeded --graph-seed on")
+    p.add_argument("--graph-seed", type=int, default=100000, help="the sim mirror's first seed (held out)")
+    p.add_argument("--graph-episode-s", type=float, default=30.0,
+                   help="sim seconds after the first action before a graph episode is recorded as a failure")
+    p.add_argument("--graph-timeout", type=float, default=90.0, help="wall seconds a graph episode may take in all")
     args = p.parse_args(argv)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -75,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     graph = None
     if args.graph and args.task.startswith("arm_"):
         print("\n# the trained policy on the sim graph: sim mirror -> policy runner -> safety filter, recorded")
-        graph = run_on_graph(Path(trained.checkpoint), out / "graph_recording.zarr", seed=args.graph_seed,
-                             timeout=args.graph_timeout)
-        print(f"graph: {'success' if graph['success'] else 'no success'} in {graph['seconds']} s, "
-              f"recorded: {graph['committed']} -> {graph['recording']}")
+        results = []
+        for seed in range(args.graph_seed, args.graph_seed + args.graph_episodes):
+            r = run_on_graph(Path(trained.checkpoint), out / f"graph_seed_{seed}.zarr", seed=seed,
+                             timeout=args.graph_timeout, episode_s=args.graph_episode_s)
+            print(f"graph seed {seed}: {'success' if r['success'] else 'no success'} in {r['seconds']} s, "
+                  f"recorded: {r['committed']} -> {r['recording']}", flush=True)
+            results.append(r)
+        graph = {"episodes": len(results), "successes": sum(1 for r in results if r["success"]), "results": results}
 
     summary = {
         "dataset": str(path),
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
-    graph_note = "" if graph is None else f", on the sim graph: {'success' if graph['success'] else 'failed'}"
+    graph_note = "" if graph is None else f", on the sim graph {graph['successes']}/{graph['episodes']}"
     print(
         f"\ndemo: {collected.episodes} {args.task} demonstrations, diffusion policy trained {trained.steps} steps, "
         f"eval {evaluated.successes}/{evaluated.episodes} successful over {evaluated.episodes} episodes{graph_note} "

@@ -10,7 +10,8 @@ from realloop.demo import main
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    argv = ["--out", str(out), "--episodes", "5", "--steps", "20", "--eval-episodes", "2", "--graph-timeout", "25"]
+    argv = ["--out", str(out), "--episodes", "5", "--steps", "20", "--eval-episodes", "2", "--graph-episodes", "1",
+            "--graph-episode-s", "4", "--graph-timeout", "60"]
     assert main(argv) == 0
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["episodes"] == 5
@@ -20,6 +21,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert summary["eval"]["episodes"] == 2 and Path(summary["eval"]["json"]).is_file()
     assert len(summary["eval"]["videos"]) == 1 and Path(summary["eval"]["videos"][0]).stat().st_size > 1_000
     graph = summary["graph"]
-    # the graph ran the checkpoint: a success is committed by the recorder, anything else discarded on timeout
-    assert graph is not None and graph["committed"] is (graph["success"] is True)
-    assert graph["committed"] or graph["seconds"] >= 25
+    # the graph ran the checkpoint and the recorder committed the episode: a success, or a failure after 4 s
+    assert graph is not None and graph["episodes"] == 1
+    (episode,) = graph["results"]
+    assert episode["committed"] and graph["successes"] == int(episode["success"] is True)
+    assert Path(episode["recording"]).is_dir() and episode["actions"] > 0
