@@ -127,7 +127,9 @@ class EEDelta(ActionMode):
 
     The target pose is the forward kinematics of the current joint targets plus the delta; differential IK
     (damped least squares on the site Jacobian, on a scratch MjData) turns it into joint targets, limited to
-    each joint's velocity limit per control period.
+    each joint's velocity limit per control period. With ``workspace`` (min, max corners, world frame, m) the
+    target position is first clipped into that box: a step that would leave it keeps its in-box part instead
+    of being refused whole by a safety filter checking the same box.
     """
 
     name = "ee_delta"
@@ -149,6 +151,17 @@ class EEDelta(ActionMode):
         contiguous = np.array_equal(adr, np.arange(adr[0], adr[0] + adr.size))
         self._dofs = slice(int(adr[0]), int(adr[0] + adr.size)) if contiguous else adr  # a view, not a copy
         self._quat = np.empty(4)
+        self.workspace: tuple[np.ndarray, np.ndarray] | None = None
+
+    def set_workspace(self, low: np.ndarray | list[float] | None, high: np.ndarray | list[float] | None) -> None:
+        """Clip end-effector targets into the box [low, high] (m, world frame); None removes the box."""
+        if low is None or high is None:
+            self.workspace = None
+            return
+        lo, hi = np.asarray(low, dtype=float).reshape(3), np.asarray(high, dtype=float).reshape(3)
+        if not np.all(lo < hi):
+            raise ValueError(f"ee_delta workspace: min {lo.tolist()} must be < max {hi.tolist()} on every axis")
+        self.workspace = (lo, hi)
 
     def _fk(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Kinematics of the scratch data at joint positions `q`; returns views of the site pose."""
@@ -210,7 +223,10 @@ class EEDelta(ActionMode):
         if angle > 0:
             mujoco.mju_axisAngle2Quat(rot, delta[3:] / angle, angle)
         mujoco.mju_mulQuat(target_quat, rot, quat)
-        q = self._solve(q_cmd, pos + delta[:3], target_quat, fk_done=True)
+        target_pos = pos + delta[:3]
+        if self.workspace is not None:
+            target_pos = np.minimum(np.maximum(target_pos, self.workspace[0]), self.workspace[1])
+        q = self._solve(q_cmd, target_pos, target_quat, fk_done=True)
         step = r.velocity_limit * r.control_dt
         return q_cmd + np.clip(q - q_cmd, -step, step), g
 

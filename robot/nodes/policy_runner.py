@@ -134,6 +134,7 @@ class PolicyRunner(Node):
         threads = self.param("torch_threads", 1)
         if threads and "torch" in sys.modules:  # inference shares the robot computer with the other nodes
             sys.modules["torch"].set_num_threads(int(threads))
+        self._set_workspace(self.param("workspace"))
         self.rate = float(self.param("rate_hz") or self.spec.control_rate_hz)
         self.offsets = dict(self.param("offsets", {}) or {})
         self.max_state_age = float(self.param("max_state_age", 0.5))
@@ -196,6 +197,25 @@ class PolicyRunner(Node):
         self.rebased = 0
         self.create_timer(1.0 / self.rate, self.tick)
         self._status("waiting")
+
+    def _set_workspace(self, ws: Any) -> None:
+        """End-effector targets clipped into the box (ee_delta): a step that would leave the safety filter's box
+        keeps its in-box part; sent whole, the filter would reject it, and a policy pressing on in the same
+        direction would have every later command rejected too."""
+        if not ws:
+            return
+        from realloop.sim.control import EEDelta
+
+        mode = self.u.action_mode
+        if not isinstance(mode, EEDelta):
+            self.log.warning("param 'workspace' clips end-effector targets of ee_delta control; %s ignores it",
+                             type(mode).__name__)
+            return
+        try:
+            mode.set_workspace(ws["min"], ws["max"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"param 'workspace' must be {{min: [x, y, z], max: [x, y, z]}} or null, got {ws!r} "
+                             f"({e})") from None
 
     # --- inputs --------------------------------------------------------------------------------------------
     def _on_joint_states(self, msg: JointState) -> None:

@@ -9,6 +9,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from realloop.robot.msgs import Float64MultiArray, JointState, String
 from realloop.robot.node import Node
@@ -144,3 +145,34 @@ def test_an_episode_without_success_ends_as_a_failure_after_max_episode_s(start_
     test_node.spin(1.0)
     assert not [t for t in commands if t > ended + 0.2], "the runner kept commanding after the episode ended"
     assert "no success within max_episode_s=3 s" in procs[2].log_text()
+
+
+def test_runner_clips_its_targets_into_the_workspace_so_the_filter_rejects_none(start_node, test_node: Node,
+                                                                                domain_id: int) -> None:
+    """The same floor at z = 0.10 in the filter, and 5 mm above it in the runner's workspace: the expert's descent
+    ends at the runner's floor, every command goes through, and the arm rests at the floor."""
+    floor = 0.10
+    commands: list[np.ndarray] = []
+    runner: list[dict] = []
+    safety: list[dict] = []
+    test_node.create_subscription("/unsafe/arm_controller/commands", Float64MultiArray,
+                                  lambda m: commands.append(np.array(m.data)))
+    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
+                                  qos="latched")
+    test_node.create_subscription("/safety/status", String, lambda m: safety.append(json.loads(m.data)),
+                                  qos="latched")
+    procs = [
+        start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
+        start_node("safety_filter", f"workspace.min=[0.1,-0.45,{floor}]"),
+        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "command_prefix=/unsafe",
+                   "use_sim_time=true", f"workspace.min=[0.105,-0.445,{floor + 0.005}]"),
+    ]
+    ok = test_node.spin_until(lambda: bool(runner) and runner[-1].get("steps", 0) >= 60, 120)
+    logs = "\n".join(p.log_text()[-2000:] for p in procs)
+    assert ok, f"runner status {runner[-1:]}, safety {safety[-1:]}\n{logs}"
+    test_node.spin_until(lambda: bool(safety) and safety[-1]["counters"]["accepted"] >= 60, 5)
+    assert safety[-1]["counters"]["rejected"] == {}, safety[-1]
+    spec = load_robot_spec("arm6")
+    fk = SafetyFilter(spec, SafetyConfig(workspace_min=(-9, -9, -9), workspace_max=(9, 9, 9)))
+    z = np.array([fk.ee_position(q)[2] for q in commands])
+    assert z.min() == pytest.approx(floor + 0.005, abs=0.003), "the descent did not end at the runner's floor"

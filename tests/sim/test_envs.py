@@ -115,6 +115,24 @@ def test_ee_delta_moves_the_end_effector_by_the_delta() -> None:
     assert np.arctan2(rel[1, 0], rel[0, 0]) == pytest.approx(0.4, abs=0.03)
 
 
+def test_ee_delta_workspace_clips_the_target_and_keeps_the_in_box_part() -> None:
+    """A step down and sideways from 1 cm above a floor: the target stops at the floor, the sideways part goes."""
+    env = gym.make("realloop/ArmReach-v0", control_mode="ee_delta").unwrapped
+    env.reset(seed=0)
+    ee = env.action_mode
+    p0, _ = ee.forward(env.robot.joint_targets())
+    floor = p0[2] - 0.01
+    ee.set_workspace([0.0, -1.0, floor], [1.0, 1.0, 1.0])
+    q, _ = ee.targets(np.array([0.0, 0.02, -0.04, 0, 0, 0, 0.04], np.float32))
+    p1, _ = ee.forward(q)
+    assert p1[2] == pytest.approx(floor, abs=1e-3) and p1[1] - p0[1] == pytest.approx(0.02, abs=1e-3)
+    ee.set_workspace(None, None)  # no box: the whole step
+    q, _ = ee.targets(np.array([0.0, 0.02, -0.04, 0, 0, 0, 0.04], np.float32))
+    assert ee.forward(q)[0][2] == pytest.approx(p0[2] - 0.04, abs=1e-3)
+    with pytest.raises(ValueError, match="must be < max"):
+        ee.set_workspace([0.0, 0.0, 0.5], [1.0, 1.0, 0.2])
+
+
 def test_ee_delta_as_joint_actions_gives_the_same_targets() -> None:
     a = gym.make("realloop/ArmReach-v0", control_mode="ee_delta").unwrapped
     b = gym.make("realloop/ArmReach-v0", control_mode="joint_position").unwrapped
