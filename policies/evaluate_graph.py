@@ -28,17 +28,20 @@ from realloop.data import Dataset
 
 
 def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: float = 90.0,
-                 domain_id: int | None = None, episode_s: float | None = 30.0) -> dict[str, Any]:
+                 domain_id: int | None = None, episode_s: float | None = 30.0,
+                 overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Run ``checkpoint`` on the ``sim_arm_policy`` graph (sim mirror, policy runner, safety filter, recorder as
     processes over DDS) until the recorder commits the episode or ``timeout`` wall seconds pass; return what
     happened. The runner ends the episode: a success when the task succeeds, a failure when ``episode_s`` seconds
     of sim time pass after its first action without one (None: only the wall-clock timeout ends it, and the
-    recording of a failed episode is discarded)."""
-    overrides = [
+    recording of a failed episode is discarded). ``overrides`` are more of the graph's hydra overrides
+    (``nodes.safety_filter.params.velocity_scale=0.5``)."""
+    extra, overrides = list(overrides), [
         f"nodes.recorder.params.dataset={recording}", f"nodes.sim_mirror.params.seed={seed}",
         "nodes.sim_mirror.params.cameras=[front]", "nodes.recorder.params.streams.wrist=null",
         "nodes.policy_runner.params.policy.kind=checkpoint", f"nodes.policy_runner.params.policy.path={checkpoint}",
     ]
+    overrides += extra
     if domain_id is not None:
         overrides.append(f"domain_id={domain_id}")
     if episode_s is not None:
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="wall seconds an episode may take in all (start-up included) before the graph is stopped")
     p.add_argument("--out", default="outputs/eval_graph", help="output folder (its recordings are replaced)")
     p.add_argument("--domain-id", type=int, default=None, help="DDS domain of the graph (default: the graph's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a hydra override of the graph (repeatable): nodes.safety_filter.params.velocity_scale=0.5")
     args = p.parse_args(argv)
     if not Path(args.checkpoint).exists():
         print(f"realloop-eval-graph: no checkpoint at {args.checkpoint}; give a realloop-train run folder",
@@ -106,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         recording = out / f"seed_{seed}.zarr"
         shutil.rmtree(recording, ignore_errors=True)
         results.append(run_on_graph(Path(args.checkpoint), recording, seed, args.timeout, args.domain_id,
-                                    args.episode_s))
+                                    args.episode_s, args.set))
     successes = sum(1 for r in results if r["success"])
     summary = {"checkpoint": str(args.checkpoint), "episodes": len(results), "successes": successes,
                "seconds": round(time.perf_counter() - start, 1), "episode_s": args.episode_s, "timeout_s": args.timeout,
+               "overrides": args.set,
                "results": results}
     (out / "eval_graph.json").write_text(json.dumps(summary, indent=1))
     print(f"eval-graph: {successes}/{len(results)} episodes succeeded on the sim_arm_policy graph "
