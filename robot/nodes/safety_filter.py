@@ -167,8 +167,9 @@ class SafetyFilterNode(Node):
 
     def close(self) -> None:
         c = self.filter.counters
-        self.log.info("totals: %d accepted (%d clamped), rejected %s, %d watchdog holds, %d e-stops", c["accepted"],
-                      c["clamped"], json.dumps(c["rejected"], sort_keys=True), c["watchdog"], c["estops"])
+        self.log.info("totals: %d accepted (%d clamped), gripper %d accepted (%d clamped), rejected %s, "
+                      "%d watchdog holds, %d e-stops", c["accepted"], c["clamped"], c["gripper_accepted"],
+                      c["gripper_clamped"], json.dumps(c["rejected"], sort_keys=True), c["watchdog"], c["estops"])
         super().close()
 
 

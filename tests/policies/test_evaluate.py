@@ -400,15 +400,19 @@ def test_eval_graph_runs_the_checkpoint_on_the_sim_graph(tiny_lift_checkpoint: t
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = tiny_lift_checkpoint
     out = tmp_path / "graph"
-    argv = [str(run), "--episodes", "1", "--seed", "3", "--timeout", "20", "--out", str(out),
-            "--domain-id", str(150 + os.getpid() % 60)]
+    argv = [str(run), "--episodes", "1", "--seed", "3", "--episode-s", "3", "--timeout", "60", "--out", str(out),
+            "--domain-id", str(150 + os.getpid() % 60), "--set", "nodes.safety_filter.params.velocity_scale=0.5"]
     assert evaluate_graph.main(argv) == 0
     summary = json.loads((out / "eval_graph.json").read_text())
     (episode,) = summary["results"]
     assert episode["seed"] == 3 and episode["recording"] == str(out / "seed_3.zarr")
-    # a success is committed by the recorder; anything else is discarded when the timeout ends the graph
-    assert episode["committed"] is (episode["success"] is True)
-    assert episode["committed"] or episode["seconds"] >= 20
+    assert summary["overrides"] == ["nodes.safety_filter.params.velocity_scale=0.5"]
+    # the episode is committed either way: a success, or a failure 3 sim seconds after the first action
+    assert episode["committed"] and Path(episode["recording"]).is_dir()
+    assert episode["success"] or episode["duration_s"] >= 3.0
+    # the runner's and the filter's closing totals
+    assert any("[policy_runner] totals:" in t for t in episode["totals"])
+    assert any("[safety_filter] totals:" in t for t in episode["totals"])
     assert summary["successes"] == int(episode["success"])
     assert f"{summary['successes']}/1 episodes succeeded" in capsys.readouterr().out
 
