@@ -194,7 +194,8 @@ class PolicyRunner(Node):
         self.done = False
         self.steps = 0
         self.stale = 0
-        self.rebased = 0
+        self.rebased = 0  # arm steps started from the filter's target instead of this node's
+        self.rebased_gripper = 0  # gripper targets the filter changed (ramped, clamped, rejected)
         self.create_timer(1.0 / self.rate, self.tick)
         self._status("waiting")
 
@@ -357,15 +358,18 @@ class PolicyRunner(Node):
             return  # not this robot's command: leave the targets alone
         self.robot.command(self.robot.joint_targets() if q is None else q,
                            float(g[0]) if g is not None and g.size else None)
-        self.rebased += 1
-        if self.rebased == 1 or self.rebased % 50 == 0:
-            self.log.info("the safety filter changed %d command(s): continuing from what it forwarded", self.rebased)
+        self.rebased += q is not None
+        self.rebased_gripper += g is not None
+        if q is not None and (self.rebased == 1 or self.rebased % 50 == 0):
+            self.log.info("the safety filter changed %d arm command(s): continuing from what it forwarded",
+                          self.rebased)
 
     def _status(self, state: str) -> None:
         s = self.schedule
         ms = [1e3 * x for x in s.latency_s]
         self.status_pub.publish(String(json.dumps({
             "state": state, "steps": self.steps, "chunks": s.chunks, "rebased": self.rebased,
+            "rebased_gripper": self.rebased_gripper,
             "inference_ms_mean": float(np.mean(ms)) if ms else None, "inference_ms_max": max(ms) if ms else None,
             "lead": s.lead, "dropped": s.dropped, "waits": s.waits})))
 
@@ -373,8 +377,9 @@ class PolicyRunner(Node):
         s = self.schedule
         ms = [1e3 * x for x in s.latency_s]
         self.log.info("totals: %d steps, %d chunks (inference %s ms mean of the last %d), %d actions dropped, "
-                      "%d waits, %d commands changed by the safety filter", self.steps, s.chunks,
-                      f"{np.mean(ms):.0f}" if ms else "-", len(ms), s.dropped, s.waits, self.rebased)
+                      "%d waits; the safety filter changed %d arm and %d gripper commands", self.steps, s.chunks,
+                      f"{np.mean(ms):.0f}" if ms else "-", len(ms), s.dropped, s.waits, self.rebased,
+                      self.rebased_gripper)
         self.schedule.close()
         self.env.close()
         super().close()
