@@ -1,12 +1,19 @@
-"""Test-session set-up: headless MuJoCo rendering, chosen before any test module imports mujoco; one torch
-thread for the policy tests."""
+"""Test-session set-up: headless MuJoCo rendering, chosen before any test module imports mujoco; SIGINT
+reaching the processes the tests start; one torch thread for the policy tests."""
 
 import os
+import signal
 
 import pytest
 
 if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Started as a background job (`.ci/run &`), the suite inherits SIGINT ignored, and so would every process it
+# starts: they would ignore the SIGINTs the tests send (realloop-collect ran all 500 episodes). A handler here
+# is reset to the default in each child at exec, so the children get Python's KeyboardInterrupt again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
