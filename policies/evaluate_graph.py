@@ -36,12 +36,12 @@ def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: floa
     of sim time pass after its first action without one (None: only the wall-clock timeout ends it, and the
     recording of a failed episode is discarded). ``overrides`` are more of the graph's hydra overrides
     (``nodes.safety_filter.params.velocity_scale=0.5``)."""
-    extra, overrides = list(overrides), [
+    overrides = [
         f"nodes.recorder.params.dataset={recording}", f"nodes.sim_mirror.params.seed={seed}",
         "nodes.sim_mirror.params.cameras=[front]", "nodes.recorder.params.streams.wrist=null",
         "nodes.policy_runner.params.policy.kind=checkpoint", f"nodes.policy_runner.params.policy.path={checkpoint}",
+        *overrides,
     ]
-    overrides += extra
     if domain_id is not None:
         overrides.append(f"domain_id={domain_id}")
     if episode_s is not None:
@@ -83,6 +83,25 @@ def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: floa
     return result
 
 
+def evaluate_on_graph(checkpoint: Path, out: Path, seeds: range, timeout: float = 90.0,
+                      domain_id: int | None = None, episode_s: float | None = 30.0,
+                      overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict[str, Any]:
+    """One :func:`run_on_graph` episode per seed, recorded into ``<out>/seed_<seed>.zarr`` (replaced); the summary
+    (successes, each episode's result) is also written to ``<out>/eval_graph.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    start = time.perf_counter()
+    for seed in tqdm(seeds, desc="graph episodes", unit="ep", disable=not progress):
+        recording = out / f"seed_{seed}.zarr"
+        shutil.rmtree(recording, ignore_errors=True)
+        results.append(run_on_graph(checkpoint, recording, seed, timeout, domain_id, episode_s, overrides))
+    summary = {"checkpoint": str(checkpoint), "episodes": len(results),
+               "successes": sum(1 for r in results if r["success"]), "seconds": round(time.perf_counter() - start, 1),
+               "episode_s": episode_s, "timeout_s": timeout, "overrides": list(overrides), "results": results}
+    (out / "eval_graph.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a training run folder or a checkpoint folder")
@@ -104,21 +123,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    start = time.perf_counter()
-    for seed in tqdm(range(args.seed, args.seed + args.episodes), desc="graph episodes", unit="ep"):
-        recording = out / f"seed_{seed}.zarr"
-        shutil.rmtree(recording, ignore_errors=True)
-        results.append(run_on_graph(Path(args.checkpoint), recording, seed, args.timeout, args.domain_id,
-                                    args.episode_s, args.set))
-    successes = sum(1 for r in results if r["success"])
-    summary = {"checkpoint": str(args.checkpoint), "episodes": len(results), "successes": successes,
-               "seconds": round(time.perf_counter() - start, 1), "episode_s": args.episode_s, "timeout_s": args.timeout,
-               "overrides": args.set,
-               "results": results}
-    (out / "eval_graph.json").write_text(json.dumps(summary, indent=1))
-    print(f"eval-graph: {successes}/{len(results)} episodes succeeded on the sim_arm_policy graph "
+    summary = evaluate_on_graph(Path(args.checkpoint), out, range(args.seed, args.seed + args.episodes),
+                                args.timeout, args.domain_id, args.episode_s, args.set)
+    print(f"eval-graph: {summary['successes']}/{summary['episodes']} episodes succeeded on the sim_arm_policy graph "
           f"({summary['seconds']} s) -> {out / 'eval_graph.json'}")
     return 0
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from realloop.data.cli import main as dataset_cli
-from realloop.policies.evaluate_graph import run_on_graph
+from realloop.policies.evaluate_graph import evaluate_on_graph
 from realloop.sim.collect import collect, compose_config
 
 
@@ -79,14 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     graph = None
     if args.graph and args.task.startswith("arm_"):
         print("\n# the trained policy on the sim graph: sim mirror -> policy runner -> safety filter, recorded")
-        results = []
-        for seed in range(args.graph_seed, args.graph_seed + args.graph_episodes):
-            r = run_on_graph(Path(trained.checkpoint), out / f"graph_seed_{seed}.zarr", seed=seed,
-                             timeout=args.graph_timeout, episode_s=args.graph_episode_s)
-            print(f"graph seed {seed}: {'success' if r['success'] else 'no success'} in {r['seconds']} s, "
-                  f"recorded: {r['committed']} -> {r['recording']}", flush=True)
-            results.append(r)
-        graph = {"episodes": len(results), "successes": sum(1 for r in results if r["success"]), "results": results}
+        graph = evaluate_on_graph(Path(trained.checkpoint), out / "graph",
+                                  range(args.graph_seed, args.graph_seed + args.graph_episodes),
+                                  timeout=args.graph_timeout, episode_s=args.graph_episode_s)
+        for r in graph["results"]:
+            print(f"graph seed {r['seed']}: {'success' if r['success'] else 'no success'} in {r['seconds']} s, "
+                  f"recorded: {r['committed']} -> {r['recording']}")
 
     summary = {
         "dataset": str(path),

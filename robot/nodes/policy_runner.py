@@ -364,9 +364,13 @@ class PolicyRunner(Node):
             self.log.info("the safety filter changed %d arm command(s): continuing from what it forwarded",
                           self.rebased)
 
+    def _inference_ms(self) -> list[float]:
+        """The recent inference times of the schedule's window, in ms."""
+        return [1e3 * x for x in self.schedule.latency_s]
+
     def _status(self, state: str) -> None:
         s = self.schedule
-        ms = [1e3 * x for x in s.latency_s]
+        ms = self._inference_ms()
         self.status_pub.publish(String(json.dumps({
             "state": state, "steps": self.steps, "chunks": s.chunks, "rebased": self.rebased,
             "rebased_gripper": self.rebased_gripper,
@@ -375,7 +379,7 @@ class PolicyRunner(Node):
 
     def close(self) -> None:
         s = self.schedule
-        ms = [1e3 * x for x in s.latency_s]
+        ms = self._inference_ms()
         self.log.info("totals: %d steps, %d chunks (inference %s ms mean of the last %d), %d actions dropped, "
                       "%d waits; the safety filter changed %d arm and %d gripper commands", self.steps, s.chunks,
                       f"{np.mean(ms):.0f}" if ms else "-", len(ms), s.dropped, s.waits, self.rebased,

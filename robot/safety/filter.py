@@ -192,7 +192,6 @@ class SafetyFilter:
         self.measured: np.ndarray | None = None
         self.measured_gripper: float | None = None
         self.last_sent: np.ndarray | None = None
-        self.last_sent_t: float | None = None
         self.last_fresh_t: float | None = None
         self._allowance = self.max_step.copy()  # per joint: motion the rate limit allows now (token bucket)
         self._allowance_t: float | None = None
@@ -266,7 +265,7 @@ class SafetyFilter:
                 return self._reject(WORKSPACE, f"rate-limited step {why}")
 
         self._allowance = np.maximum(self._allowance - np.abs(q - ref), 0.0)
-        self.last_sent, self.last_sent_t, self.last_fresh_t = q.copy(), t, t
+        self.last_sent, self.last_fresh_t = q.copy(), t
         if self.holding:
             self.log.info("fresh command accepted: resuming from hold (%s)", self.hold_reason)
         self.holding, self.hold_reason = False, None
@@ -350,7 +349,7 @@ class SafetyFilter:
             if self.hold is not None:
                 res.arm = self.hold.copy()
                 # resuming is rate-limited from the hold, which is what the robot was last told
-                self.last_sent, self.last_sent_t = self.hold.copy(), t
+                self.last_sent = self.hold.copy()
         if self.spec.gripper is not None:
             if self.estopped:
                 res.gripper = self.gripper_sent

@@ -18,6 +18,49 @@ from realloop.robot.safety.filter import SafetyConfig, SafetyFilter
 from realloop.sim.spec import load_robot_spec
 
 
+class Watch:
+    """The test's view of a sim mirror -> policy runner -> safety filter graph: the runner's commands (with their
+    arrival times), the runner's and the filter's statuses, recorder commands and (optionally) joint states."""
+
+    def __init__(self, node: Node, joints: bool = False) -> None:
+        self.commands: list[np.ndarray] = []
+        self.command_times: list[float] = []
+        self.runner: list[dict] = []
+        self.safety: list[dict] = []
+        self.recorder: list[str] = []
+        self.joints: list[JointState] = []
+        node.create_subscription("/unsafe/arm_controller/commands", Float64MultiArray, self._on_command)
+        node.create_subscription("/policy_runner/status", String, lambda m: self.runner.append(json.loads(m.data)),
+                                 qos="latched")
+        node.create_subscription("/safety/status", String, lambda m: self.safety.append(json.loads(m.data)),
+                                 qos="latched")
+        node.create_subscription("/recorder/command", String, lambda m: self.recorder.append(m.data))
+        if joints:
+            node.create_subscription("/joint_states", JointState, self.joints.append)
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        self.commands.append(np.array(msg.data))
+        self.command_times.append(time.monotonic())
+
+
+def start_behind_floor(start_node, domain_id: int, floor: float, *runner_params: str) -> list:
+    """The sim arm (lift, seed 0), a safety filter whose workspace floor is at ``floor`` (m) and the scripted
+    expert in the policy runner, commanding through the filter on sim time."""
+    return [
+        start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
+        start_node("safety_filter", f"workspace.min=[0.1,-0.45,{floor}]"),
+        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "command_prefix=/unsafe",
+                   "use_sim_time=true", *runner_params),
+    ]
+
+
+FK = SafetyFilter(load_robot_spec("arm6"), SafetyConfig(workspace_min=(-9, -9, -9), workspace_max=(9, 9, 9)))
+
+
+def ee_z(q: np.ndarray) -> float:
+    """Height of the end effector (m) at joint positions ``q``."""
+    return float(FK.ee_position(np.asarray(q[:6]))[2])
+
 def test_fit_image_crops_to_the_training_aspect_then_resizes() -> None:
     img = np.zeros((240, 320, 3), np.uint8)
     img[:, :40] = (255, 0, 0)  # the outer 40 columns of a 4:3 frame fall outside a square crop
@@ -60,39 +103,22 @@ def test_runner_steps_from_the_filtered_target_not_its_own(start_node, test_node
     rejects every step down. Each runner command must stay within one descent step of the floor; a runner that
     stepped from its own targets walks them down to the grasp height, every command rejected."""
     floor = 0.10
-    commands: list[np.ndarray] = []
-    runner: list[dict] = []
-    safety: list[dict] = []
-    joints: list[JointState] = []
-    test_node.create_subscription("/unsafe/arm_controller/commands", Float64MultiArray,
-                                  lambda m: commands.append(np.array(m.data)))
-    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
-                                  qos="latched")
-    test_node.create_subscription("/safety/status", String, lambda m: safety.append(json.loads(m.data)),
-                                  qos="latched")
-    test_node.create_subscription("/joint_states", JointState, joints.append)
-    procs = [
-        start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
-        start_node("safety_filter", f"workspace.min=[0.1,-0.45,{floor}]"),
-        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "policy.seed=0", "command_prefix=/unsafe",
-                   "use_sim_time=true"),
-    ]
-    ok = test_node.spin_until(lambda: bool(runner) and runner[-1].get("steps", 0) >= 60, 120)
+    w = Watch(test_node, joints=True)
+    procs = start_behind_floor(start_node, domain_id, floor, "policy.seed=0")
+    ok = test_node.spin_until(lambda: bool(w.runner) and w.runner[-1].get("steps", 0) >= 60, 120)
     logs = "\n".join(p.log_text()[-2000:] for p in procs)
     for p in procs:
         assert p.poll() is None, logs
-    assert ok, f"runner status {runner[-1:]}, safety {safety[-1:]}\n{logs}"
-    assert safety[-1]["counters"]["rejected"].get("workspace", 0) >= 5, safety[-1]  # the fault happened
-    assert runner[-1]["rebased"] >= 5, runner[-1]
+    assert ok, f"runner status {w.runner[-1:]}, safety {w.safety[-1:]}\n{logs}"
+    assert w.safety[-1]["counters"]["rejected"].get("workspace", 0) >= 5, w.safety[-1]  # the fault happened
+    assert w.runner[-1]["rebased"] >= 5, w.runner[-1]
 
-    spec = load_robot_spec("arm6")
-    fk = SafetyFilter(spec, SafetyConfig(workspace_min=(-9, -9, -9), workspace_max=(9, 9, 9)))
-    z = np.array([fk.ee_position(q)[2] for q in commands])
+    z = np.array([ee_z(q) for q in w.commands])
     descent_step = 0.6 * 0.05  # the expert's fastest descent: 0.6 x the ee_delta bound of 0.05 m per step
     assert z.min() >= floor - descent_step - 0.005, f"runner commands walked below the floor: min z {z.min():.3f}"
     assert z.min() < floor, "the expert never tried to descend below the floor: the test shows nothing"
     # the robot stayed above the floor too (the filter's job), at the floor rather than hovering far above
-    measured = np.array([fk.ee_position(np.array(m.position[:6]))[2] for m in joints[-10:]])
+    measured = np.array([ee_z(np.array(m.position)) for m in w.joints[-10:]])
     assert np.all(measured > floor - 0.02) and np.all(measured < floor + 0.03), measured
 
 
@@ -120,30 +146,18 @@ def test_an_episode_without_success_ends_as_a_failure_after_max_episode_s(start_
     """A workspace floor above the cube: the expert cannot grasp, so the task never succeeds. After
     ``max_episode_s`` of sim time from its first action the runner holds (no more commands) and tells the recorder
     the episode failed."""
-    commands: list[float] = []
-    runner: list[dict] = []
-    recorder_commands: list[str] = []
-    test_node.create_subscription("/unsafe/arm_controller/commands", Float64MultiArray,
-                                  lambda m: commands.append(time.monotonic()))
-    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
-                                  qos="latched")
-    test_node.create_subscription("/recorder/command", String, lambda m: recorder_commands.append(m.data))
-    procs = [
-        start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
-        start_node("safety_filter", "workspace.min=[0.1,-0.45,0.10]"),
-        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "command_prefix=/unsafe",
-                   "use_sim_time=true", "report_success=true", "max_episode_s=3"),
-    ]
-    ok = test_node.spin_until(lambda: bool(runner) and runner[-1]["state"] == "timeout", 90)
+    w = Watch(test_node)
+    procs = start_behind_floor(start_node, domain_id, 0.10, "report_success=true", "max_episode_s=3")
+    ok = test_node.spin_until(lambda: bool(w.runner) and w.runner[-1]["state"] == "timeout", 90)
     logs = "\n".join(p.log_text()[-2000:] for p in procs)
-    assert ok, f"runner status {runner[-1:]}\n{logs}"
+    assert ok, f"runner status {w.runner[-1:]}\n{logs}"
     ended = time.monotonic()
-    assert test_node.spin_until(lambda: "failure" in recorder_commands, 5), recorder_commands
-    assert "success" not in recorder_commands
-    steps = runner[-1]["steps"]
+    assert test_node.spin_until(lambda: "failure" in w.recorder, 5), w.recorder
+    assert "success" not in w.recorder
+    steps = w.runner[-1]["steps"]
     assert 15 <= steps <= 35, f"{steps} steps in a 3 s episode at 10 Hz (fewer when ticks are skipped under load)"
     test_node.spin(1.0)
-    assert not [t for t in commands if t > ended + 0.2], "the runner kept commanding after the episode ended"
+    assert not [t for t in w.command_times if t > ended + 0.2], "the runner kept commanding after the episode ended"
     assert "no success within max_episode_s=3 s" in procs[2].log_text()
 
 
@@ -152,27 +166,12 @@ def test_runner_clips_its_targets_into_the_workspace_so_the_filter_rejects_none(
     """The same floor at z = 0.10 in the filter, and 5 mm above it in the runner's workspace: the expert's descent
     ends at the runner's floor, every command goes through, and the arm rests at the floor."""
     floor = 0.10
-    commands: list[np.ndarray] = []
-    runner: list[dict] = []
-    safety: list[dict] = []
-    test_node.create_subscription("/unsafe/arm_controller/commands", Float64MultiArray,
-                                  lambda m: commands.append(np.array(m.data)))
-    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
-                                  qos="latched")
-    test_node.create_subscription("/safety/status", String, lambda m: safety.append(json.loads(m.data)),
-                                  qos="latched")
-    procs = [
-        start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
-        start_node("safety_filter", f"workspace.min=[0.1,-0.45,{floor}]"),
-        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "command_prefix=/unsafe",
-                   "use_sim_time=true", f"workspace.min=[0.105,-0.445,{floor + 0.005}]"),
-    ]
-    ok = test_node.spin_until(lambda: bool(runner) and runner[-1].get("steps", 0) >= 60, 120)
+    w = Watch(test_node)
+    procs = start_behind_floor(start_node, domain_id, floor, f"workspace.min=[0.105,-0.445,{floor + 0.005}]")
+    ok = test_node.spin_until(lambda: bool(w.runner) and w.runner[-1].get("steps", 0) >= 60, 120)
     logs = "\n".join(p.log_text()[-2000:] for p in procs)
-    assert ok, f"runner status {runner[-1:]}, safety {safety[-1:]}\n{logs}"
-    test_node.spin_until(lambda: bool(safety) and safety[-1]["counters"]["accepted"] >= 60, 5)
-    assert safety[-1]["counters"]["rejected"] == {}, safety[-1]
-    spec = load_robot_spec("arm6")
-    fk = SafetyFilter(spec, SafetyConfig(workspace_min=(-9, -9, -9), workspace_max=(9, 9, 9)))
-    z = np.array([fk.ee_position(q)[2] for q in commands])
+    assert ok, f"runner status {w.runner[-1:]}, safety {w.safety[-1:]}\n{logs}"
+    test_node.spin_until(lambda: bool(w.safety) and w.safety[-1]["counters"]["accepted"] >= 60, 5)
+    assert w.safety[-1]["counters"]["rejected"] == {}, w.safety[-1]
+    z = np.array([ee_z(q) for q in w.commands])
     assert z.min() == pytest.approx(floor + 0.005, abs=0.003), "the descent did not end at the runner's floor"
