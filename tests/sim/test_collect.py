@@ -142,3 +142,16 @@ def test_step_scale_is_one_control_step_of_motion() -> None:
         if mode != "ee_delta":
             np.testing.assert_allclose(scale[:-1], u.robot.velocity_limit * u.robot.control_dt)
         env.close()
+
+
+def test_the_cli_run_in_process_leaves_other_loggers_working(tmp_path: Path, monkeypatch) -> None:
+    """The hydra CLIs (collect, train, eval) run in-process by the demo: they must not disable the loggers the
+    process already has (hydra's "disabled" logging did, silencing e.g. the safety filter's warnings)."""
+    import logging
+
+    from realloop.sim.collect import _app
+
+    existing = logging.getLogger("realloop.test.existing")
+    monkeypatch.setattr(sys, "argv", ["realloop-collect", "task=arm_reach", "episodes=1", f"out={tmp_path / 'd.zarr'}"])
+    _app()
+    assert not existing.disabled
