@@ -29,7 +29,7 @@ from realloop.policies.evaluate import env_kwargs_from_checkpoint
 
 def rollout_successes(ckpt: str, episodes: int, mode: str, d: int) -> int:
     loaded = load_policy(ckpt, "cpu")
-    env_id, kw = env_kwargs_from_checkpoint(loaded.meta)
+    env_id, kw = env_kwargs_from_checkpoint(loaded.meta, str(loaded.path / "policy.json"))  # checked: from a file
     env = gym.make(env_id, **kw)
     agent = PolicyAgent(loaded.policy, 1, seed=0)
     wins = 0

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from realloop.configs import CONFIG_DIR
+from realloop.configs import config_dir, config_names
 from realloop.sim.collect import compose_config, make_task_env
 from realloop.sim.experts import make_expert
 
@@ -59,7 +59,8 @@ def evaluate(task: str, episodes: int, randomize: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"tasks of {CONFIG_DIR / 'task'}")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS),
+                   help=f"tasks of {config_dir('task')}: {', '.join(config_names('task'))}")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/sim_experts.json"))
     args = p.parse_args(argv)
     results = []

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from realloop.data.align import last_at_or_before
 from realloop.data.schema import Feature
 from realloop.data.shards import FrameReader
 
@@ -125,14 +126,16 @@ class Episode:
         keys: Sequence[str] | None = None,
         offsets: Mapping[str, float] | None = None,
         reference: str | None = None,
+        times: Sequence[float] | np.ndarray | None = None,
     ) -> AlignedEpisode:
         """An aligned view: for each step time, the last sample at or before it in each stream.
 
         ``rate`` (Hz) makes step times ``t0, t0 + 1/rate, ...`` from the first instant at which every stream
         has a sample up to the last sample of any stream. Without a rate, the step times are the timestamps
         of ``reference`` (default ``action`` if recorded, else the first key): with streams that share one
-        clock (sim, RL) the view is the identity. ``offsets[key]`` (seconds) is a per-stream latency: the
-        sample used at step time ``t`` is the last one at or before ``t - offsets[key]``.
+        clock (sim, RL) the view is the identity. ``times`` gives the step times outright (e.g. the ticks a
+        controller logged). ``offsets[key]`` (seconds) is a per-stream latency: the sample used at step time ``t``
+        is the last one at or before ``t - offsets[key]``.
         """
         keys = list(keys or self.stream_names)
         offsets = dict(offsets or {})
@@ -141,7 +144,9 @@ class Episode:
             raise KeyError(f"offsets given for streams not in the view: {sorted(unknown)}")
         # a stream delayed by d is seen at time t + d
         stamps = {k: self.stream(k).timestamps + offsets.get(k, 0.0) for k in keys}
-        if rate is not None:
+        if times is not None:
+            times = np.asarray(times, dtype=float)
+        elif rate is not None:
             if rate <= 0:
                 raise ValueError(f"rate must be positive, got {rate}")
             t0 = max(s[0] for s in stamps.values())
@@ -153,8 +158,7 @@ class Episode:
             times = stamps[ref]
             t0 = max(s[0] for s in stamps.values())
             times = times[times >= t0 - 1e-12]
-        # the small tolerance keeps float rounding in t0 + k/rate from skipping a sample stamped exactly there
-        indices = {k: np.searchsorted(s, times + 1e-9, side="right") - 1 for k, s in stamps.items()}
+        indices = {k: last_at_or_before(s, times) for k, s in stamps.items()}
         for k in keys:
             indices[k] = np.clip(indices[k], 0, len(stamps[k]) - 1)
         return AlignedEpisode(self, times, indices)

@@ -1,1 +1,1 @@
-"""realloop.policies (see ../shared/ARCHITECTURE.md); built in a later issue."""
+"""realloop.policies: chunked action policies, safetensors checkpoints, training, evaluation (docs/architecture.md)."""

@@ -12,6 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from realloop.registry import Registry
+
 
 @runtime_checkable
 class Policy(Protocol):
@@ -26,9 +28,54 @@ class Policy(Protocol):
         (already given to ``observe``)."""
 
 
+def expert_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()) -> Policy:
+    """Policy kind ``expert``: the task's scripted expert acting on ``env`` (see :func:`make_policy`)."""
+    from .expert import ExpertPolicy
+
+    if env is None:
+        raise ValueError("the scripted expert acts on a task model: set the runner's task")
+    return ExpertPolicy(env, seed=spec.get("seed"))
+
+
+def checkpoint_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()) -> Policy:
+    """Policy kind ``checkpoint``: a trained policy, checked against what ``env`` observes and ``provided``
+    adds and against ``env``'s action space (see :func:`make_policy`)."""
+    from .agent import PolicyAgent
+    from .checkpoint import load_policy
+
+    if not spec.get("path"):
+        raise ValueError("policy kind checkpoint needs a path: policy.path=outputs/train/<run>")
+    loaded = load_policy(spec["path"], device=spec.get("device") or "cpu")
+    policy = loaded.policy
+    if spec.get("num_inference_steps") and hasattr(policy, "num_inference_steps"):
+        policy.num_inference_steps = int(spec["num_inference_steps"])
+    spaces = getattr(env.observation_space, "spaces", {}) if env is not None else {}
+    missing = [k for k in policy.obs_keys if k not in spaces and k not in provided]
+    if missing:
+        raise ValueError(
+            f"the checkpoint {loaded.path} sees {missing}, which neither this task model observes (it has "
+            f"{sorted(spaces)}) nor the caller provides ({sorted(provided)}): map a camera topic to each "
+            "image feature, or use a policy trained on features the robot has"
+        )
+    if env is not None and tuple(env.action_space.shape) != (policy.action_dim,):
+        raise ValueError(
+            f"the checkpoint {loaded.path} outputs {policy.action_dim} actions, the task's action space has "
+            f"shape {env.action_space.shape}: the control_mode differs from the training data's"
+        )
+    return PolicyAgent(policy, seed=spec.get("seed"))
+
+
+# policy kind -> factory, called as (spec, env, provided)
+POLICIES = Registry("policy kind", {
+    "expert": "realloop.policies.base:expert_policy",
+    "checkpoint": "realloop.policies.base:checkpoint_policy",
+})  # fmt: skip
+
+
 def make_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()) -> Policy:
     """A policy from a runner config; ``provided`` names observation features the caller adds to the env's own
-    (the policy runner's camera topics).
+    (the policy runner's camera topics); ``env`` is None on a robot without a task model, where the caller
+    provides every feature and checks the actions against its own action mode.
 
     - ``{kind: expert, seed: 0}``: the task's scripted expert, acting on ``env`` (the unwrapped task model the
       runner keeps in sync with the robot);
@@ -36,32 +83,8 @@ def make_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()) 
       trained policy (``realloop-train``), run by a :class:`realloop.policies.agent.PolicyAgent`.
     """
     kind = spec.get("kind")
-    if kind == "expert":
-        from .expert import ExpertPolicy
-
-        return ExpertPolicy(env, seed=spec.get("seed"))
-    if kind == "checkpoint":
-        from .agent import PolicyAgent
-        from .checkpoint import load_policy
-
-        if not spec.get("path"):
-            raise ValueError("policy kind checkpoint needs a path: policy.path=outputs/train/<run>")
-        loaded = load_policy(spec["path"], device=spec.get("device") or "cpu")
-        policy = loaded.policy
-        if spec.get("num_inference_steps") and hasattr(policy, "num_inference_steps"):
-            policy.num_inference_steps = int(spec["num_inference_steps"])
-        spaces = getattr(env.observation_space, "spaces", {})
-        missing = [k for k in policy.obs_keys if k not in spaces and k not in provided]
-        if missing:
-            raise ValueError(
-                f"the checkpoint {loaded.path} sees {missing}, which neither this task model observes (it has "
-                f"{sorted(spaces)}) nor the caller provides ({sorted(provided)}): map a camera topic to each "
-                "image feature, or use a policy trained on features the robot has"
-            )
-        if tuple(env.action_space.shape) != (policy.action_dim,):
-            raise ValueError(
-                f"the checkpoint {loaded.path} outputs {policy.action_dim} actions, the task's action space has "
-                f"shape {env.action_space.shape}: the control_mode differs from the training data's"
-            )
-        return PolicyAgent(policy, seed=spec.get("seed"))
-    raise ValueError(f"unknown policy kind {kind!r} in the policy config {spec}; available: expert, checkpoint")
+    if not isinstance(kind, str) or kind not in POLICIES:
+        raise ValueError(
+            f"unknown policy kind {kind!r} in the policy config {spec}; available: {', '.join(POLICIES)}"
+        )
+    return POLICIES.get(kind)(spec, env, provided)

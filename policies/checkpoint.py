@@ -12,14 +12,18 @@
 
 A folder is written under a temporary name and renamed, so a crash never leaves a half-written checkpoint.
 The policy class is named by the config's ``_target_``; it must lie inside ``realloop`` and is checked before
-anything is imported (:func:`check_config`).
+anything is imported (:func:`check_config`). Env ids and env kwargs read from a checkpoint or a dataset are
+checked the same way before use (:func:`check_env_id`, :func:`check_env_kwargs`): only realloop's own tasks, with
+plain-data kwargs the task's constructor takes.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,6 +67,65 @@ def check_config(cfg: Any, where: str = "config") -> None:
             check_config(v, f"{where}[{i}]")
     elif isinstance(cfg, str) and "${" in cfg:
         raise UnsafeConfigError(f"{where} = {cfg!r} is an interpolation; configs must be resolved before saving")
+
+
+def check_env_id(env_id: Any, where: str) -> str:
+    """``env_id`` read from a file (``where``: a checkpoint's policy.json, a dataset's attributes), if it is one
+    of realloop's registered tasks (``realloop/<Task>-v0``); :class:`UnsafeConfigError` otherwise.
+
+    gymnasium imports ``module`` to make an id ``module:Env``, so an id taken from a file unchecked would let the
+    file run code. An id typed on the command line is the user's own and does not come through here.
+    """
+    from realloop.sim.envs import TASKS
+
+    if isinstance(env_id, str) and env_id in TASKS:
+        return env_id
+    raise UnsafeConfigError(
+        f"{where}: env_id {env_id!r} is not one of realloop's tasks ({', '.join(TASKS)}); an env id read from a "
+        "checkpoint or dataset may only name those (gymnasium imports the module of a 'module:Env' id). To use "
+        "another env, name it on the command line: env=<gymnasium id>"
+    )
+
+
+_ROBOT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a robot of configs/robot/, never a path to another spec file
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """JSON data only: nothing a loader could turn into an object."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise UnsafeConfigError(f"{where} has a key {k!r} that is not a string; it must be plain JSON data")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(value, _JSON_SCALARS):
+        raise UnsafeConfigError(f"{where} = {value!r} is a {type(value).__name__}; it must be plain JSON data")
+
+
+def check_env_kwargs(kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``gym.make`` kwargs for a realloop task read from a file (``where``), if each is a parameter of the task's
+    constructor (or ``max_episode_steps``) holding plain JSON data, with no ``_target_`` or interpolation and
+    ``robot`` a robot name, not a path; :class:`UnsafeConfigError` otherwise."""
+    from realloop.sim.envs import RobotEnv
+
+    allowed = {p for p in inspect.signature(RobotEnv.__init__).parameters if p != "self"} | {"max_episode_steps"}
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise UnsafeConfigError(
+                f"{where}: env kwarg {key!r} is not a parameter of realloop's tasks ({', '.join(sorted(allowed))}); "
+                "remove it from the file, or pass env_kwargs={...} on the command line"
+            )
+        _check_plain(value, f"{where}.{key}")
+        if key == "robot" and value is not None and not (isinstance(value, str) and _ROBOT_NAME.fullmatch(value)):
+            raise UnsafeConfigError(
+                f"{where}.robot = {value!r} is not the name of a robot in configs/robot/; a file may not point at "
+                "another spec file. Pass env_kwargs={robot: <path>} on the command line for that"
+            )
+    check_config(dict(kwargs), where)
+    return dict(kwargs)
 
 
 def build_policy(policy_cfg: Mapping[str, Any], features: Mapping[str, Mapping[str, Any]]) -> ChunkPolicy:

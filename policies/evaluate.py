@@ -5,7 +5,9 @@
 Hydra config: configs/eval.yaml. ``env=auto`` (the default) rebuilds the environment the training data was
 recorded in (realloop-collect's task, control mode, cameras, image size, randomisation) from the checkpoint;
 any other gymnasium id works too, with an observation map (``obs_map=``, see :mod:`realloop.policies.obs_map`)
-when its observations are not keyed by the policy's feature names.
+when its observations are not keyed by the policy's feature names. What ``auto`` reads from the checkpoint must
+name one of realloop's tasks, with plain-data kwargs, since gymnasium would import the module of a
+``module:Env`` id; an id typed as ``env=`` is the user's own and may be any gymnasium id, ``module:Env`` included.
 
 Episode ``k`` always starts from reset seed ``seed + k`` and runs to its end whatever ``num_envs`` is, so a
 deterministic policy gets the same per-episode results with 1 or 8 envs (up to the float rounding of batched
@@ -37,7 +39,8 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from realloop.configs import CONFIG_DIR, compose
+from realloop.configs import CONFIG_DIR
+from realloop.configs.schema import compose_checked, exit_on_config_error
 from realloop.policies.agent import PolicyAgent
 from realloop.policies.chunk_policy import ChunkPolicy
 from realloop.policies.obs_map import ObsMap, check_mapped, default_obs_map, load_obs_map
@@ -368,13 +371,25 @@ def evaluate(
 
 
 # -- the training env of a checkpoint -------------------------------------------------------------------------
-def env_kwargs_from_checkpoint(meta: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def _section(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise EvalError(f"{where} is a {type(value).__name__}, not a mapping; the checkpoint's metadata is corrupted")
+    return value
+
+
+def env_kwargs_from_checkpoint(meta: Mapping[str, Any], where: str = "policy.json") -> tuple[str, dict[str, Any]]:
     """The env id and ``gym.make`` kwargs of the env the checkpoint's training data was recorded in.
 
     From the dataset attributes realloop-collect writes: the control mode, the cameras the policy sees (its
     ``observation.images.<cam>`` features) at their image size, the task's randomisation when the data was
-    randomised, and the task's env settings (max_episode_steps, ...).
+    randomised, and the task's env settings (max_episode_steps, ...). ``meta`` is the checkpoint's policy.json
+    (``where``: its path, for errors); the id must be one of realloop's tasks and the kwargs plain data that task
+    takes (:func:`~realloop.policies.checkpoint.check_env_id`), else ``UnsafeConfigError``.
     """
+    from realloop.policies.checkpoint import check_env_id, check_env_kwargs
+
     dataset = meta.get("dataset") or {}
     attrs = dataset.get("attributes") or {}
     env_id = attrs.get("env_id")
@@ -383,9 +398,11 @@ def env_kwargs_from_checkpoint(meta: Mapping[str, Any]) -> tuple[str, dict[str, 
             f"the checkpoint's dataset ({dataset.get('path', 'unknown path')}) does not record the env it came from "
             "(no env_id attribute); name the env to evaluate in with env=<gymnasium id>"
         )
-    collect = attrs.get("collect_config") or {}
-    task = collect.get("task") or {}
-    kwargs: dict[str, Any] = dict(task.get("env") or {})
+    # the dataset's attributes, copied unchecked into the checkpoint: checked before gym.make sees them
+    env_id = check_env_id(env_id, f"{where} (dataset.attributes.env_id)")
+    collect = _section(attrs.get("collect_config"), f"{where} (dataset.attributes.collect_config)")
+    task = _section(collect.get("task"), f"{where} (dataset.attributes.collect_config.task)")
+    kwargs: dict[str, Any] = dict(_section(task.get("env"), f"{where} (dataset.attributes.collect_config.task.env)"))
     if attrs.get("control_mode"):
         kwargs["control_mode"] = attrs["control_mode"]
     features = meta.get("features") or {}
@@ -396,13 +413,24 @@ def env_kwargs_from_checkpoint(meta: Mapping[str, Any]) -> tuple[str, dict[str, 
         kwargs["image_size"] = list(shape[:2]) if shape else list(collect.get("image_size") or [96, 96])
     if collect.get("randomize") and task.get("randomize"):
         kwargs["randomize"] = task["randomize"]
-    return str(env_id), kwargs
+    return env_id, check_env_kwargs(kwargs, f"{where} (env kwargs from dataset.attributes)")
 
 
 # -- the CLI --------------------------------------------------------------------------------------------------
+# what configs/eval.yaml's defaults cannot say about its keys (realloop.configs.schema)
+CONFIG_OPEN = ("env_kwargs", "obs_map")
+CONFIG_TYPES = {"checkpoint": "str|null", "max_steps": "int|null", "num_inference_steps": "int|null",
+                "n_action_steps": "int|null", "out": "str|null", "progress": "bool|str"}
+CONFIG_BOUNDS = {"episodes": (1, None), "num_envs": (1, None), "seed": (0, None), "videos": (0, None),
+                 "max_steps": (1, None), "num_inference_steps": (1, None), "n_action_steps": (1, None)}
+CONFIG_CHOICES = {"vectorization": ("sync", "async"), "progress": ("auto", True, False)}
+
+
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The eval config with hydra-style overrides, without running hydra's app (for scripts and tests)."""
-    return compose("eval", overrides)
+    """The eval config with hydra-style overrides, without running hydra's app (for scripts and tests); a key
+    it does not have or a bad value raises :class:`~realloop.configs.schema.ConfigError` (one line)."""
+    return compose_checked("eval", overrides, open=CONFIG_OPEN, types=CONFIG_TYPES, bounds=CONFIG_BOUNDS,
+                           choices=CONFIG_CHOICES)
 
 
 def _slug(env_id: str) -> str:
@@ -433,11 +461,15 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> tuple[EvalResult, Path]:
             raise EvalError(f"n_action_steps={n} must be in [1, {most}] (horizon - n_obs_steps + 1 of the checkpoint)")
         policy.n_action_steps = n
 
+    from realloop.sim.envs import TASKS
+
     env_id = str(c.get("env") or "auto")
     kwargs: dict[str, Any] = {}
     recorded = ((loaded.meta.get("dataset") or {}).get("attributes") or {}).get("env_id")
-    if env_id == "auto" or env_id == recorded:  # the training env, as it was recorded
-        env_id, kwargs = env_kwargs_from_checkpoint(loaded.meta)
+    # the training env, as it was recorded (checked: it comes from a file); any other id the user typed is theirs,
+    # a 'module:Env' one included, and gets no kwargs from the checkpoint
+    if env_id == "auto" or (env_id == recorded and env_id in TASKS):
+        env_id, kwargs = env_kwargs_from_checkpoint(loaded.meta, str(loaded.path / "policy.json"))
     kwargs.update(c.get("env_kwargs") or {})
 
     out = Path(c["out"]) if c.get("out") else loaded.path / "eval" / f"{_slug(env_id)}.json"
@@ -502,6 +534,7 @@ def main() -> None:
     if problem:
         print(f"realloop-eval: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    exit_on_config_error("realloop-eval", compose_config)
     _app()
 
 

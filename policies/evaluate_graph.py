@@ -3,39 +3,77 @@
     realloop-eval-graph outputs/train/diffusion --episodes 10 --out outputs/eval_graph
 
 Each episode launches the whole graph as processes over DDS (sim mirror seeded with the episode's seed, the
-policy runner with the checkpoint, the safety filter, the recorder) and waits until the recorder commits the
+policy runner with the checkpoint, the safety filter, the recorder) and waits until the recorder ends the
 episode: the runner reports the task's success, or a failure ``--episode-s`` sim seconds after its first action
 (failed episodes are recorded too), or the wall-clock ``--timeout`` passes. It prints a summary line and writes
 ``<out>/eval_graph.json`` with each episode's result and its recording ``<out>/seed_<seed>.zarr``.
+
+Outcomes come as data, never from log text: the episode's success is what the recorder committed to the
+dataset, and each result holds the last JSON status the nodes published (``/policy_runner/status``: steps,
+chunks, rebased, dropped, waits, inference time; ``/safety/status``: accepted, clamped and rejected counts;
+``/recorder/status``), heard by an observer node on the graph's DDS domain. The launch's output goes to
+``<out>/seed_<seed>.launch.log``, for humans only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from realloop.data import Dataset
+from realloop.robot.msgs import String
+from realloop.robot.node import Node
+
+GRAPH = "sim_arm_policy"
+log = logging.getLogger("eval_graph")
+
+
+def _status_topics(overrides: list[str]) -> tuple[int | None, dict[str, str]]:
+    """The DDS domain the graph runs on and the status topic of its runner, filter and recorder, by node name."""
+    from realloop.robot.launch.graph import load_graph
+
+    graph = load_graph(GRAPH, overrides)  # what the launch will run, overrides included
+    names = {n.kind: n.name for n in graph.nodes}
+    topics = {"policy_runner": f"/{names.get('policy_runner', 'policy_runner')}/status",  # its private ~/status
+              "safety_filter": "/safety/status", "recorder": "/recorder/status"}
+    return graph.domain_id, topics
+
+
+def _keep_last(store: dict[str, dict[str, Any] | None], key: str) -> Callable[[Any], None]:
+    def on_status(msg: Any) -> None:
+        try:
+            store[key] = json.loads(msg.data)
+        except ValueError:  # a node's statuses are JSON; anything else is not a status
+            log.warning("ignoring a %s status that is not JSON: %.80r", key, msg.data)
+
+    return on_status
 
 
 def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: float = 90.0,
                  domain_id: int | None = None, episode_s: float | None = 30.0,
                  overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Run ``checkpoint`` on the ``sim_arm_policy`` graph (sim mirror, policy runner, safety filter, recorder as
-    processes over DDS) until the recorder commits the episode or ``timeout`` wall seconds pass; return what
-    happened. The runner ends the episode: a success when the task succeeds, a failure when ``episode_s`` seconds
-    of sim time pass after its first action without one (None: only the wall-clock timeout ends it, and the
-    recording of a failed episode is discarded). ``overrides`` are more of the graph's hydra overrides
-    (``nodes.safety_filter.params.velocity_scale=0.5``)."""
+    processes over DDS) until the recorder ends the episode or ``timeout`` wall seconds pass. The runner ends the
+    episode: a success when the task succeeds, a failure when ``episode_s`` seconds of sim time pass after its
+    first action without one (None: only the wall-clock timeout ends it, and the recording of a failed episode is
+    discarded). ``overrides`` are more of the graph's hydra overrides
+    (``nodes.safety_filter.params.velocity_scale=0.5``).
+
+    Returns seed, recording, log (the launch's output), seconds, committed, success (and the committed episode's
+    source, duration_s and actions) from the dataset, and ``status``: the last JSON status each node published,
+    keyed ``policy_runner``, ``safety_filter`` and ``recorder`` (None for a node never heard)."""
     overrides = [
         f"nodes.recorder.params.dataset={recording}", f"nodes.sim_mirror.params.seed={seed}",
         "nodes.sim_mirror.params.cameras=[front]", "nodes.recorder.params.streams.wrist=null",
@@ -46,40 +84,49 @@ def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: floa
         overrides.append(f"domain_id={domain_id}")
     if episode_s is not None:
         overrides.append(f"nodes.policy_runner.params.max_episode_s={episode_s}")
-    cmd = [sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides]
+    graph_domain, topics = _status_topics(overrides)
+    cmd = [sys.executable, "-m", "realloop.robot.launch.cli", f"graph={GRAPH}", *overrides]
     env = {**os.environ, "ROS_LOCALHOST_ONLY": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    log_path = recording.with_name(f"{recording.stem}.launch.log")
+
+    # the nodes' latched statuses, heard on the graph's domain (localhost only, as the launch's env says)
+    statuses: dict[str, dict[str, Any] | None] = dict.fromkeys(topics)
+    observer = Node("eval_graph", transport="dds", domain_id=graph_domain, localhost_only=True)
     start = time.perf_counter()
-    launch = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    committed = False
     try:
-        while time.perf_counter() - start < timeout and launch.poll() is None:
-            time.sleep(0.5)
-            if (recording / "zarr.json").exists():
-                with Dataset.open(recording) as ds:
-                    if len(ds):
-                        committed = True
-                        break
+        for key, topic in topics.items():
+            observer.create_subscription(topic, String, _keep_last(statuses, key), qos="latched")
+        with open(log_path, "w") as log_file:
+            launch = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            try:
+                # the recorder's status names the episode's end (committed, discarded, failed write) once it comes
+                observer.spin_until(lambda: launch.poll() is not None or bool((statuses["recorder"] or {}).get("last")),
+                                    timeout)
+            finally:
+                if launch.poll() is None:
+                    launch.send_signal(signal.SIGINT)
+                # keep listening while the nodes stop: a node's closing status is its last word
+                observer.spin_until(lambda: launch.poll() is not None, 60)
+                if launch.poll() is None:
+                    launch.kill()
+                launch.wait()
     finally:
-        if launch.poll() is None:
-            launch.send_signal(signal.SIGINT)
-        out, _ = launch.communicate(timeout=60)
+        observer.close()
     seconds = time.perf_counter() - start
-    result: dict[str, Any] = {"seed": seed, "recording": str(recording), "seconds": round(seconds, 1),
-                              "committed": committed}
-    if committed:
+    # the dataset is the record of what happened: committed and success are read from it
+    episode = None
+    if (recording / "zarr.json").exists():
         with Dataset.open(recording) as ds:
-            ep = ds.episode(ds.episode_indices[-1])
-            result.update(success=ep.success, source=ep.meta["source"],
-                          duration_s=round(ep.meta["end_time"] - ep.meta["start_time"], 2),
-                          actions=len(ep.stream("action").read()))
-    else:
-        result["success"] = False
-    if not result["success"]:
-        result["log_tail"] = out[-2000:]
-    # the runner's and the filter's closing totals (steps, dropped actions, clamped and rejected commands)
-    result["totals"] = [ln.split("] ", 2)[-1] for ln in out.splitlines() if "totals:" in ln]
-    result["safety_rejection_lines"] = sum(1 for ln in out.splitlines() if "rejected command" in ln)
-    result["rebase_lines"] = sum(1 for ln in out.splitlines() if "continuing from what it forwarded" in ln)
+            if len(ds):
+                ep = ds.episode(ds.episode_indices[-1])
+                episode = {"success": ep.success, "source": ep.meta["source"],
+                           "duration_s": round(ep.meta["end_time"] - ep.meta["start_time"], 2),
+                           "actions": len(ep.stream("action").read())}
+    result: dict[str, Any] = {"seed": seed, "recording": str(recording), "log": str(log_path),
+                              "seconds": round(seconds, 1), "committed": episode is not None}
+    result.update(episode or {"success": False})
+    result["launch_returncode"] = launch.returncode
+    result["status"] = statuses  # each node's last status: runner steps and rebases, the filter's counts, ...
     return result
 
 

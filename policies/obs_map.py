@@ -28,10 +28,10 @@ import gymnasium as gym
 import numpy as np
 import yaml
 
+from realloop.configs import ConfigNotFoundError, config_dir, config_file
 from realloop.policies.chunk_policy import ChunkPolicy
-from realloop.sim.spec import REPO_ROOT
 
-OBS_MAP_DIR = REPO_ROOT / "configs" / "obs_map"
+OBS_MAP_DIR = config_dir("obs_map")  # realloop.configs: the checkout's configs/obs_map, or the installed copy
 SPEC_FIELDS = ("source", "keys", "index")
 
 
@@ -156,14 +156,13 @@ def load_obs_map(obs_map: Mapping[str, Any] | str | os.PathLike[str] | ObsMap | 
         return ObsMap.parse(obs_map)
     path = Path(obs_map)
     if not path.is_file():
-        name = path.name.removesuffix(".yaml").removesuffix(".yml")
-        path = OBS_MAP_DIR / f"{name}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in OBS_MAP_DIR.glob("*.yaml"))
+        try:
+            path = config_file("obs_map", path.name)
+        except ConfigNotFoundError as e:
             raise ObsMapError(
-                f"obs_map {str(obs_map)!r} is neither a YAML file nor one of configs/obs_map/: {known}; pass a path, "
-                "a name from that folder or an inline mapping"
-            )
+                f"obs_map {str(obs_map)!r} is neither a YAML file nor one of configs/obs_map/: {e.known}; pass a "
+                "path, a name from that folder or an inline mapping"
+            ) from None
     try:
         spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

@@ -35,7 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from realloop.configs import CONFIG_DIR, compose
+from realloop.configs import CONFIG_DIR
+from realloop.configs.schema import compose_checked, exit_on_config_error
 from realloop.data import Dataset, DatasetLockedError, NotADatasetError
 from realloop.data.stats import MissingStatsError, ensure_stats, load_stats
 from realloop.data.training import WindowDataset, split_episodes
@@ -52,9 +53,25 @@ from realloop.policies.chunk_policy import ChunkPolicy
 CSV_FIELDS = ("step", "epoch", "train_loss", "val_loss", "lr", "samples_per_s", "success_rate", "mean_return")
 
 
+# what configs/train.yaml's defaults cannot say about its keys (realloop.configs.schema)
+CONFIG_OPEN = ("eval.env_kwargs", "eval.obs_map")
+CONFIG_TYPES = {"compile": "bool|str", "dataset.path": "str|null", "dataset.rate": "number|null",
+                "stop_at": "int|null", "time_limit_min": "number|null", "eval.env": "str|null"}
+CONFIG_BOUNDS = {
+    "steps": (1, None), "batch_size": (1, None), "seed": (0, None), "log_every": (1, None), "val_every": (0, None),
+    "val_batches": (1, None), "checkpoint_every": (1, None), "keep_checkpoints": (1, None), "stop_at": (1, None),
+    "time_limit_min": (0, None), "dataset.val_fraction": (0, 1), "dataset.num_workers": (0, None),
+    "optim.lr": (0, None), "optim.warmup_steps": (0, None), "optim.grad_clip": (0, None), "ema.decay": (0, 1),
+    "eval.every": (0, None), "eval.episodes": (0, None), "eval.num_envs": (1, None),
+}  # fmt: skip
+CONFIG_CHOICES = {"precision": ("auto", "fp32", "bf16"), "compile": ("auto", True, False)}
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The train config with hydra-style overrides, without running hydra's app (for scripts and tests)."""
-    return compose("train", overrides)
+    """The train config with hydra-style overrides, without running hydra's app (for scripts and tests); a key
+    it does not have or a bad value raises :class:`~realloop.configs.schema.ConfigError` (one line)."""
+    return compose_checked("train", overrides, open=CONFIG_OPEN, types=CONFIG_TYPES, bounds=CONFIG_BOUNDS,
+                           choices=CONFIG_CHOICES)
 
 
 def pick_device(name: str) -> torch.device:
@@ -483,4 +500,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    """Console entry point (hydra parses ``key=value`` overrides from sys.argv, checked first: exit code 2 and
+    one line for a config error)."""
+    exit_on_config_error("realloop-train", compose_config)
     _hydra_main()

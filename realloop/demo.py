@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from realloop.configs import config_names
 from realloop.data.cli import main as dataset_cli
 from realloop.policies.evaluate_graph import evaluate_on_graph
 from realloop.sim.collect import collect, compose_config
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/demo", help="output folder (replaced)")
     p.add_argument("--episodes", type=int, default=100, help="demonstrations to collect")
-    p.add_argument("--task", default="arm_lift", help="a task of configs/task")
+    p.add_argument("--task", default="arm_lift", help=f"a task of configs/task: {', '.join(config_names('task'))}")
     p.add_argument("--steps", type=int, default=2000, help="training steps of the diffusion policy")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,

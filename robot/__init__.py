@@ -1,1 +1,1 @@
-"""realloop.robot (see ../shared/ARCHITECTURE.md); built in a later issue."""
+"""realloop.robot: the ROS 2 layer: nodes, DDS transport, messages, safety, recording, launch (docs/architecture.md)."""

@@ -2,6 +2,19 @@
 
 Parameters come from ``configs/node/<kind>.yaml``, then the ``key=value`` overrides (what realloop-launch passes
 from a graph), then ``--ros-args`` (what ``ros2 launch`` and ``ros2 run`` append). Values are YAML scalars.
+
+``configs/node/<kind>.yaml`` is also the declaration of the kind's parameters (:mod:`realloop.configs.schema`):
+every parameter is a key there, and its default gives its type (``true`` bool, ``30`` int, ``30.0`` a number,
+ints accepted, ``"x"`` str, ``[]`` list, a mapping checks its own keys, ``null`` takes anything). Two keys that
+are not parameters say what defaults cannot::
+
+    _open: [policy, offsets]                   # mappings whose keys are free-form (any keys, values unchecked)
+    _types: {device: int|str, workspace: mapping|null}   # replace inferred types: bool int number str list
+                                                         # mapping null any, joined by '|'; dotted keys reach in
+
+:data:`COMMON_PARAMS` are taken by every kind. :func:`check_params` refuses an undeclared key (naming the known
+ones) or a value of the wrong type; ``run_node`` calls it on what each node process gets, and
+``realloop.robot.launch`` on each graph node's parameters when the graph loads, before any process starts.
 """
 
 from __future__ import annotations
@@ -12,7 +25,10 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "node"
+from realloop.configs import config_dir
+from realloop.configs.schema import ConfigError, Schema
+
+CONFIG_DIR = config_dir("node")  # realloop.configs: the checkout's configs/node, or the installed copy
 
 
 @dataclasses.dataclass
@@ -99,7 +115,34 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_node_config(kind: str) -> dict[str, Any]:
-    """The defaults of a node kind, ``configs/node/<kind>.yaml`` (empty when there is none)."""
+# parameters of every node kind (robot/node.py, robot/nodes/__init__.py run_node), declared as in a node YAML
+COMMON_PARAMS: dict[str, Any] = {
+    "name": "",            # the node's name; a graph and ``-r __node:=NAME`` set it too ("" : the kind)
+    "use_sim_time": False,  # the node clock and timers follow /clock
+}
+
+
+def _node_yaml(kind: str) -> dict[str, Any]:
     path = CONFIG_DIR / f"{kind}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of parameters, got {type(data).__name__}")
+    return data
+
+
+def load_node_config(kind: str) -> dict[str, Any]:
+    """The defaults of a node kind, ``configs/node/<kind>.yaml`` (empty when there is none), without the
+    declaration's ``_open``/``_types`` keys."""
+    return {k: v for k, v in _node_yaml(kind).items() if k not in ("_open", "_types")}
+
+
+def node_schema(kind: str) -> Schema:
+    """The declared parameters of a node kind: :data:`COMMON_PARAMS` and ``configs/node/<kind>.yaml``."""
+    return Schema.from_declaration({**COMMON_PARAMS, **_node_yaml(kind)}, str(CONFIG_DIR / f"{kind}.yaml"))
+
+
+def check_params(kind: str, params: dict[str, Any], name: str | None = None) -> None:
+    """Raise :class:`ConfigError` (a ValueError) for a parameter the kind does not declare or a value of the
+    wrong type: ``unknown parameter 'polcy' for node policy_runner (did you mean 'policy'?); known: ...``.
+    ``name``: the node's name in a graph, when it is not the kind."""
+    node_schema(kind).check(params, f"node {kind}" if name in (None, kind) else f"node {name} ({kind})")

@@ -1,4 +1,4 @@
-"""realloop.sim: the MuJoCo mirror — robot specs, MJCF models, gymnasium tasks, randomisation, experts.
+"""realloop.sim: the MuJoCo mirror — MJCF models, gymnasium tasks, randomisation, experts.
 
 Importing it registers the gymnasium ids (``realloop/ArmReach-v0``, ``ArmLift-v0``, ``ArmPushT-v0``,
 ``QuadWalk-v0``) and, on a machine without a display, selects headless EGL rendering (``MUJOCO_GL=egl``)
@@ -21,8 +21,7 @@ except Exception as e:  # MuJoCo's GL backend import fails with AttributeError w
         "for state-only simulation without cameras."
     ) from e
 
-from realloop.sim.envs import TASKS, RobotEnv
-from realloop.sim.spec import (
+from realloop.robot.spec import (
     CONTROL_MODES,
     CameraSpec,
     CommandSpec,
@@ -32,6 +31,7 @@ from realloop.sim.spec import (
     RobotSpecError,
     load_robot_spec,
 )
+from realloop.sim.envs import TASKS, RobotEnv
 
 __all__ = [
     "CONTROL_MODES",

@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import realloop.sim  # noqa: F401  (registers the task ids)
-from realloop.configs import CONFIG_DIR, compose
+from realloop.configs import CONFIG_DIR
+from realloop.configs.schema import compose_checked, exit_on_config_error
 from realloop.data import Dataset, DatasetLockedError, DatasetWriteError, NotADatasetError
 from realloop.sim.experts import make_expert
 
@@ -56,9 +57,16 @@ class CollectSummary:
         )
 
 
+# what configs/collect.yaml's defaults cannot say about its keys (realloop.configs.schema)
+CONFIG_OPEN = ("task.env",)  # gym.make keyword arguments
+CONFIG_BOUNDS = {"episodes": (1, None), "seed": (0, None)}
+CONFIG_CHOICES = {"image_format": ("jpeg", "png", "webp")}
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The collect config with hydra-style overrides, without running hydra's app (for scripts and tests)."""
-    return compose("collect", overrides)
+    """The collect config with hydra-style overrides, without running hydra's app (for scripts and tests); a key
+    it does not have or a bad value raises :class:`~realloop.configs.schema.ConfigError` (one line)."""
+    return compose_checked("collect", overrides, open=CONFIG_OPEN, bounds=CONFIG_BOUNDS, choices=CONFIG_CHOICES)
 
 
 def make_task_env(task: Mapping[str, Any], images: bool, image_size: Sequence[int], randomize: bool) -> gym.Env:
@@ -160,7 +168,9 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point (hydra parses `key=value` overrides from sys.argv)."""
+    """Console entry point (hydra parses `key=value` overrides from sys.argv, checked first: exit code 2 and one
+    line for a config error)."""
+    exit_on_config_error("realloop-collect", compose_config)
     _app()
 
 

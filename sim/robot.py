@@ -9,7 +9,8 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from realloop.sim.spec import RobotSpec, joint_actuator_id
+from realloop.robot.spec import RobotSpec
+from realloop.sim.mjcf import check_against_model, joint_actuator_id
 
 
 class SimRobot:
@@ -21,7 +22,7 @@ class SimRobot:
     """
 
     def __init__(self, spec: RobotSpec, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        spec.check_against_model(model)
+        check_against_model(spec, model)
         self.spec, self.model, self.data = spec, model, data
         ids = [model.joint(j.name).id for j in spec.joints]
         self.qpos_adr = np.array([model.jnt_qposadr[i] for i in ids])
@@ -41,6 +42,16 @@ class SimRobot:
         self.control_dt = self.n_substeps * model.opt.timestep
         self.key_id = model.key(spec.home_keyframe).id if spec.home_keyframe else -1
         self.ee_site_id = model.site(spec.ee_site).id if spec.ee_site else -1
+
+    @classmethod
+    def from_spec(cls, spec: RobotSpec, purpose: str = "a model of the robot") -> SimRobot:
+        """The robot alone (its spec's MJCF, no task scene), at its default pose: kinematics and IK."""
+        from realloop.sim.mjcf import load_model
+
+        model = load_model(spec, purpose)
+        robot = cls(spec, model, mujoco.MjData(model))
+        robot.reset()
+        return robot
 
     @property
     def n_joints(self) -> int:
@@ -91,6 +102,13 @@ class SimRobot:
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, self.data.site_xmat[self.ee_site_id])
         return self.data.site_xpos[self.ee_site_id].copy(), quat
+
+    def forward_kinematics(self) -> tuple[np.ndarray, np.ndarray]:
+        """End-effector site position (3,) and rotation matrix (9,) of the current qpos (kinematics only)."""
+        if self.ee_site_id < 0:
+            raise ValueError(f"robot {self.spec.name!r} has no ee_site in its spec")
+        mujoco.mj_kinematics(self.model, self.data)
+        return self.data.site_xpos[self.ee_site_id].copy(), self.data.site_xmat[self.ee_site_id].copy()
 
     # ------------------------------------------------------------------------------------------ command
 

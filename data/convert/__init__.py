@@ -27,8 +27,14 @@ from realloop.data.codecs import FORMATS as IMAGE_FORMATS
 from realloop.data.dataset import Dataset, DatasetLockedError, NotADatasetError
 from realloop.data.schema import SOURCES, Feature, SchemaError, make_feature
 from realloop.data.writer import DatasetWriteError, EpisodeWriter
+from realloop.registry import Registry
 
-CONVERTERS = ("diffusion-policy", "rosbag2", "lerobot")
+# --from FORMAT -> convert_from_args(args, **common) of its module, imported when that format is converted
+CONVERTERS = Registry("converter", {
+    "diffusion-policy": "realloop.data.convert.diffusion_policy:convert_from_args",
+    "rosbag2": "realloop.data.convert.rosbag2:convert_from_args",
+    "lerobot": "realloop.data.convert.lerobot:convert_from_args",
+})  # fmt: skip
 SUMMARY_SUFFIX = ".convert.json"  # next to the dataset, like PATH.verify.json and PATH.stats.json
 
 log = logging.getLogger("realloop.data.convert")
@@ -228,7 +234,7 @@ def as_uint8_rgb(frames: np.ndarray, scale: float = 1.0) -> np.ndarray:
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``realloop-dataset convert`` to ``parser``."""
     parser.add_argument(
-        "--from", dest="from_format", required=True, choices=CONVERTERS, help="format of the sources"
+        "--from", dest="from_format", required=True, choices=CONVERTERS.names(), help="format of the sources"
     )
     parser.add_argument(
         "src",
@@ -310,24 +316,21 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    diffusion_policy = [
-        ("--map", bool(args.key_map)),
-        ("--no-default-map", args.no_default_map),
-        ("--fps", args.fps is not None),
-        ("--image-range", args.image_range != "auto"),
-    ]
-    rosbag2 = [
-        ("--config", args.config is not None),
-        ("--topic", bool(args.topics)),
-        ("--typestore", args.typestore is not None),
-        ("--allow-missing-topics", args.allow_missing_topics),
-    ]
-    foreign = {
-        "diffusion-policy": rosbag2,
-        "rosbag2": diffusion_policy,
-        "lerobot": diffusion_policy + rosbag2,
-    }[args.from_format]
-    bad = [name for name, given in foreign if given]
+    own = {  # converter -> its options, and whether each was given; those of other converters are refused
+        "diffusion-policy": [
+            ("--map", bool(args.key_map)),
+            ("--no-default-map", args.no_default_map),
+            ("--fps", args.fps is not None),
+            ("--image-range", args.image_range != "auto"),
+        ],
+        "rosbag2": [
+            ("--config", args.config is not None),
+            ("--topic", bool(args.topics)),
+            ("--typestore", args.typestore is not None),
+            ("--allow-missing-topics", args.allow_missing_topics),
+        ],
+    }
+    bad = [name for fmt, options in own.items() if fmt != args.from_format for name, given in options if given]
     if bad:
         raise ConvertError(f"{', '.join(bad)} do(es) not apply to --from {args.from_format}; remove it")
 
@@ -344,33 +347,7 @@ def _convert(args: argparse.Namespace) -> ConvertSummary:
         "image_format": args.image_format,
         "image_quality": args.image_quality,
     }
-    if args.from_format == "diffusion-policy":
-        from realloop.data.convert.diffusion_policy import convert_diffusion_policy, parse_key_map
-
-        return convert_diffusion_policy(
-            args.src,
-            args.dst,
-            key_map=parse_key_map(args.key_map),
-            use_default_map=not args.no_default_map,
-            fps=args.fps,
-            image_range=args.image_range,
-            **common,
-        )
-    if args.from_format == "lerobot":
-        from realloop.data.convert.lerobot import convert_lerobot
-
-        return convert_lerobot(args.src, args.dst, **common)
-    from realloop.data.convert.rosbag2 import convert_rosbag2, load_mappings
-
-    mappings, typestore = load_mappings(args.config, args.topics)
-    return convert_rosbag2(
-        args.src,
-        args.dst,
-        mappings=mappings,
-        typestore=args.typestore or typestore or "ros2_humble",
-        allow_missing_topics=args.allow_missing_topics,
-        **common,
-    )
+    return CONVERTERS.get(args.from_format)(args, **common)
 
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -9,6 +9,7 @@ synthesised at ``fps`` and the episode attributes say so.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import re
 import time
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_MAP",
     "ReplayBufferSource",
     "convert_diffusion_policy",
+    "convert_from_args",
     "default_feature_name",
     "open_replay_buffer",
     "parse_key_map",
@@ -417,3 +419,17 @@ def convert_diffusion_policy(
 
 def _brief(features: Mapping[str, Feature]) -> str:
     return "{" + ", ".join(f"{n}: {f.dtype}{list(f.shape)}" for n, f in features.items()) + "}"
+
+
+def convert_from_args(args: argparse.Namespace, **common: Any) -> ConvertSummary:
+    """``realloop-dataset convert --from diffusion-policy``: :func:`convert_diffusion_policy` with the command
+    line's options (``common``: the options every converter takes)."""
+    return convert_diffusion_policy(
+        args.src,
+        args.dst,
+        key_map=parse_key_map(args.key_map),
+        use_default_map=not args.no_default_map,
+        fps=args.fps,
+        image_range=args.image_range,
+        **common,
+    )

@@ -11,6 +11,7 @@ and every stream is stamped with the frame's ``timestamp`` (seconds from the epi
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,7 +50,7 @@ REENCODE_HINT = (
     '"${f%.mp4}.tmp.mp4" && mv "${f%.mp4}.tmp.mp4" "$f"; done`, then convert again'
 )
 
-__all__ = ["LeRobotSource", "convert_lerobot", "image_feature_name", "open_lerobot"]
+__all__ = ["LeRobotSource", "convert_from_args", "convert_lerobot", "image_feature_name", "open_lerobot"]
 
 
 def _need_pyarrow() -> None:
@@ -495,3 +496,9 @@ def _convert_episode(
             finish_episode(ep, summary, where)
     finally:
         ep.discard()
+
+
+def convert_from_args(args: argparse.Namespace, **common: Any) -> ConvertSummary:
+    """``realloop-dataset convert --from lerobot``: :func:`convert_lerobot` with the command line's options
+    (``common``: the options every converter takes)."""
+    return convert_lerobot(args.src, args.dst, **common)

@@ -17,6 +17,7 @@ typestore (``ros2_humble`` by default) for bags that carry none.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import time
@@ -72,6 +73,7 @@ __all__ = [
     "SUPPORTED_TYPES",
     "TopicMapping",
     "compressed_image_to_rgb",
+    "convert_from_args",
     "convert_rosbag2",
     "find_bags",
     "image_to_rgb",
@@ -644,3 +646,17 @@ def convert_rosbag2(
                 ep.discard()
     summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def convert_from_args(args: argparse.Namespace, **common: Any) -> ConvertSummary:
+    """``realloop-dataset convert --from rosbag2``: :func:`convert_rosbag2` with the command line's options
+    (``common``: the options every converter takes)."""
+    mappings, typestore = load_mappings(args.config, args.topics)
+    return convert_rosbag2(
+        args.src,
+        args.dst,
+        mappings=mappings,
+        typestore=args.typestore or typestore or DEFAULT_TYPESTORE,
+        allow_missing_topics=args.allow_missing_topics,
+        **common,
+    )

@@ -17,9 +17,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from .graph import Graph, NodeEntry, load_graph, node_command
+import yaml
+
+from realloop.configs.schema import ConfigError, Schema
+
+from .graph import GRAPH_SCHEMA, Graph, NodeEntry, load_graph, node_command
 
 SHUTDOWN_TIMEOUT = 10.0  # s a node gets to exit after SIGINT before SIGTERM, then SIGKILL
 
@@ -115,22 +119,45 @@ class Launcher:
         }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    graph_name, overrides, duration = None, [], None
+# realloop-launch's own parameters; every other key=value overrides the graph (GRAPH_SCHEMA's keys)
+LAUNCH_SCHEMA = Schema({"graph": "", "duration": None, **GRAPH_SCHEMA.defaults}, open=frozenset({"nodes"}),
+                       types={"duration": ("number", "null"), **GRAPH_SCHEMA.types})
+USAGE = "usage: realloop-launch graph=NAME [duration=SECONDS] [nodes.<node>.params.<key>=VALUE ...]"
+
+
+def parse_args(argv: list[str]) -> tuple[str, float | None, list[str]]:
+    """``graph=NAME duration=S k=v ...`` -> (graph, duration, graph overrides); raises ConfigError (one line)
+    for an argument that is not KEY=VALUE, an unknown key, or a bad graph name or duration."""
+    own: dict[str, Any] = {"graph": ""}
+    overrides = []
     for arg in argv:
-        if arg.startswith("graph="):
-            graph_name = arg.split("=", 1)[1]
-        elif arg.startswith("duration="):
-            duration = float(arg.split("=", 1)[1])
-        elif arg in ("-h", "--help"):
-            print(__doc__)
-            return 0
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad argument {arg!r}: expected KEY=VALUE; {USAGE}")
+        LAUNCH_SCHEMA.check_key(key)
+        if key in ("graph", "duration"):
+            own[key] = yaml.safe_load(value) if key == "duration" and value else value
         else:
             overrides.append(arg)
+    LAUNCH_SCHEMA.check(own)
+    duration = own.get("duration")
+    if duration is not None and not duration > 0:
+        raise ConfigError(f"parameter 'duration' must be > 0 s, got {duration}")
+    return own["graph"], duration, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        graph_name, duration, overrides = parse_args(argv)
+    except ConfigError as e:
+        print(f"realloop-launch: {e}", file=sys.stderr)
+        return 2
     if not graph_name:
-        print("usage: realloop-launch graph=NAME [duration=SECONDS] [nodes.<node>.params.<key>=VALUE ...]",
-              file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     try:
         graph = load_graph(graph_name, overrides)

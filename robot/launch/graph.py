@@ -23,10 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from ..nodes import KINDS
+from realloop.configs import ConfigNotFoundError, config_dir, config_file
+from realloop.configs.schema import ConfigError, Schema
 
-GRAPH_DIR = Path(__file__).resolve().parents[2] / "configs" / "graph"
+from ..args import check_params
+from ..nodes import NODES
+
+GRAPH_DIR = config_dir("graph")  # realloop.configs: the checkout's configs/graph, or the installed copy
+
+# the keys of a graph and of each of its nodes (the node's params: configs/node/<kind>.yaml)
+GRAPH_SCHEMA = Schema({"name": "graph", "description": "", "domain_id": None, "localhost_only": False, "nodes": {}},
+                      open=frozenset({"nodes"}), types={"domain_id": ("int", "null")})
+NODE_SCHEMA = Schema({"kind": "", "params": {}, "remaps": {}, "terminal": False, "required": True, "enabled": True},
+                     open=frozenset({"params", "remaps"}),
+                     types={"params": ("mapping", "null"), "remaps": ("mapping", "null")})
 
 
 @dataclass
@@ -64,11 +76,11 @@ def graph_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
-    path = GRAPH_DIR / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in GRAPH_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"no graph {name!r}: expected {path} or a .yaml path; graphs: {', '.join(known)}")
-    return path
+    try:
+        return config_file("graph", name)
+    except ConfigNotFoundError as e:
+        raise FileNotFoundError(f"no graph {name!r}: expected {e.path} or a .yaml path; graphs: {', '.join(e.known)}"
+                                ) from None
 
 
 def load_graph(name: str, overrides: Sequence[str] = ()) -> Graph:
@@ -76,22 +88,36 @@ def load_graph(name: str, overrides: Sequence[str] = ()) -> Graph:
     (``nodes.recorder.params.dataset=/data/x.zarr``)."""
     cfg = OmegaConf.load(graph_path(name))
     if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"bad override {bad[0]!r}: expected KEY=VALUE (nodes.recorder.params.dataset=x.zarr)")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"cannot apply the overrides to graph {name!r}: {str(e).splitlines()[0]}") from None
     return graph_from_dict(OmegaConf.to_container(cfg, resolve=True))
 
 
 def graph_from_dict(d: Mapping[str, Any]) -> Graph:
+    """A graph from its mapping, every key checked: the graph's own (:data:`GRAPH_SCHEMA`), each node's
+    (:data:`NODE_SCHEMA`) and each node's parameters against its kind's declaration (configs/node/<kind>.yaml), so
+    a misspelt parameter fails here, before any node process starts."""
+    where = f"graph {d.get('name')!r}"
+    GRAPH_SCHEMA.check(d, where, "key")
     nodes = []
     for node_name, spec in (d.get("nodes") or {}).items():
-        if spec is None or spec.get("enabled", True) is False:
+        if spec is None:
+            continue
+        NODE_SCHEMA.check(spec, f"node {node_name!r} of {where}", "key")
+        if spec.get("enabled", True) is False:
             continue
         kind = spec.get("kind", node_name)
-        if kind not in KINDS:
-            raise ValueError(f"graph {d.get('name')!r}: node {node_name!r} has kind {kind!r}; "
-                             f"kinds: {', '.join(KINDS)}")
-        unknown = set(spec) - {"kind", "params", "remaps", "terminal", "required", "enabled"}
-        if unknown:
-            raise ValueError(f"graph {d.get('name')!r}: node {node_name!r} has unknown keys {sorted(unknown)}")
+        if kind not in NODES:
+            raise ValueError(f"{where}: node {node_name!r} has kind {kind!r}; kinds: {', '.join(NODES)}")
+        try:
+            check_params(kind, dict(spec.get("params") or {}), node_name)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
         nodes.append(NodeEntry(node_name, kind, dict(spec.get("params") or {}), dict(spec.get("remaps") or {}),
                                bool(spec.get("terminal", False)), bool(spec.get("required", True))))
     if not nodes:

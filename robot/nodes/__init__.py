@@ -1,34 +1,42 @@
 """realloop's ROS 2 nodes, each a module with a Node subclass and ``main(argv)``; ``realloop-node KIND`` runs one.
 
-Kinds: camera, sim_mirror, recorder, teleop, policy_runner, safety_filter.
+Kinds: camera, driver, sim_mirror, recorder, teleop, policy_runner, safety_filter (``NODES``).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import realloop.sim  # noqa: F401 - first, so it picks a headless GL backend before any node imports MuJoCo
+from realloop.registry import Registry
 
-from ..args import load_node_config, merge, parse_node_args
+from ..args import check_params, load_node_config, merge, parse_node_args
 from ..node import Node
 
-KINDS = ("camera", "sim_mirror", "recorder", "teleop", "policy_runner", "safety_filter")
+NODES = Registry("node kind", {
+    kind: f"realloop.robot.nodes.{kind}:main"
+    for kind in ("camera", "driver", "sim_mirror", "recorder", "teleop", "policy_runner", "safety_filter")
+})
 
 
 def run_node(kind: str, factory: Callable[..., Node], argv: list[str] | None = None) -> int:
     """Build a node from its config and command line, spin it until SIGINT/SIGTERM, close it. Exit code 0 on a
-    clean stop, 2 on a bad config (the message names the parameter)."""
-    args = parse_node_args(sys.argv[1:] if argv is None else argv)
+    clean stop, 2 on a bad command line or config (the message names the parameter). The parameters are checked
+    against the kind's declaration (:func:`realloop.robot.args.check_params`) before the node is built."""
+    try:
+        args = parse_node_args(sys.argv[1:] if argv is None else argv)
+    except (ValueError, OSError) as e:
+        print(f"realloop-node {kind}: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=(args.log_level or "info").upper(),
                         format=f"[%(levelname)s] [{kind}] %(message)s")
     params = merge(load_node_config(kind), args.overrides)
     try:
-        node = factory(name=args.name or params.pop("name", kind), params=params, namespace=args.namespace,
+        check_params(kind, params)
+        node = factory(name=args.name or params.pop("name", None) or kind, params=params, namespace=args.namespace,
                        remaps=args.remaps)
     except (ValueError, FileNotFoundError, KeyError) as e:
         logging.getLogger(kind).error("%s", e)
@@ -49,8 +57,7 @@ def run_node(kind: str, factory: Callable[..., Node], argv: list[str] | None = N
 def main(argv: list[str] | None = None) -> int:
     """``realloop-node KIND [key=value ...] [--ros-args ...]``."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in KINDS:
-        print(f"usage: realloop-node {{{','.join(KINDS)}}} [key=value ...] [--ros-args ...]", file=sys.stderr)
+    if not argv or argv[0] not in NODES:
+        print(f"usage: realloop-node {{{','.join(NODES)}}} [key=value ...] [--ros-args ...]", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"{__name__}.{argv[0]}")
-    return module.main(argv[1:])
+    return NODES.get(argv[0])(argv[1:])

@@ -165,9 +165,7 @@ def open_source(params: Mapping[str, Any]) -> tuple[cv2.VideoCapture, str, bool]
         return cap, f"file {path}", False
     if source != "device":
         raise ValueError(f"param 'source' must be 'device' or 'file', got {source!r}")
-    dev = _get(params, "device", 0)
-    if isinstance(dev, bool) or not isinstance(dev, (int, str)):
-        raise ValueError(f"param 'device' must be an index, a /dev/video path or a capture URL, got {dev!r}")
+    dev = _get(params, "device", 0)  # an int or a str: run_node checks the declared types
     if isinstance(dev, str) and dev.startswith("/dev/") and not Path(dev).exists():
         raise ValueError(f"camera device {dev} (param 'device') does not exist")
     cap = cv2.VideoCapture(dev)

@@ -32,17 +32,32 @@ import json
 import sys
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from realloop.data.align import last_at_or_before
+
 from ..msgs import Bool, CompressedImage, Float64MultiArray, Image, JointState, String
 from ..node import Node
+from ..observation import STATE, JointStateObserver
 from ..recorder.streams import InvalidSample, message_to_rgb
+from ..spec import load_robot_spec
+from ..targets import JOINT_MODES, JointTargets, joint_action_names
 from . import run_node
 from .chunk_schedule import ChunkSchedule
-from .sim_mirror import task_model_env
+
+ENV_STATE = "observation.environment_state"
+MAX_TRACE_TICKS = 100_000  # a trace is for checking and debugging runs, not for hours
+
+
+def task_model_env(task: str, control_mode: str | None = None, robot: str | None = None) -> Any:
+    """The sim task model the runner keeps in sync with the robot (MuJoCo; imported only when a task is set)."""
+    from .sim_mirror import task_model_env as make
+
+    return make(task, control_mode, robot=robot)
 
 
 class StreamBuffer:
@@ -59,8 +74,8 @@ class StreamBuffer:
         self.values.append(value)
 
     def at(self, t: float) -> tuple[float, Any] | None:
-        """The last sample at or before ``t`` (None if there is none)."""
-        i = int(np.searchsorted(np.fromiter(self.stamps, float, len(self.stamps)), t, side="right")) - 1
+        """The last sample at or before ``t`` (None if there is none): the dataset's alignment rule."""
+        i = int(last_at_or_before(np.fromiter(self.stamps, float, len(self.stamps)), t))
         return None if i < 0 else (self.stamps[i], self.values[i])
 
 
@@ -123,28 +138,57 @@ class PolicyRunner(Node):
         super().__init__(name, params, **kw)
         from realloop.policies.base import make_policy
 
-        self.env = task_model_env(str(self.param("task", "arm_lift")), self.param("control_mode"))
-        self.u = self.env.unwrapped
-        self.robot, self.spec = self.u.robot, self.u.robot.spec
-        topics = self.param("cameras") or {c.name: f"/{c.name}/image_raw/compressed" for c in self.spec.cameras}
+        task, robot = self.param("task"), self.param("robot")
+        policy_cfg = dict(self.param("policy") or {"kind": "expert"})
+        self.rate = 0.0
+        topics = self.param("cameras")
+        if task:  # a model of the task (MuJoCo): the scripted expert, the task's own environment state
+            self.env = task_model_env(str(task), self.param("control_mode"), robot=robot)
+            self.u = self.env.unwrapped
+            self.robot, self.spec, self.mode = self.u.robot, self.u.robot.spec, self.u.action_mode
+        else:
+            if not robot:
+                raise ValueError("param 'robot' (a robot spec name or path) is needed when 'task' is null")
+            if policy_cfg.get("kind") != "checkpoint":
+                raise ValueError(f"policy kind {policy_cfg.get('kind')!r} needs a task model: set 'task', or run a "
+                                 "checkpoint (policy.kind=checkpoint policy.path=RUN)")
+            self.env = self.u = None
+            self.spec = load_robot_spec(str(robot))
+        topics = topics or {c.name: f"/{c.name}/image_raw/compressed" for c in self.spec.cameras}
         topics = {str(k): str(v) for k, v in dict(topics).items() if v}
-        self.policy = make_policy(dict(self.param("policy", {"kind": "expert"})), self.u,
-                                  provided={IMAGES + c for c in topics})
-        self.log.info("policy %s loaded: %s", type(self.policy).__name__, dict(self.param("policy", {})))
+        # observation.<name> -> topic (the keys leave out "observation.": ROS parameter names split at dots)
+        self.feature_topics = {f"observation.{k}": str(v) for k, v in dict(self.param("topics") or {}).items() if v}
+        provided = {IMAGES + c for c in topics}
+        if self.u is None:
+            provided |= {STATE, *self.feature_topics}
+        self.policy = make_policy(policy_cfg, self.u, provided=provided)
+        self.log.info("policy %s loaded: %s", type(self.policy).__name__, policy_cfg)
         threads = self.param("torch_threads", 1)
         if threads and "torch" in sys.modules:  # inference shares the robot computer with the other nodes
             sys.modules["torch"].set_num_threads(int(threads))
-        self._set_workspace(self.param("workspace"))
         self.rate = float(self.param("rate_hz") or self.spec.control_rate_hz)
+        self.kinematics = None  # a MuJoCo model of the robot alone: ee_delta's IK
+        self.observer = JointStateObserver(self.spec, [])  # joint values by name (task mode: the model observes)
+        if self.u is None:
+            self._build_robot_model()
+        self._set_workspace(self.param("workspace_margin"))
         self.offsets = dict(self.param("offsets", {}) or {})
         self.max_state_age = float(self.param("max_state_age", 0.5))
 
         self.joints = StreamBuffer()
-        self.env_state = StreamBuffer()
         self.create_subscription("/joint_states", JointState, self._on_joint_states)
-        if self.u.env_state_names:
-            self.create_subscription(str(self.param("environment_state_topic", "/sim/environment_state")),
-                                     Float64MultiArray, self._on_env_state)
+        # numeric features (Float64MultiArray topics; no header: stamped on arrival with this node's clock)
+        self.numeric: dict[str, StreamBuffer] = {}
+        needed = [k for k in self._policy_keys() if k != STATE and not k.startswith(IMAGES)]
+        if self.u is not None:
+            needed = [ENV_STATE] if self.u.env_state_names else []
+        for key in needed:
+            if key not in self.feature_topics:
+                raise ValueError(f"the policy needs feature {key!r}: map it to a Float64MultiArray topic in param "
+                                 f"'topics' (topics.{key.removeprefix('observation.')}=/my/topic)")
+            buf = self.numeric[key] = StreamBuffer()
+            self.create_subscription(self.feature_topics[key], Float64MultiArray,
+                                     lambda m, b=buf: b.add(self.now(), np.asarray(m.data, dtype=float)))
         # the policy's image features, from camera topics: feature -> (camera, topic, frames, (H, W, C))
         shapes = self.policy.image_shapes() if hasattr(self.policy, "image_shapes") else {}
         self.cameras: dict[str, tuple[str, str, StreamBuffer, tuple[int, ...]]] = {}
@@ -158,10 +202,11 @@ class PolicyRunner(Node):
             self.cameras[key] = (cam, topic, buf, shape)
         self.max_image_age = float(self.param("max_image_age", 0.5))
         self.create_subscription("/intervention", Bool, self._on_intervention)
-        self.create_subscription("/sim/status", String, self._on_sim_status, qos="latched")
+        if self.u is not None:  # a sim task's mirror reports success and episode resets
+            self.create_subscription("/sim/status", String, self._on_sim_status, qos="latched")
 
         prefix = str(self.param("command_prefix", "/unsafe")).rstrip("/")
-        ctrl = self.spec.command.controller if self.spec.command else "joint_controller"
+        ctrl = self.spec.command.controller
         self.cmd_pub = self.create_publisher(f"{prefix}/{ctrl}/commands", Float64MultiArray)
         self.grip_pub = (self.create_publisher(f"{prefix}/{self.spec.gripper.controller}/commands", Float64MultiArray)
                          if self.robot.has_gripper and self.spec.gripper.controller else None)
@@ -187,7 +232,7 @@ class PolicyRunner(Node):
         self.sim_episode: int | None = None
         self.stop_on_success = bool(self.param("stop_on_success", True))
         limit = self.param("max_episode_s")
-        self.max_episode_s = float(limit) if limit not in (None, "null") else None
+        self.max_episode_s = float(limit) if limit is not None else None
         if self.max_episode_s is not None and not self.max_episode_s > 0:
             raise ValueError(f"param 'max_episode_s' must be > 0 s or null (no limit), got {limit!r}")
         self.episode_start: float | None = None  # node-clock time of the episode's first action
@@ -196,35 +241,57 @@ class PolicyRunner(Node):
         self.stale = 0
         self.rebased = 0  # arm steps started from the filter's target instead of this node's
         self.rebased_gripper = 0  # gripper targets the filter changed (ramped, clamped, rejected)
+        trace = self.param("trace")
+        self.trace_path = Path(str(trace)) if trace else None
+        self.trace: list[tuple[float, dict[str, np.ndarray]]] = []
         self.create_timer(1.0 / self.rate, self.tick)
         self._status("waiting")
 
-    def _set_workspace(self, ws: Any) -> None:
-        """End-effector targets clipped into the box (ee_delta): a step that would leave the safety filter's box
-        keeps its in-box part; sent whole, the filter would reject it, and a policy pressing on in the same
-        direction would have every later command rejected too."""
-        if not ws:
-            return
-        from realloop.sim.control import EEDelta
+    def _policy_keys(self) -> list[str]:
+        return list(getattr(self.policy, "obs_keys", []))
 
-        mode = self.u.action_mode
-        if not isinstance(mode, EEDelta):
-            self.log.warning("param 'workspace' clips end-effector targets of ee_delta control; %s ignores it",
-                             type(mode).__name__)
+    def _build_robot_model(self) -> None:
+        """Without a task: the state from the checkpoint's state names, and the action mode from its action names
+        (joint modes need only the spec; ee_delta and ee.* state entries need the MJCF's kinematics)."""
+        features = self.policy.policy.features
+        mode = self.param("control_mode")
+        action_names = list(features["action"].names or [])
+        if mode is None:
+            candidates = {m: joint_action_names(self.spec, m) for m in JOINT_MODES}
+            mode = next((m for m, names in candidates.items() if names == action_names), "ee_delta")
+        state_names = list(features[STATE].names or []) if STATE in features else []
+        self.observer = JointStateObserver(self.spec, state_names)
+        if mode == "ee_delta":
+            from realloop.sim.control import make_action_mode
+            from realloop.sim.robot import SimRobot
+
+            self.kinematics = SimRobot.from_spec(self.spec, "ee_delta control")
+            self.kinematics.control_dt = 1.0 / self.rate  # its action mode's per-step bounds: the runner's period
+
+            self.robot = self.kinematics
+            self.mode = make_action_mode("ee_delta", self.kinematics)
+        else:
+            self.robot = self.mode = JointTargets(self.spec, str(mode), self.rate)
+        if list(self.mode.names) != action_names:
+            raise ValueError(f"the checkpoint's actions are {action_names}; control mode {mode!r} of robot "
+                             f"{self.spec.name!r} has {list(self.mode.names)}: set control_mode to the training data's")
+
+    def _set_workspace(self, margin: Any) -> None:
+        """End-effector targets clipped into the spec's workspace box, ``margin`` m inside it (ee_delta): a step
+        that would leave the safety filter's box keeps its in-box part; sent whole, the filter would reject it,
+        and a policy pressing on in the same direction would have every later command rejected too."""
+        from_box = self.spec.workspace
+        if margin is None or from_box is None or self.mode.name != "ee_delta":
             return
         try:
-            mode.set_workspace(ws["min"], ws["max"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"param 'workspace' must be {{min: [x, y, z], max: [x, y, z]}} or null, got {ws!r} "
-                             f"({e})") from None
+            box = from_box.inset(float(margin))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"param 'workspace_margin' must be a number of m or null, got {margin!r} ({e})") from None
+        self.mode.set_workspace(box.min, box.max)
 
     # --- inputs --------------------------------------------------------------------------------------------
     def _on_joint_states(self, msg: JointState) -> None:
         self.joints.add(msg.header.stamp.to_sec(), msg)
-
-    def _on_env_state(self, msg: Float64MultiArray) -> None:
-        # Float64MultiArray has no header: its samples are stamped on arrival with this node's clock
-        self.env_state.add(self.now(), np.asarray(msg.data, dtype=float))
 
     def _on_intervention(self, msg: Bool) -> None:
         if msg.data != self.paused:
@@ -270,21 +337,22 @@ class PolicyRunner(Node):
         if js is None or t - js[0] > self.max_state_age:
             return None
         msg: JointState = js[1]
-        index = {n: i for i, n in enumerate(msg.name)}
-        try:
-            q = np.array([msg.position[index[n]] for n in self.spec.joint_names])
-            v = (np.array([msg.velocity[index[n]] for n in self.spec.joint_names])
-                 if len(msg.velocity) == len(msg.name) else None)
-            g = msg.position[index[self.spec.gripper.joints[0]]] if self.robot.has_gripper else None
-        except KeyError as e:
-            raise ValueError(f"/joint_states lacks joint {e}; it has {msg.name}") from None
-        self.u.sync_robot(q, v, g)
-        if self.u.env_state_names:
-            es = self.env_state.at(t - float(self.offsets.get("environment_state", 0.0)))
-            if es is None or t - es[0] > self.max_state_age:
+        q, v, g = self.observer.joint_values(msg)
+        numeric = {}
+        for key, buf in self.numeric.items():
+            sample = buf.at(t - float(self.offsets.get(key.rsplit(".", 1)[-1], 0.0)))
+            if sample is None or t - sample[0] > self.max_state_age:
                 return None
-            self.u.set_task_state(es[1])
-        obs = self.u._observe()
+            numeric[key] = sample[1]
+        if self.u is not None:
+            self.u.sync_robot(q, v, g)
+            if ENV_STATE in numeric:
+                self.u.set_task_state(numeric[ENV_STATE])
+            obs = self.u.observation()
+        else:
+            obs = {k: np.asarray(x, dtype=np.float32) for k, x in numeric.items()}
+            if self.observer.names:
+                obs[STATE] = self.observer(msg)
         for key, (cam, topic, buf, shape) in self.cameras.items():
             frame = buf.at(t - float(self.offsets.get(cam, 0.0)))
             if frame is None or t - frame[0] > self.max_image_age:
@@ -317,6 +385,8 @@ class PolicyRunner(Node):
                                  "missing or older than its max age)", t)
             self._status("waiting")
             return
+        if self.trace_path is not None and len(self.trace) < MAX_TRACE_TICKS:
+            self.trace.append((t, {k: v for k, v in obs.items() if not k.startswith(IMAGES)}))
         self.policy.observe(obs)
         self._rebase()
         chunks = self.schedule.chunks
@@ -331,7 +401,7 @@ class PolicyRunner(Node):
             return
         if self.episode_start is None:
             self.episode_start = t
-        q, g = self.u.action_mode.targets(np.asarray(action, dtype=np.float32))
+        q, g = self.mode.targets(np.asarray(action, dtype=np.float32))
         self.robot.command(q, g)  # the model's targets: the base of the next ee_delta step
         self._send(self.cmd_pub, self.arm_echo, self.robot.joint_targets())
         if self.grip_pub is not None and g is not None:
@@ -377,6 +447,15 @@ class PolicyRunner(Node):
             "inference_ms_mean": float(np.mean(ms)) if ms else None, "inference_ms_max": max(ms) if ms else None,
             "lead": s.lead, "dropped": s.dropped, "waits": s.waits})))
 
+    def _write_trace(self) -> None:
+        """The observations this node built, per tick: ``t`` and one array per numeric feature (npz, no pickle)."""
+        arrays: dict[str, np.ndarray] = {"t": np.array([t for t, _ in self.trace])}
+        for key in self.trace[0][1] if self.trace else ():
+            arrays[key] = np.stack([obs[key] for _, obs in self.trace])
+        self.trace_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(self.trace_path, **arrays)
+        self.log.info("trace of %d observations written to %s", len(self.trace), self.trace_path)
+
     def close(self) -> None:
         s = self.schedule
         ms = self._inference_ms()
@@ -385,7 +464,10 @@ class PolicyRunner(Node):
                       f"{np.mean(ms):.0f}" if ms else "-", len(ms), s.dropped, s.waits, self.rebased,
                       self.rebased_gripper)
         self.schedule.close()
-        self.env.close()
+        if self.trace_path is not None:
+            self._write_trace()
+        if self.env is not None:
+            self.env.close()
         super().close()
 
 

@@ -77,7 +77,7 @@ def load_robot(name: Any) -> tuple[Any, dict[str, Any] | None]:
     """(RobotSpec, the spec file as a mapping) for a robot name or spec path; (None, None) for none."""
     if not name:
         return None, None
-    from realloop.sim.spec import load_robot_spec
+    from realloop.robot.spec import load_robot_spec
 
     spec = load_robot_spec(str(name))
     raw = yaml.safe_load(spec.source.read_text()) if spec.source else {"name": spec.name}
@@ -111,9 +111,7 @@ class RecorderNode(Node):
         source = str(params.get("source") or "teleop")
         if source not in SOURCES:
             raise ValueError(f"param 'source' must be one of {SOURCES}, got {source!r}")
-        attributes = params.get("attributes") or {}
-        if not isinstance(attributes, Mapping):
-            raise ValueError(f"param 'attributes' must be a mapping (operator, scene...), got {attributes!r}")
+        attributes = params.get("attributes") or {}  # a mapping: run_node checks the declared types
         robot, robot_raw = load_robot(params.get("robot"))
         dead_after = _seconds(params, "dead_after", 1.0)
         specs = parse_streams(load_streams_config(params), robot, dead_after)

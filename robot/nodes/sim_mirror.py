@@ -55,9 +55,10 @@ def sim_domain_id(params: Mapping[str, Any]) -> int:
     return int(os.environ.get("REALLOOP_SIM_DOMAIN_ID", params.get("sim_domain_id", DEFAULT_SIM_DOMAIN)))
 
 
-def task_model_env(task: str, control_mode: str | None = None, seed: int | None = None) -> gym.Env:
+def task_model_env(task: str, control_mode: str | None = None, seed: int | None = None,
+                   robot: str | None = None) -> gym.Env:
     """A task's env (never terminating) in ``control_mode`` (default: the task config's); ``task`` is a task config
-    name (arm_lift) or a gymnasium id."""
+    name (arm_lift) or a gymnasium id; ``robot`` a robot spec name or path in place of the task's."""
     import realloop.sim  # noqa: F401 - registers the realloop/ ids
 
     kwargs: dict[str, Any] = {}
@@ -70,6 +71,8 @@ def task_model_env(task: str, control_mode: str | None = None, seed: int | None 
     kwargs.pop("max_episode_steps", None)
     if control_mode:
         kwargs["control_mode"] = control_mode
+    if robot:
+        kwargs["robot"] = str(robot)
     env = gym.make(task, terminate_on_success=False, **kwargs)
     env.reset(seed=seed)
     return env

@@ -59,7 +59,7 @@ class TeleopNode(Node):
     # ------------------------------------------------------------------------------------------ setup
 
     def _setup(self, stdin_fd: int | None) -> None:
-        from realloop.sim.spec import load_robot_spec
+        from realloop.robot.spec import load_robot_spec
 
         device = str(self.param("device", "keyboard"))
         if device not in DEVICES:

@@ -15,7 +15,10 @@ Keys of a spec:
 
 - ``topic`` (required), ``type`` (required): JointState, Float64MultiArray, Image, CompressedImage, Imu,
   TwistStamped, Twist, PoseStamped, Joy, Bool (short names or ``pkg/msg/Name``).
-- ``field``: what to extract (see :data:`FIELDS`; each type has a default).
+- ``field``: what to extract (see :data:`FIELDS`; each type has a default). JointState's ``state`` is the
+  robot's ``observation.state`` (joint positions, velocities, gripper opening, end-effector pose by forward
+  kinematics where the spec has an MJCF), built exactly as the policy runner builds it live; ``names`` may
+  choose its entries.
 - ``joints``: JointState only, the joints to keep, in this order (messages are reordered by name); or
   ``robot.joint_states`` (the robot spec's joints, then its gripper joint: the ``/joint_states`` convention)
   or ``robot.joints`` (the spec's arm joints, the command order).
@@ -144,7 +147,9 @@ def _twist_fields(prefix: str) -> dict[str, FieldDef]:
 
 # Per message type: its fields, the first being the default. Images have the single field "image".
 FIELDS: dict[str, dict[str, FieldDef]] = {
-    "JointState": {f: FieldDef(lambda m, f=f: getattr(m, f)) for f in ("position", "velocity", "effort")},
+    "JointState": {**{f: FieldDef(lambda m, f=f: getattr(m, f)) for f in ("position", "velocity", "effort")},
+                   # the robot's observation.state (realloop.robot.observation.JointStateObserver), built per stream
+                   "state": FieldDef(lambda m: m)},
     "Float64MultiArray": {"data": FieldDef(lambda m: m.data)},
     "Image": {"image": FieldDef(lambda m: m)},
     "CompressedImage": {"image": FieldDef(lambda m: m)},
@@ -205,6 +210,7 @@ class StreamSpec:
     passthrough: bool = True
     latch: bool = False
     dead_after: float | None = None
+    convert: Callable[[Any], np.ndarray] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     # -- derived -----------------------------------------------------------------------------------------
     @property
@@ -267,6 +273,11 @@ class StreamSpec:
             return self._compressed(msg)
         if self.msg_type == "Image":
             return self._check_image(image_to_rgb(msg))
+        if self.convert is not None:
+            try:
+                return self.convert(msg)
+            except ValueError as e:
+                raise InvalidSample(f"{self.topic}: {e}") from None
         value = np.asarray(FIELDS[self.msg_type][self.field].get(msg))
         if self.joints is not None:
             value = self._reorder(msg, value)
@@ -495,6 +506,8 @@ def parse_stream(name: str, spec: Any, robot: Any = None, dead_after: float | No
             if spec.get(key) is not None:
                 raise fail(f"'{key}' applies to image streams only")
         fdef = fields[fld]
+        if msg_type == "JointState" and fld == "state":
+            return _state_stream(common, spec, robot, fail)
         joints = names_of("joints")
         if joints is not None and msg_type != "JointState":
             raise fail("'joints' applies to JointState streams only; use 'names' to label entries")
@@ -528,3 +541,25 @@ def parse_stream(name: str, spec: Any, robot: Any = None, dead_after: float | No
         except SchemaError as e:
             raise fail(str(e)) from None
     return out
+
+
+def _state_stream(common: dict[str, Any], spec: Mapping[str, Any], robot: Any,
+                  fail: Callable[[str], StreamConfigError]) -> StreamSpec:
+    """A JointState stream recorded as the robot's ``observation.state`` (``names``: its entries, default the
+    robot's full state), built as the policy runner builds it live."""
+    from realloop.robot.observation import JointStateObserver
+
+    if robot is None:
+        raise fail("field 'state' builds the robot's observation.state: set the recorder's 'robot' parameter")
+    for key in ("joints", "shape", "units"):
+        if spec.get(key) is not None:
+            raise fail(f"'{key}' does not apply to field 'state' (its entries are the state's 'names')")
+    names = spec.get("names")
+    if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
+        raise fail(f"'names' of field 'state' lists state entries (e.g. [shoulder_pan.pos, ee.z]), got {names!r}")
+    try:
+        observer = JointStateObserver(robot, names)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    return StreamSpec(**common, shape=(len(observer.names),), dtype="float32", names=tuple(observer.names),
+                      convert=observer)

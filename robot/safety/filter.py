@@ -7,8 +7,8 @@ is unit-testable. Rules, in the order they are applied to an arm command (joint 
 2. wrong length or any NaN/inf: rejected.
 3. any joint outside the spec's position limits: **rejected**, not clamped. A policy asking for an
    unreachable position is wrong, and clamping would silently send a different pose than the one it checked.
-4. end effector (MuJoCo forward kinematics of the spec's MJCF at ``spec.ee_site``) outside the workspace box:
-   rejected. Robots without an ``ee_site`` have no box.
+4. end effector (MuJoCo forward kinematics of the spec's MJCF at ``spec.ee_site``) outside the spec's
+   ``workspace`` box: rejected. Robots whose spec has no workspace have no box.
 5. no reference yet (nothing sent and no measured state): rejected, since the step cannot be limited.
 6. rate limit: the step from the last sent command is limited per joint to ``max_step`` and to an allowance that
    accrues at ``velocity * velocity_scale`` and is spent by each step (a token bucket holding at most
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from realloop.sim.spec import RobotSpec
+from realloop.robot.spec import RobotSpec
 
 OK, HOLD, ESTOP = "ok", "hold", "estop"
 BURST_STEPS = 2.0  # the rate limit's allowance holds this many max_steps: one command of jitter tolerance
@@ -65,8 +65,6 @@ class SafetyConfig:
     max_step: float | tuple[float, ...] | None = None  # rad (or m) per command, one value or one per joint
     velocity_scale: float = 1.0  # fraction of the spec's velocity limits allowed
     gripper_max_step: float | None = None
-    workspace_min: tuple[float, float, float] | None = None  # end-effector box in the world frame, m
-    workspace_max: tuple[float, float, float] | None = None
     log_period: float = 1.0  # s between log lines of one rejection reason
 
     @classmethod
@@ -87,30 +85,12 @@ class SafetyConfig:
             max_step = tuple(num(f"max_step[{i}]", v) for i, v in enumerate(max_step))
         else:
             max_step = num("max_step", max_step, allow_none=True)
-        ws = params.get("workspace")
-        ws_min = ws_max = None
-        if ws is not None:
-            if not isinstance(ws, Mapping) or set(ws) != {"min", "max"}:
-                raise ValueError(f"safety_filter: workspace must be null or {{min: [x, y, z], max: [x, y, z]}}, "
-                                 f"got {ws!r}")
-            box = []
-            for key in ("min", "max"):
-                v = ws[key]
-                if not isinstance(v, (list, tuple)) or len(v) != 3:
-                    raise ValueError(f"safety_filter: workspace.{key} must be [x, y, z], got {v!r}")
-                box.append(tuple(num(f"workspace.{key}[{i}]", x, positive=False) for i, x in enumerate(v)))
-            ws_min, ws_max = box
-            if not all(lo < hi for lo, hi in zip(ws_min, ws_max, strict=True)):
-                raise ValueError(f"safety_filter: workspace.min {list(ws_min)} must be < workspace.max "
-                                 f"{list(ws_max)} on every axis")
         return cls(
             watchdog_timeout=num("watchdog_timeout", params.get("watchdog_timeout", 0.5)),
             command_period=num("command_period", params.get("command_period"), allow_none=True),
             max_step=max_step,
             velocity_scale=num("velocity_scale", params.get("velocity_scale", 1.0)),
             gripper_max_step=num("gripper_max_step", params.get("gripper_max_step"), allow_none=True),
-            workspace_min=ws_min,
-            workspace_max=ws_max,
             log_period=num("log_period", params.get("log_period", 1.0), positive=False),
         )
 
@@ -175,12 +155,9 @@ class SafetyFilter:
 
         self._fk = None
         self.box: tuple[np.ndarray, np.ndarray] | None = None
-        if cfg.workspace_min is not None and cfg.workspace_max is not None:
-            if spec.ee_site is None:
-                self.log.warning("robot %r has no ee_site: the workspace box is not checked", spec.name)
-            else:
-                self.box = (np.array(cfg.workspace_min), np.array(cfg.workspace_max))
-                self._fk = _ForwardKinematics(spec)
+        if spec.workspace is not None:  # the spec guarantees an ee_site and an MJCF with it
+            self.box = (np.array(spec.workspace.min), np.array(spec.workspace.max))
+            self._fk = _ForwardKinematics(spec)
 
         self.counters: dict[str, Any] = {"accepted": 0, "clamped": 0, "watchdog": 0, "estops": 0, "resets": 0,
                                          "gripper_accepted": 0, "gripper_clamped": 0, "rejected": {}}
@@ -416,8 +393,10 @@ class _ForwardKinematics:
     def __init__(self, spec: RobotSpec) -> None:
         import mujoco
 
+        from realloop.sim.mjcf import load_model  # first: realloop.sim picks the GL backend before MuJoCo loads
+
         self._mj = mujoco
-        self.model = spec.load_model()
+        self.model = load_model(spec, "the workspace check (forward kinematics)")
         self.data = mujoco.MjData(self.model)
         self.qpos_adr = np.array([self.model.jnt_qposadr[self.model.joint(j.name).id] for j in spec.joints])
         self.site = self.model.site(spec.ee_site).id

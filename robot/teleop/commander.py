@@ -17,9 +17,10 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from realloop.robot.spec import RobotSpec
 from realloop.sim.control import EEDelta, IKConfig
+from realloop.sim.mjcf import load_model
 from realloop.sim.robot import SimRobot
-from realloop.sim.spec import RobotSpec
 
 from .intents import MOTION_AXES, Event, Intent
 
@@ -44,7 +45,7 @@ class ArmCommander:
                         ("joint_speed", joint_speed), ("home_speed", home_speed)):
             if not v > 0:
                 raise ValueError(f"teleop {name} must be > 0, got {v}")
-        model = spec.load_model()
+        model = load_model(spec, "teleoperating an arm by end-effector motion (differential IK)")
         robot = SimRobot(spec, model, mujoco.MjData(model))
         robot.reset()
         # this robot never steps physics: its control period is the teleop period, which is what EEDelta's

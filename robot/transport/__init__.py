@@ -9,10 +9,12 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
+from realloop.registry import Registry
+
 from .qos import CLOCK, LATCHED, RELIABLE, SENSOR, QoS, qos_profile
 
-__all__ = ["CLOCK", "LATCHED", "RELIABLE", "SENSOR", "QoS", "Transport", "make_transport", "qos_profile",
-           "rclpy_available"]
+__all__ = ["CLOCK", "LATCHED", "RELIABLE", "SENSOR", "TRANSPORTS", "QoS", "Transport", "make_transport",
+           "qos_profile", "rclpy_available"]
 
 
 class Transport(Protocol):
@@ -39,24 +41,28 @@ def rclpy_available() -> bool:
     return True
 
 
+def auto_transport(node_name: str, domain_id: int, localhost_only: bool) -> Transport:
+    """Transport ``auto``: rclpy when it imports (ROS 2 sourced), else dds."""
+    return TRANSPORTS.get("rclpy" if rclpy_available() else "dds")(node_name, domain_id, localhost_only)
+
+
+# kind -> class or factory, called as (node_name, domain_id, localhost_only)
+TRANSPORTS = Registry("transport", {
+    "auto": "realloop.robot.transport:auto_transport",
+    "dds": "realloop.robot.transport.dds:DdsTransport",
+    "rclpy": "realloop.robot.transport.rclpy_bridge:RclpyTransport",
+})  # fmt: skip
+
+
 def make_transport(kind: str, node_name: str, domain_id: int | None = None,
                    localhost_only: bool | None = None) -> Transport:
-    """``kind`` is ``auto`` (rclpy when it imports, else dds), ``dds`` or ``rclpy``.
+    """``kind`` is ``auto`` (rclpy when it imports, else dds), ``dds`` or ``rclpy`` (:data:`TRANSPORTS`).
     ``domain_id`` defaults to ROS_DOMAIN_ID (else 0); ``localhost_only`` to ROS_LOCALHOST_ONLY=1 or
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST."""
+    factory = TRANSPORTS.get(kind)
     if domain_id is None:
         domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
     if localhost_only is None:
         localhost_only = (os.environ.get("ROS_LOCALHOST_ONLY") == "1"
                           or os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST")
-    if kind == "auto":
-        kind = "rclpy" if rclpy_available() else "dds"
-    if kind == "dds":
-        from .dds import DdsTransport
-
-        return DdsTransport(node_name, domain_id, localhost_only)
-    if kind == "rclpy":
-        from .rclpy_bridge import RclpyTransport
-
-        return RclpyTransport(node_name, domain_id, localhost_only)
-    raise ValueError(f"unknown transport {kind!r}; use auto, dds or rclpy")
+    return factory(node_name, domain_id, localhost_only)

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
-from realloop.sim.envs.base import ROT6D_NAMES, RobotEnv, rot6d
+from realloop.robot.observation import ROT6D_NAMES, rot6d
+from realloop.sim.envs.base import RobotEnv
 
 GOAL_RGBA = (0.2, 0.8, 0.3, 0.45)
 

@@ -21,22 +21,15 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from realloop.robot.observation import STATE, StateBuilder, robot_groups, robot_readings
+from realloop.robot.spec import CameraSpec, RobotSpec, load_robot_spec
 from realloop.sim.control import make_action_mode
 from realloop.sim.randomize import DomainRandomizer, RandomizationConfig, parse_randomization
 from realloop.sim.render import CameraRenderer
 from realloop.sim.robot import SimRobot
-from realloop.sim.spec import CameraSpec, RobotSpec, load_robot_spec
 
-STATE = "observation.state"
 ENV_STATE = "observation.environment_state"
 IMAGES = "observation.images."
-ROT6D_NAMES = ("r11", "r21", "r31", "r12", "r22", "r32")
-
-
-def rot6d(xmat: np.ndarray) -> np.ndarray:
-    """The first two columns of a rotation matrix (MuJoCo's row-major 9-vector): a continuous orientation
-    feature, unlike quaternions (sign flips) or Euler angles (wrap-around)."""
-    return np.asarray(xmat).reshape(3, 3)[:, :2].T.reshape(6)
 
 
 class RobotEnv(gym.Env):
@@ -76,7 +69,7 @@ class RobotEnv(gym.Env):
         action: Mapping[str, float] | None = None,
     ) -> None:
         robot_spec: RobotSpec = load_robot_spec(robot or self.robot_name)
-        scene = mujoco.MjSpec.from_file(str(robot_spec.mjcf))
+        scene = mujoco.MjSpec.from_file(str(robot_spec.require_mjcf("a sim task")))
         self._build_scene(scene)
         self.model = scene.compile()
         self.data = mujoco.MjData(self.model)
@@ -85,6 +78,7 @@ class RobotEnv(gym.Env):
         self.action_space = self.action_mode.space
         self.terminate_on_success = self.ends_on_success if terminate_on_success is None else terminate_on_success
 
+        self._state = StateBuilder(self.state_names, self._state_groups())
         self.cameras: list[CameraSpec] = self._select_cameras(cameras)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         spaces: dict[str, gym.spaces.Space] = {
@@ -156,25 +150,25 @@ class RobotEnv(gym.Env):
 
     # ------------------------------------------------------------------------------------------ robot state
 
+    def _state_groups(self) -> dict[str, list[str]]:
+        """The robot's reading groups (realloop.robot.observation): joints, gripper, end effector."""
+        return robot_groups(self.robot.spec, ee=self.robot.ee_site_id >= 0)
+
+    def _state_readings(self) -> dict[str, np.ndarray]:
+        r = self.robot
+        sid = r.ee_site_id
+        return robot_readings(r.joint_positions(), r.joint_velocities(),
+                              r.gripper_opening() if r.has_gripper else None,
+                              self.data.site_xpos[sid] if sid >= 0 else None,
+                              self.data.site_xmat[sid] if sid >= 0 else None)
+
     @property
     def state_names(self) -> list[str]:
-        """Names of the observation.state entries."""
-        spec = self.robot.spec
-        names = [f"{n}.pos" for n in spec.joint_names] + [f"{n}.vel" for n in spec.joint_names]
-        if self.robot.has_gripper:
-            names.append("gripper.pos")
-        if self.robot.ee_site_id >= 0:
-            names += ["ee.x", "ee.y", "ee.z", *(f"ee.{n}" for n in ROT6D_NAMES)]
-        return names
+        """Names of the observation.state entries: every reading group's, in order."""
+        return [n for names in self._state_groups().values() for n in names]
 
     def _robot_state(self) -> np.ndarray:
-        parts = [self.robot.joint_positions(), self.robot.joint_velocities()]
-        if self.robot.has_gripper:
-            parts.append([self.robot.gripper_opening()])
-        if self.robot.ee_site_id >= 0:
-            sid = self.robot.ee_site_id
-            parts += [self.data.site_xpos[sid], rot6d(self.data.site_xmat[sid])]
-        return np.concatenate(parts)
+        return self._state(self._state_readings())
 
     # ------------------------------------------------------------------------------------------ gymnasium API
 
@@ -203,6 +197,11 @@ class RobotEnv(gym.Env):
         reward, success, extra = self._evaluate()
         terminated = (success and self.terminate_on_success) or self._failed()
         return self._observe(), float(reward), bool(terminated), False, {"is_success": success, **extra}
+
+    def observation(self) -> dict[str, np.ndarray]:
+        """The observation of the current state (what ``step`` and ``reset`` return): how a model of the task
+        kept in sync with a real or mirrored one (``sync_robot``, ``set_task_state``) is read."""
+        return self._observe()
 
     def _observe(self) -> dict[str, np.ndarray]:
         state = self._robot_state().astype(np.float32)

@@ -40,16 +40,9 @@ class QuadWalkEnv(RobotEnv):
     min_height: ClassVar[float] = 0.15  # m, trunk centre above the floor (it stands at 0.31)
     min_upright: ClassVar[float] = 0.5  # trunk z axis . world z (cos of 60 degrees tilt)
 
-    @property
-    def state_names(self) -> list[str]:
-        names = self.robot.spec.joint_names
-        return [
-            *(f"{n}.pos" for n in names),
-            *(f"{n}.vel" for n in names),
-            *(f"imu.gyro.{a}" for a in AXES),
-            *(f"gravity.{a}" for a in AXES),
-            *(f"base.v{a}" for a in AXES),
-        ]
+    def _state_groups(self) -> dict[str, list[str]]:
+        return {**super()._state_groups(), "imu.gyro": [f"imu.gyro.{a}" for a in AXES],
+                "gravity": [f"gravity.{a}" for a in AXES], "base.v": [f"base.v{a}" for a in AXES]}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,17 +58,10 @@ class QuadWalkEnv(RobotEnv):
     def _trunk_rot(self) -> np.ndarray:
         return self.data.xmat[self.body_id("trunk")].reshape(3, 3)
 
-    def _robot_state(self) -> np.ndarray:
+    def _state_readings(self) -> dict[str, np.ndarray]:
         gravity = -self._trunk_rot()[2]  # world -z in the trunk frame: the last row of R, negated
-        return np.concatenate(
-            [
-                self.robot.joint_positions(),
-                self.robot.joint_velocities(),
-                self._sensor("imu_gyro"),
-                gravity,
-                self._sensor("imu_vel"),
-            ]
-        )
+        return {**super()._state_readings(), "imu.gyro": self._sensor("imu_gyro"), "gravity": gravity,
+                "base.v": self._sensor("imu_vel")}
 
     def _reset_task(self) -> None:
         self.command = self.np_random.uniform(self.command_low, self.command_high)

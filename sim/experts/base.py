@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from realloop.registry import Registry
 from realloop.sim.envs.base import RobotEnv
 
-# task class name -> "module:Expert" (imported on demand)
-EXPERTS = {
+# task class name -> its Expert class, called as Expert(task)
+EXPERTS = Registry("expert", {
     "ArmReachEnv": "realloop.sim.experts.arm:ReachExpert",
     "ArmLiftEnv": "realloop.sim.experts.arm:LiftExpert",
     "ArmPushTEnv": "realloop.sim.experts.arm:PushTExpert",
     "QuadWalkEnv": "realloop.sim.experts.gait:GaitExpert",
-}
+})  # fmt: skip
 
 
 class Expert:
@@ -43,5 +43,4 @@ def make_expert(env: gym.Env) -> Expert:
     name = type(task).__name__
     if name not in EXPERTS:
         raise ValueError(f"no scripted expert for {name}; experts exist for {', '.join(EXPERTS)}")
-    module, cls = EXPERTS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(task)
+    return EXPERTS.get(name)(task)

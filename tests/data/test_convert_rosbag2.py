@@ -14,6 +14,7 @@ import yaml
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from realloop.configs import config_file
 from realloop.data.convert import ConvertError, add_convert_arguments, run_convert
 from realloop.data.convert.rosbag2 import (
     TopicMapping,
@@ -29,7 +30,6 @@ TS = get_typestore(Stores.ROS2_HUMBLE)
 T = TS.types
 JOINTS = ["shoulder", "elbow", "wrist", "gripper"]
 H, W = 12, 16
-REPO = Path(__file__).resolve().parents[2]
 STORAGE = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 
 
@@ -337,7 +337,7 @@ def test_bad_input_gives_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_example_config_parses() -> None:
-    mappings, typestore = load_mappings(REPO / "configs" / "dataset" / "rosbag2_example.yaml")
+    mappings, typestore = load_mappings(config_file("dataset", "rosbag2_example"))
     assert typestore == "ros2_humble"
     by_feature = {m.feature: m for m in mappings}
     assert by_feature["observation.state"].topic == "/joint_states"

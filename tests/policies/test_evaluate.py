@@ -410,9 +410,16 @@ def test_eval_graph_runs_the_checkpoint_on_the_sim_graph(tiny_lift_checkpoint: t
     # the episode is committed either way: a success, or a failure 3 sim seconds after the first action
     assert episode["committed"] and Path(episode["recording"]).is_dir()
     assert episode["success"] or episode["duration_s"] >= 3.0
-    # the runner's and the filter's closing totals
-    assert any("[policy_runner] totals:" in t for t in episode["totals"])
-    assert any("[safety_filter] totals:" in t for t in episode["totals"])
+    # the nodes' last statuses, heard over DDS as data: the runner ended the episode the way the dataset records
+    runner, safety, recorder = (episode["status"][k] for k in ("policy_runner", "safety_filter", "recorder"))
+    assert runner["state"] == ("success" if episode["success"] else "timeout"), runner
+    assert runner["steps"] > 0 and runner["chunks"] > 0 and runner["inference_ms_mean"] is not None, runner
+    assert {"rebased", "rebased_gripper", "dropped", "waits", "lead"} <= runner.keys()
+    assert safety["counters"]["accepted"] > 0, safety  # the runner's commands went through the filter
+    assert safety["rejected_total"] == sum(safety["counters"]["rejected"].values())
+    assert recorder["last"]["outcome"] == "committed" and recorder["last"]["success"] == episode["success"], recorder
+    assert "totals" not in episode and "log_tail" not in episode
+    assert "[policy_runner]" in Path(episode["log"]).read_text()  # the launch's output: a log file for humans
     assert summary["successes"] == int(episode["success"])
     assert f"{summary['successes']}/1 episodes succeeded" in capsys.readouterr().out
 
@@ -435,3 +442,23 @@ def test_make_policy_needs_every_image_feature_observed_or_provided(tiny_lift_im
         assert agent.image_shapes() == {"observation.images.wrist": (32, 32, 3)}
     finally:
         env.close()
+
+
+def test_config_errors_exit_2_with_one_line_naming_the_key(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [
+        (["episodes=ten"], "key 'episodes' of the eval config must be an integer, got 'ten'"),
+        (["episodes=-3"], "episodes=-3 must be >= 1"),
+        (["num_envs=0"], "num_envs=0 must be >= 1"),
+        (["episdoes=3"], "unknown key 'episdoes' for the eval config (did you mean 'episodes'?); known: checkpoint, "),
+        (["vectorization=threads"], "vectorization='threads' must be one of 'sync', 'async'"),
+    ]  # fmt: skip
+    for args, message in cases:
+        monkeypatch.setattr(sys, "argv", ["realloop-eval", "checkpoint=/nonexistent", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, err
+        assert err.startswith(f"realloop-eval: error: {message}") and err.count("\n") == 1, err
+    cfg = compose_config(["obs_map={observation.state: {source: agent_pos}}", "progress=false"])
+    assert cfg.obs_map == {"observation.state": {"source": "agent_pos"}} and cfg.progress is False  # open mapping

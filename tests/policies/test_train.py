@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from realloop.data import Dataset
 from realloop.policies.checkpoint import load_policy
-from realloop.policies.train import batch_indices, compose_config, ema_decay, lr_factor, train
+from realloop.policies.train import batch_indices, compose_config, ema_decay, lr_factor, main, train
 from realloop.sim.collect import collect
 from realloop.sim.collect import compose_config as collect_config
 
@@ -147,6 +147,32 @@ def test_cli_prints_one_summary_line(lift_dataset: Path, tmp_path: Path) -> None
     bad = subprocess.run([str(exe), "policy=bc", f"out={tmp_path / 'x'}"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "dataset.path" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_config_errors_exit_2_with_one_line_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [
+        (["steps=ten"], "key 'steps' of the train config must be an integer, got 'ten'"),
+        (["steps=-3"], "steps=-3 must be >= 1"),
+        (["stpes=3"], "unknown key 'stpes' for the train config (did you mean 'steps'?); known: batch_size, "),
+        (["optim.lrr=0.1"], "unknown key 'optim.lrr' for the train config (did you mean 'optim.lr'?); known: "
+                            "optim.betas, optim.grad_clip, optim.lr, "),
+        (["policy=bc", "policy.down_dims=[8]"], "unknown key 'policy.down_dims' for the train config"),  # diffusion's
+        (["dataset.val_fraction=1.5"], "dataset.val_fraction=1.5 must be in [0, 1]"),
+        (["precision=fp16"], "precision='fp16' must be one of 'auto', 'fp32', 'bf16'"),
+        (["ema.enabled=sometimes"], "key 'ema.enabled' of the train config must be true or false, got 'sometimes'"),
+        (["policy=nope"], "no policy config 'nope'; known: bc, diffusion, diffusion_image"),
+    ]  # fmt: skip
+    for args, message in cases:
+        monkeypatch.setattr(sys, "argv", ["realloop-train", *args, f"out={tmp_path / 'run'}"])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, err
+        assert err.startswith(f"realloop-train: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+    cfg = compose_config(["compile=false", "stop_at=null", "eval.env_kwargs={control_mode: ee_delta}"])
+    assert cfg.compile is False and cfg.eval.env_kwargs == {"control_mode": "ee_delta"}  # open: any keys
 
 
 def test_schedules() -> None:

@@ -12,11 +12,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from realloop.robot.node import Node
 
 # 1..232 are valid Cyclone domain ids; spread by pid so two pytest runs on one machine do not collide
 _ids = itertools.count(100 + os.getpid() % 60)
+
+
+@pytest.fixture
+def arm6_variant(tmp_path: Path) -> Callable[..., Path]:
+    """``arm6_variant(**changes)``: a copy of the arm6 spec with top-level ``changes`` (e.g. another workspace
+    box) written to ``tmp_path``; returns its path."""
+    from realloop.robot.spec import load_robot_spec
+
+    def make(name: str = "arm6_variant.yaml", **changes: object) -> Path:
+        base = load_robot_spec("arm6")
+        raw = yaml.safe_load(base.source.read_text())
+        raw["mjcf"] = str(base.mjcf)  # absolute: the copy lives elsewhere
+        raw.update(changes)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    return make
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def test_overrides_and_bad_graphs() -> None:
     assert next(n for n in g.nodes if n.name == "recorder").params["dataset"] == "/tmp/x.zarr"
     with pytest.raises(ValueError, match="kind 'nope'"):
         graph_from_dict({"name": "g", "nodes": {"a": {"kind": "nope"}}})
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown key 'parms' for node 'a'"):
         graph_from_dict({"name": "g", "nodes": {"a": {"kind": "camera", "parms": {}}}})
     with pytest.raises(FileNotFoundError, match="graphs: "):
         load_graph("no_such_graph")

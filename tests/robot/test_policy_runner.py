@@ -4,6 +4,7 @@ camera topics framed as their training frames were."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -15,7 +16,7 @@ from realloop.robot.msgs import Float64MultiArray, JointState, String
 from realloop.robot.node import Node
 from realloop.robot.nodes.policy_runner import FilterEcho, fit_image
 from realloop.robot.safety.filter import SafetyConfig, SafetyFilter
-from realloop.sim.spec import load_robot_spec
+from realloop.robot.spec import WorkspaceSpec, load_robot_spec
 
 
 class Watch:
@@ -43,18 +44,20 @@ class Watch:
         self.command_times.append(time.monotonic())
 
 
-def start_behind_floor(start_node, domain_id: int, floor: float, *runner_params: str) -> list:
-    """The sim arm (lift, seed 0), a safety filter whose workspace floor is at ``floor`` (m) and the scripted
-    expert in the policy runner, commanding through the filter on sim time."""
+def start_behind_floor(start_node, domain_id: int, arm6_variant, floor: float, *runner_params: str) -> list:
+    """The sim arm (lift, seed 0), a safety filter on an arm6 spec whose workspace floor is at ``floor`` (m) and the
+    scripted expert in the policy runner (on the same spec), commanding through the filter on sim time."""
+    spec = arm6_variant(workspace={"min": [0.1, -0.45, floor], "max": [0.75, 0.45, 0.6]})
     return [
         start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
-        start_node("safety_filter", f"workspace.min=[0.1,-0.45,{floor}]"),
-        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "command_prefix=/unsafe",
+        start_node("safety_filter", f"robot={spec}"),
+        start_node("policy_runner", "task=arm_lift", f"robot={spec}", "policy.kind=expert", "command_prefix=/unsafe",
                    "use_sim_time=true", *runner_params),
     ]
 
 
-FK = SafetyFilter(load_robot_spec("arm6"), SafetyConfig(workspace_min=(-9, -9, -9), workspace_max=(9, 9, 9)))
+FK = SafetyFilter(dataclasses.replace(load_robot_spec("arm6"), workspace=WorkspaceSpec((-9, -9, -9), (9, 9, 9))),
+                  SafetyConfig())
 
 
 def ee_z(q: np.ndarray) -> float:
@@ -98,13 +101,14 @@ def test_filter_echo_reports_what_the_robot_really_got() -> None:
     assert echo.actual() is None
 
 
-def test_runner_steps_from_the_filtered_target_not_its_own(start_node, test_node: Node, domain_id: int) -> None:
+def test_runner_steps_from_the_filtered_target_not_its_own(start_node, test_node: Node, domain_id: int,
+                                                           arm6_variant) -> None:
     """A workspace floor at z = 0.10 (the lift expert hovers at 0.09..0.15, then descends to ~0.03): the filter
     rejects every step down. Each runner command must stay within one descent step of the floor; a runner that
     stepped from its own targets walks them down to the grasp height, every command rejected."""
     floor = 0.10
     w = Watch(test_node, joints=True)
-    procs = start_behind_floor(start_node, domain_id, floor, "policy.seed=0")
+    procs = start_behind_floor(start_node, domain_id, arm6_variant, floor, "policy.seed=0", "workspace_margin=null")
     ok = test_node.spin_until(lambda: bool(w.runner) and w.runner[-1].get("steps", 0) >= 60, 120)
     logs = "\n".join(p.log_text()[-2000:] for p in procs)
     for p in procs:
@@ -142,12 +146,12 @@ def test_fit_image_frames_a_wide_sim_render_as_the_training_render() -> None:
 
 
 def test_an_episode_without_success_ends_as_a_failure_after_max_episode_s(start_node, test_node: Node,
-                                                                          domain_id: int) -> None:
+                                                                          domain_id: int, arm6_variant) -> None:
     """A workspace floor above the cube: the expert cannot grasp, so the task never succeeds. After
     ``max_episode_s`` of sim time from its first action the runner holds (no more commands) and tells the recorder
     the episode failed."""
     w = Watch(test_node)
-    procs = start_behind_floor(start_node, domain_id, 0.10, "report_success=true", "max_episode_s=3")
+    procs = start_behind_floor(start_node, domain_id, arm6_variant, 0.10, "report_success=true", "max_episode_s=3")
     ok = test_node.spin_until(lambda: bool(w.runner) and w.runner[-1]["state"] == "timeout", 90)
     logs = "\n".join(p.log_text()[-2000:] for p in procs)
     assert ok, f"runner status {w.runner[-1:]}\n{logs}"
@@ -162,12 +166,12 @@ def test_an_episode_without_success_ends_as_a_failure_after_max_episode_s(start_
 
 
 def test_runner_clips_its_targets_into_the_workspace_so_the_filter_rejects_none(start_node, test_node: Node,
-                                                                                domain_id: int) -> None:
+                                                                                domain_id: int, arm6_variant) -> None:
     """The same floor at z = 0.10 in the filter, and 5 mm above it in the runner's workspace: the expert's descent
     ends at the runner's floor, every command goes through, and the arm rests at the floor."""
     floor = 0.10
     w = Watch(test_node)
-    procs = start_behind_floor(start_node, domain_id, floor, f"workspace.min=[0.105,-0.445,{floor + 0.005}]")
+    procs = start_behind_floor(start_node, domain_id, arm6_variant, floor)  # the runner's default margin: 5 mm
     ok = test_node.spin_until(lambda: bool(w.runner) and w.runner[-1].get("steps", 0) >= 60, 120)
     logs = "\n".join(p.log_text()[-2000:] for p in procs)
     assert ok, f"runner status {w.runner[-1:]}, safety {w.safety[-1:]}\n{logs}"

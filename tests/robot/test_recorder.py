@@ -40,7 +40,7 @@ from realloop.robot.recorder import (
     report_path_for,
 )
 from realloop.robot.recorder.recorder import IDLE, StreamStats
-from realloop.sim.spec import load_robot_spec
+from realloop.robot.spec import load_robot_spec
 
 JOINTS = ["a", "b", "c"]
 

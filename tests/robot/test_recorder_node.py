@@ -20,7 +20,7 @@ from realloop.data import Dataset
 from realloop.robot.msgs import Clock, CompressedImage, Float64MultiArray, JointState, String, Time, header
 from realloop.robot.node import Node
 from realloop.robot.recorder import report_path_for
-from realloop.sim.spec import load_robot_spec
+from realloop.robot.spec import load_robot_spec
 
 ARM = load_robot_spec("arm6")
 JS_NAMES = [*ARM.joint_names, ARM.gripper.joints[0]]

@@ -18,7 +18,7 @@ import pytest
 
 from realloop.robot.msgs import Bool, Float64MultiArray, JointState, String
 from realloop.robot.node import Node
-from realloop.sim.spec import load_robot_spec
+from realloop.robot.spec import load_robot_spec
 
 CHILD = Path(__file__).with_name("command_source_child.py")
 WATCHDOG = 0.5  # s

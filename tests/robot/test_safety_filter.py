@@ -19,7 +19,7 @@ from realloop.robot.safety.filter import (
     WORKSPACE,
     WRONG_LENGTH,
 )
-from realloop.sim.spec import load_robot_spec
+from realloop.robot.spec import load_robot_spec
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_velocity_limit_holds_over_a_flood_of_commands(arm, node_config, home):
     """Commands at 50 Hz each asking pan for +0.1 rad (5 rad/s; its limit is 2 rad/s): after the allowance of at
     most BURST_STEPS steps is spent, the target moves at the velocity limit, never faster, one step at most
     max_step."""
-    f = make(arm, dataclasses.replace(node_config, workspace_min=None, workspace_max=None), home)  # pan turns 2 rad
+    f = make(dataclasses.replace(arm, workspace=None), node_config, home)  # pan turns 2 rad
     assert f.filter_arm(home, 0.0).status == "accepted"
     sent = [home[0]]
     for k in range(1, 51):
@@ -109,7 +109,7 @@ def test_jittered_commands_and_the_first_after_a_hold_keep_their_full_step(arm, 
     """A 10 Hz loop whose commands come late and then early (140 ms, then 60 ms), each one full max_step: the
     average speed is within the limit, so none is cut short. The first command after a hold republished at 50 Hz
     keeps its full step too."""
-    f = make(arm, dataclasses.replace(node_config, workspace_min=None, workspace_max=None), home)
+    f = make(dataclasses.replace(arm, workspace=None), node_config, home)
     for k in range(5):  # the start-up hold, republished
         np.testing.assert_array_equal(f.tick(0.02 * k).arm, home)
     q = home.copy()
@@ -182,7 +182,7 @@ def test_workspace_box_rejects_end_effector_outside(arm, node_config, home):
     assert f.ee_position(into_table)[2] < lo[2]
     assert rejections(f) == {WORKSPACE: 3}
     # without a box the same (in-limit) command passes, rate-limited
-    free = make(arm, SafetyConfig(), home)
+    free = make(dataclasses.replace(arm, workspace=None), SafetyConfig(), home)
     assert free.box is None and free.filter_arm(into_table, 1.0).status == "clamped"
 
 
@@ -348,9 +348,8 @@ def test_counts_are_exact_and_logging_is_rate_limited(arm, home, caplog):
 def test_quadruped_without_gripper_or_ee_site(node_config, caplog):
     quad = load_robot_spec("quad12")
     with caplog.at_level(logging.WARNING, logger="safety_filter"):
-        f = SafetyFilter(quad, node_config)  # the arm's box is configured, but quad12 has no ee_site
+        f = SafetyFilter(quad, node_config)  # quad12's spec has no ee_site, so no workspace box
     assert f.box is None and f.ee_position(quad.default_positions) is None
-    assert any("no ee_site" in r.getMessage() for r in caplog.records)
     q0 = np.array(quad.default_positions)
     np.testing.assert_allclose(f.max_step, np.array([j.velocity for j in quad.joints]) / quad.control_rate_hz)
     f.update_measured(q0)
@@ -368,18 +367,14 @@ def test_quadruped_without_gripper_or_ee_site(node_config, caplog):
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match=r"workspace\.min"):
-        SafetyConfig.from_params({"workspace": {"min": [0, 0, 1], "max": [1, 1, 0.5]}})
-    with pytest.raises(ValueError, match="workspace"):
-        SafetyConfig.from_params({"workspace": {"low": [0, 0, 0], "high": [1, 1, 1]}})
     with pytest.raises(ValueError, match="max_step"):
         SafetyConfig.from_params({"max_step": -0.1})
     with pytest.raises(ValueError, match=r"max_step\[1\]"):
         SafetyConfig.from_params({"max_step": [0.1, "a"]})
     with pytest.raises(ValueError, match="watchdog_timeout"):
         SafetyConfig.from_params({"watchdog_timeout": 0})
-    cfg = SafetyConfig.from_params({"max_step": [0.1, 0.2], "workspace": None, "watchdog_timeout": 0.25})
-    assert cfg.max_step == (0.1, 0.2) and cfg.workspace_min is None and cfg.watchdog_timeout == 0.25
+    cfg = SafetyConfig.from_params({"max_step": [0.1, 0.2], "watchdog_timeout": 0.25})
+    assert cfg.max_step == (0.1, 0.2) and cfg.watchdog_timeout == 0.25
 
 
 def test_shipped_box_holds_home_and_the_lift_experts_commands(arm, node_config, home):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from realloop.robot.msgs import Joy
+from realloop.robot.spec import load_robot_spec
 from realloop.robot.teleop import (
     ArmCommander,
     BaseCommander,
@@ -29,7 +30,6 @@ from realloop.robot.teleop import (
     parse_action,
     parse_keys,
 )
-from realloop.sim.spec import load_robot_spec
 
 ARM = load_robot_spec("arm6")
 QUAD = load_robot_spec("quad12")

@@ -19,8 +19,8 @@ import pytest
 
 from realloop.robot.msgs import Bool, Float64MultiArray, JointState, Joy, String, TwistStamped, header
 from realloop.robot.node import Node
+from realloop.robot.spec import load_robot_spec
 from realloop.robot.teleop import ArmCommander
-from realloop.sim.spec import load_robot_spec
 
 ARM = load_robot_spec("arm6")
 TIMEOUT = 60.0  # generous: node start-up on a loaded 2-core machine

@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from realloop.configs.schema import ConfigError
 from realloop.data import Dataset
 from realloop.data.layout import EPISODES_DIR, episode_dirname
 from realloop.data.verify import verify
-from realloop.sim.collect import collect, compose_config
+from realloop.sim.collect import collect, compose_config, main
 
 
 def _cli(*args: str) -> list[str]:
@@ -129,6 +131,37 @@ def test_collect_refuses_negative_action_noise(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "action_noise=-0.1 must be >= 0" in proc.stderr
     assert not out.exists()
+
+
+def test_config_errors_exit_2_with_one_line_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.zarr"
+    res = subprocess.run(_cli("episodes=ten", f"out={out}"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr == "realloop-collect: error: key 'episodes' of the collect config must be an integer, got 'ten'\n"
+    typo = "unknown key 'episods' for the collect config (did you mean 'episodes'?); known: action_noise, episodes, "
+    cases = [
+        ("episodes=-3", "episodes=-3 must be >= 1"),
+        ("episods=3", typo),
+        ("+episods=3", typo),  # hydra's append syntax adds no undeclared key either
+        ("task.randomize.frictoin=[1,2]", "unknown key 'task.randomize.frictoin' for the collect config (did you mean "
+                                          "'task.randomize.friction'?)"),
+        ("images=maybe", "key 'images' of the collect config must be true or false, got 'maybe'"),
+        ("image_format=gif", "image_format='gif' must be one of 'jpeg', 'png', 'webp'"),
+        ("task=nope", "no task config 'nope'; known: arm_lift, arm_pusht, arm_reach, quad_walk"),
+        ("episodes", "Error parsing override 'episodes'"),
+    ]  # fmt: skip
+    for arg, message in cases:
+        monkeypatch.setattr(sys, "argv", ["realloop-collect", arg, f"out={out}"])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, err
+        assert err.startswith(f"realloop-collect: error: {message}") and err.count("\n") == 1, err
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="'episodes' of the collect config must be an integer"):
+        compose_config(["episodes=ten"])  # scripts composing the config get the same check
+    assert compose_config(["task.env.max_episode_steps=5"]).task.env.max_episode_steps == 5  # gym.make kwargs: open
 
 
 def test_step_scale_is_one_control_step_of_motion() -> None:

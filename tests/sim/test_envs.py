@@ -268,7 +268,7 @@ def test_action_latency_applies_hold_first_then_the_delayed_action() -> None:
 def test_a_users_own_robot_spec_plugs_into_a_task(tmp_path) -> None:
     import yaml
 
-    from realloop.sim.spec import load_robot_spec
+    from realloop.robot.spec import load_robot_spec
 
     raw = yaml.safe_load(load_robot_spec("arm6").source.read_text())
     raw["name"] = "my_arm"

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from realloop.sim import CONTROL_MODES, RobotSpec, RobotSpecError, load_robot_spec
+from realloop.sim.mjcf import check_against_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def test_spec_loads_and_agrees_with_mjcf(name: str) -> None:
     assert spec.source == ROOT / "configs" / "robot" / f"{name}.yaml"
     assert set(spec.control_modes) <= set(CONTROL_MODES)
     model = _model(spec)
-    spec.check_against_model(model)  # raises on any mismatch
+    check_against_model(spec, model)  # raises on any mismatch
     assert model.opt.timestep == pytest.approx(0.002)
     for j in spec.joints:
         jid = model.joint(j.name).id
@@ -51,7 +52,7 @@ def test_spec_loads_and_agrees_with_mjcf(name: str) -> None:
 
 
 def test_arm6_spec_details() -> None:
-    spec = load_robot_spec("arm6", check_model=True)
+    spec = load_robot_spec("arm6")
     assert len(spec.joints) == 6 and spec.control_rate_hz == 10
     assert spec.control_modes == ("joint_position", "joint_delta", "ee_delta")
     assert spec.gripper is not None and spec.gripper.joints == ("finger_left", "finger_right")
@@ -67,7 +68,7 @@ def test_arm6_spec_details() -> None:
 
 
 def test_quad12_spec_details() -> None:
-    spec = load_robot_spec("quad12", check_model=True)
+    spec = load_robot_spec("quad12")
     assert len(spec.joints) == 12 and spec.control_rate_hz == 50
     assert spec.control_modes == ("joint_position", "joint_delta")
     model = _model(spec)
@@ -127,6 +128,12 @@ def test_arm6_gripper_fingers_are_coupled() -> None:
 # ------------------------------------------------------------------------------------------- bad specs
 
 
+def _load_checked(path: Path) -> RobotSpec:
+    spec = load_robot_spec(path)
+    check_against_model(spec, _model(spec))
+    return spec
+
+
 def _write(tmp_path: Path, raw: dict, name: str = "bad.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw))
@@ -175,7 +182,7 @@ def test_joint_missing_in_mjcf(tmp_path: Path, arm_raw: dict) -> None:
     arm_raw["default_pose"]["elbow_typo"] = arm_raw["default_pose"].pop("elbow")
     spec = load_robot_spec(_write(tmp_path, arm_raw))  # valid on its own
     with pytest.raises(RobotSpecError, match="joint 'elbow_typo' is not in the MJCF"):
-        spec.check_against_model(_model(spec))
+        check_against_model(spec, _model(spec))
 
 
 def test_mismatches_with_mjcf_are_all_reported(tmp_path: Path, arm_raw: dict) -> None:
@@ -184,7 +191,7 @@ def test_mismatches_with_mjcf_are_all_reported(tmp_path: Path, arm_raw: dict) ->
     arm_raw["cameras"][0]["mount"] = "no_such_cam"
     arm_raw["control_rate_hz"] = 7
     with pytest.raises(RobotSpecError) as err:
-        load_robot_spec(_write(tmp_path, arm_raw), check_model=True)
+        _load_checked(_write(tmp_path, arm_raw))
     msg = str(err.value)
     assert "shoulder_pan': spec position limits [-3.0, 3.0] != MJCF range [-2.9, 2.9]" in msg
     assert "forearm_roll': spec effort limit 99.0 != MJCF actuator forcerange 12" in msg
@@ -213,5 +220,5 @@ def test_user_mjcf_relative_to_spec_file(tmp_path: Path) -> None:
         "default_pose": {"hinge": 0.0},
         "command": {"controller": "pendulum_controller"},
     }
-    spec = load_robot_spec(_write(tmp_path, raw, "pendulum.yaml"), check_model=True)
+    spec = _load_checked(_write(tmp_path, raw, "pendulum.yaml"))
     assert spec.mjcf == (tmp_path / "pendulum.xml").resolve() and spec.cameras == ()

@@ -1,29 +1,32 @@
-"""Robot spec: the one description of a robot that the real robot and its MuJoCo mirror both load.
+"""Robot spec: the one description of a robot that its drivers, nodes, policies and MuJoCo mirror all load.
 
-A spec is a plain YAML file (configs/robot/<name>.yaml, loadable by omegaconf as well)::
+A spec is a plain YAML file (configs/robot/<name>.yaml, loadable by omegaconf as well). Only the MuJoCo side
+(the sim mirror, forward/inverse kinematics, the ee_delta control mode and the safety filter's workspace check)
+needs an MJCF; a real robot is fully described without one::
 
     name: arm6
-    mjcf: sim/models/arm6.xml        # relative to the repo root, else to the YAML's folder; or absolute
+    mjcf: ../../sim/models/arm6.xml  # optional; relative to this YAML's folder, or absolute
     home_keyframe: home              # optional MJCF keyframe whose joint positions equal default_pose
-    ee_site: ee_site                 # MJCF site; required by the ee_delta control mode
+    ee_site: ee_site                 # MJCF site of the end effector (needs mjcf); required by ee_delta
     control_rate_hz: 10
     control_modes: [joint_position, joint_delta, ee_delta]
     joints:                          # command / state order
       - {name: shoulder_pan, position: [-2.9, 2.9], velocity: 2.0, effort: 80.0}   # optional: actuator: NAME
-    gripper:                         # optional
+    gripper:                         # optional; actuator: the MJCF actuator (mirror only)
       {actuator: gripper, joints: [finger_left, finger_right], position: [0, 0.04], velocity: 0.1,
        effort: 60, default: 0.04, controller: gripper_controller}
     default_pose: {shoulder_pan: 0.0, ...}
     cameras:
-      - {name: front, width: 640, height: 480, fps: 30, mount: front_cam}   # mount: MJCF camera name
+      - {name: front, width: 640, height: 480, fps: 30, mount: front_cam}   # mount: MJCF camera (mirror only)
     command: {controller: arm_controller, interface: position}              # ros2_control controller
+    workspace: {min: [0.1, -0.45, 0.015], max: [0.75, 0.45, 0.6]}        # optional end-effector box, m
 
-Your own robot (e.g. a MuJoCo Menagerie MJCF) plugs in by writing such a file next to (or pointing at) its
-MJCF and loading it with ``load_robot_spec("path/to/my_robot.yaml", check_model=True)``:
-``RobotSpec.check_against_model`` then reports every joint, limit, actuator, camera or site that the spec
-and the model disagree on. Joint position limits must equal the MJCF ranges of limited joints; for unlimited
-(continuous) joints the spec's limits are software limits. Velocity limits live only in the spec (MJCF has
-none); effort limits must equal the actuator's forcerange when the actuator is force-limited.
+The workspace box is a safety limit: the safety filter rejects commands that put ``ee_site`` outside it and
+the policy runner clips its end-effector targets a margin inside it, so both read the one box from here.
+
+Your own robot (e.g. a MuJoCo Menagerie MJCF) plugs in by writing such a file; ``realloop.sim.mjcf`` checks a
+spec against its MJCF (``check_against_model``) and reports every joint, limit, actuator, camera or site that
+the two disagree on.
 """
 
 from __future__ import annotations
@@ -31,19 +34,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-if TYPE_CHECKING:
-    import mujoco
+from realloop.configs import ConfigNotFoundError, config_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ROBOT_CONFIG_DIR = REPO_ROOT / "configs" / "robot"
 CONTROL_MODES = ("joint_position", "joint_delta", "ee_delta")
 COMMAND_INTERFACES = ("position",)
-LIMIT_TOL = 1e-4
-
 
 
 class RobotSpecError(ValueError):
@@ -64,9 +62,11 @@ class JointSpec:
 
 @dataclass(frozen=True)
 class GripperSpec:
-    """A gripper driven by one actuator; `lower`/`upper` bound its command (e.g. finger opening in m)."""
+    """A gripper with one command (e.g. finger opening in m, bounded by `lower`/`upper`); `joints` are the
+    finger joints in /joint_states (the first one's position is the opening); `actuator` drives them in the
+    MJCF (the mirror)."""
 
-    actuator: str
+    actuator: str | None
     joints: tuple[str, ...]
     lower: float
     upper: float
@@ -78,13 +78,13 @@ class GripperSpec:
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """A camera stream: resolution, rate and the MJCF camera it is mounted as in the mirror."""
+    """A camera stream: resolution, rate and the MJCF camera it is mounted as in the mirror (None: no mirror)."""
 
     name: str
     width: int
     height: int
     fps: float
-    mount: str
+    mount: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,28 @@ class CommandSpec:
 
 
 @dataclass(frozen=True)
+class WorkspaceSpec:
+    """An axis-aligned end-effector box in the world frame (m): the safety filter's limit."""
+
+    min: tuple[float, float, float]
+    max: tuple[float, float, float]
+
+    def inset(self, margin: float) -> WorkspaceSpec:
+        """The box shrunk by ``margin`` on every side (a target clipped into it passes the full box)."""
+        lo = tuple(v + margin for v in self.min)
+        hi = tuple(v - margin for v in self.max)
+        if not all(a < b for a, b in zip(lo, hi, strict=True)):
+            raise ValueError(f"a margin of {margin} m leaves nothing of the workspace {self.min}..{self.max}")
+        return WorkspaceSpec(lo, hi)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class RobotSpec:
-    """A robot: joints, control modes and rate, cameras, default pose, MJCF model and command interface."""
+    """A robot: joints, control modes and rate, cameras, default pose, command interface, workspace box and
+    (optionally) the MJCF model of its mirror."""
 
     name: str
-    mjcf: Path
+    mjcf: Path | None
     joints: tuple[JointSpec, ...]
     control_modes: tuple[str, ...]
     control_rate_hz: float
@@ -110,6 +127,7 @@ class RobotSpec:
     gripper: GripperSpec | None = None
     ee_site: str | None = None
     home_keyframe: str | None = None
+    workspace: WorkspaceSpec | None = None
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -121,123 +139,21 @@ class RobotSpec:
         """Default pose in joint order."""
         return [self.default_pose[j.name] for j in self.joints]
 
-    def load_model(self) -> mujoco.MjModel:
-        """Compile the spec's MJCF."""
-        import mujoco
-
-        return mujoco.MjModel.from_xml_path(str(self.mjcf))
-
-    def check_against_model(self, model: mujoco.MjModel) -> None:
-        """Raise RobotSpecError listing every disagreement between this spec and a compiled MJCF model."""
-        import mujoco
-
-        errors: list[str] = []
-
-        def find(obj: mujoco.mjtObj, name: str) -> int:
-            return mujoco.mj_name2id(model, obj, name)
-
-        for j in self.joints:
-            jid = find(mujoco.mjtObj.mjOBJ_JOINT, j.name)
-            if jid < 0:
-                errors.append(f"joint {j.name!r} is not in the MJCF")
-                continue
-            if int(model.jnt_type[jid]) not in (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)):
-                errors.append(f"joint {j.name!r} is not a hinge or slide joint in the MJCF")
-            if model.jnt_limited[jid]:
-                lo, hi = (float(x) for x in model.jnt_range[jid])
-                if abs(lo - j.lower) > LIMIT_TOL or abs(hi - j.upper) > LIMIT_TOL:
-                    errors.append(
-                        f"joint {j.name!r}: spec position limits [{j.lower}, {j.upper}] != MJCF range [{lo:g}, {hi:g}]"
-                    )
-            aid = self._joint_actuator(model, j, jid, errors)
-            if aid is not None and model.actuator_forcelimited[aid]:
-                frc = float(max(abs(x) for x in model.actuator_forcerange[aid]))
-                if abs(frc - j.effort) > LIMIT_TOL * max(1.0, frc):
-                    errors.append(f"joint {j.name!r}: spec effort limit {j.effort} != MJCF actuator forcerange {frc:g}")
-
-        if self.gripper is not None:
-            for name in self.gripper.joints:
-                if find(mujoco.mjtObj.mjOBJ_JOINT, name) < 0:
-                    errors.append(f"gripper joint {name!r} is not in the MJCF")
-            gid = find(mujoco.mjtObj.mjOBJ_ACTUATOR, self.gripper.actuator)
-            if gid < 0:
-                errors.append(f"gripper actuator {self.gripper.actuator!r} is not in the MJCF")
-            elif model.actuator_ctrllimited[gid]:
-                lo, hi = (float(x) for x in model.actuator_ctrlrange[gid])
-                if abs(lo - self.gripper.lower) > LIMIT_TOL or abs(hi - self.gripper.upper) > LIMIT_TOL:
-                    errors.append(
-                        f"gripper: spec position [{self.gripper.lower}, {self.gripper.upper}] != MJCF actuator "
-                        f"ctrlrange [{lo:g}, {hi:g}]"
-                    )
-
-        for cam in self.cameras:
-            if find(mujoco.mjtObj.mjOBJ_CAMERA, cam.mount) < 0:
-                errors.append(f"camera {cam.name!r}: mount {cam.mount!r} is not a camera in the MJCF")
-        if self.ee_site is not None and find(mujoco.mjtObj.mjOBJ_SITE, self.ee_site) < 0:
-            errors.append(f"ee_site {self.ee_site!r} is not a site in the MJCF")
-
-        substeps = 1.0 / (self.control_rate_hz * model.opt.timestep)
-        if abs(substeps - round(substeps)) > 1e-6 or round(substeps) < 1:
-            errors.append(
-                f"control_rate_hz {self.control_rate_hz} is not an integer divisor of the physics rate "
-                f"{1.0 / model.opt.timestep:g} Hz (timestep {model.opt.timestep:g})"
-            )
-
-        if self.home_keyframe is not None:
-            kid = find(mujoco.mjtObj.mjOBJ_KEY, self.home_keyframe)
-            if kid < 0:
-                errors.append(f"home_keyframe {self.home_keyframe!r} is not a keyframe in the MJCF")
-            else:
-                for j in self.joints:
-                    jid = find(mujoco.mjtObj.mjOBJ_JOINT, j.name)
-                    if jid < 0:
-                        continue
-                    q = float(model.key_qpos[kid, model.jnt_qposadr[jid]])
-                    if abs(q - self.default_pose[j.name]) > LIMIT_TOL:
-                        errors.append(
-                            f"home_keyframe {self.home_keyframe!r}: {j.name} = {q:g} but default_pose says "
-                            f"{self.default_pose[j.name]}"
-                        )
-
-        if errors:
-            where = f"{self.source}: " if self.source else ""
-            raise RobotSpecError(
-                f"{where}robot spec {self.name!r} disagrees with its MJCF {self.mjcf}:\n  - " + "\n  - ".join(errors)
-            )
-
-    @staticmethod
-    def _joint_actuator(model: mujoco.MjModel, j: JointSpec, jid: int, errors: list[str]) -> int | None:
-        aid = joint_actuator_id(model, j)
-        if aid >= 0:
-            return aid
-        if j.actuator is not None:
-            errors.append(f"joint {j.name!r}: actuator {j.actuator!r} is not in the MJCF")
-        else:
-            errors.append(f"joint {j.name!r}: no actuator drives it in the MJCF")
-        return None
-
-
-def joint_actuator_id(model: mujoco.MjModel, joint: JointSpec) -> int:
-    """The actuator commanding `joint`: the one the spec names, else the one whose transmission is the joint; -1."""
-    import mujoco
-
-    if joint.actuator is not None:
-        return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, joint.actuator)
-    jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, joint.name)
-    for aid in range(model.nu):
-        joint_trn = int(model.actuator_trntype[aid]) == int(mujoco.mjtTrn.mjTRN_JOINT)
-        if joint_trn and int(model.actuator_trnid[aid, 0]) == jid:
-            return aid
-    return -1
-
+    def require_mjcf(self, purpose: str) -> Path:
+        """The MJCF path, or a RobotSpecError saying that ``purpose`` needs one."""
+        if self.mjcf is None:
+            where = f" ({self.source})" if self.source else ""
+            raise RobotSpecError(f"robot {self.name!r}{where} has no `mjcf`: {purpose} needs a MuJoCo model of the "
+                                 "robot; add `mjcf: path/to/robot.xml` to its spec")
+        return self.mjcf
 
 # ---------------------------------------------------------------------------------------------- loading
 
 _TOP_KEYS = {
     "name", "mjcf", "joints", "control_modes", "control_rate_hz", "cameras", "default_pose", "command",
-    "gripper", "ee_site", "home_keyframe",
+    "gripper", "ee_site", "home_keyframe", "workspace",
 }  # fmt: skip
-_REQUIRED = ("name", "mjcf", "joints", "control_modes", "control_rate_hz", "default_pose", "command")
+_REQUIRED = ("name", "joints", "control_modes", "control_rate_hz", "default_pose", "command")
 
 
 def _resolve_spec_path(path_or_name: str | Path) -> Path:
@@ -246,11 +162,11 @@ def _resolve_spec_path(path_or_name: str | Path) -> Path:
         if not p.is_file():
             raise RobotSpecError(f"robot spec file {p} does not exist")
         return p.resolve()
-    candidate = ROBOT_CONFIG_DIR / f"{p}.yaml"
-    if not candidate.is_file():
-        known = sorted(f.stem for f in ROBOT_CONFIG_DIR.glob("*.yaml"))
-        raise RobotSpecError(f"unknown robot {str(p)!r}: no {candidate}; known robots: {', '.join(known) or 'none'}")
-    return candidate
+    try:
+        return config_file("robot", str(p))
+    except ConfigNotFoundError as e:
+        raise RobotSpecError(f"unknown robot {str(p)!r}: no {e.path}; known robots: {', '.join(e.known) or 'none'}"
+                             ) from None
 
 
 class _Reader:
@@ -304,11 +220,14 @@ def _parse(raw: Any, source: Path) -> RobotSpec:
     raw = r.mapping("top level", raw, _REQUIRED, tuple(_TOP_KEYS - set(_REQUIRED)))
     name = r.string("name", raw["name"])
 
-    mjcf = Path(r.string("mjcf", raw["mjcf"]))
-    if not mjcf.is_absolute():
-        mjcf = REPO_ROOT / mjcf if (REPO_ROOT / mjcf).exists() else source.parent / mjcf
-    if not mjcf.is_file():
-        raise r.fail("mjcf", f"MJCF file {mjcf} does not exist")
+    mjcf: Path | None = None
+    if raw.get("mjcf") is not None:
+        mjcf = Path(r.string("mjcf", raw["mjcf"]))
+        if not mjcf.is_absolute():
+            mjcf = source.parent / mjcf
+        if not mjcf.is_file():
+            raise r.fail("mjcf", f"MJCF file {mjcf} does not exist (a relative path is relative to the spec's folder)")
+        mjcf = mjcf.resolve()
 
     joints: list[JointSpec] = []
     for i, jraw in enumerate(r.sequence("joints", raw["joints"])):
@@ -345,13 +264,15 @@ def _parse(raw: Any, source: Path) -> RobotSpec:
     ee_site = None if ee_site is None else r.string("ee_site", ee_site)
     if "ee_delta" in modes and ee_site is None:
         raise r.fail("control_modes", "ee_delta needs an `ee_site` (the MJCF site of the end effector)")
+    if ee_site is not None and mjcf is None:
+        raise r.fail("ee_site", "an ee_site is a site of the MJCF: set `mjcf` too, or drop ee_site (and ee_delta)")
 
     rate = r.number("control_rate_hz", raw["control_rate_hz"], positive=True)
 
     cameras: list[CameraSpec] = []
     for i, craw in enumerate(r.sequence("cameras", raw.get("cameras") or [])):
         where = f"cameras[{i}]"
-        craw = r.mapping(where, craw, ("name", "width", "height", "fps", "mount"))
+        craw = r.mapping(where, craw, ("name", "width", "height", "fps"), ("mount",))
         dims = []
         for key in ("width", "height"):
             v = craw[key]
@@ -364,7 +285,7 @@ def _parse(raw: Any, source: Path) -> RobotSpec:
                 width=dims[0],
                 height=dims[1],
                 fps=r.number(f"{where}.fps", craw["fps"], positive=True),
-                mount=r.string(f"{where}.mount", craw["mount"]),
+                mount=None if craw.get("mount") is None else r.string(f"{where}.mount", craw["mount"]),
             )
         )
     cam_names = [c.name for c in cameras]
@@ -390,8 +311,8 @@ def _parse(raw: Any, source: Path) -> RobotSpec:
         graw = r.mapping(
             "gripper",
             raw["gripper"],
-            ("actuator", "joints", "position", "velocity", "effort"),
-            ("default", "controller"),
+            ("joints", "position", "velocity", "effort"),
+            ("actuator", "default", "controller"),
         )
         glo, ghi = r.limits("gripper.position", graw["position"])
         gjoints = tuple(r.string("gripper.joints", n) for n in r.sequence("gripper.joints", graw["joints"]))
@@ -403,7 +324,7 @@ def _parse(raw: Any, source: Path) -> RobotSpec:
             raise r.fail("gripper.default", f"{gdefault:g} is outside [{glo:g}, {ghi:g}]")
         ctrl = graw.get("controller")
         gripper = GripperSpec(
-            actuator=r.string("gripper.actuator", graw["actuator"]),
+            actuator=None if graw.get("actuator") is None else r.string("gripper.actuator", graw["actuator"]),
             joints=gjoints,
             lower=glo,
             upper=ghi,
@@ -413,10 +334,27 @@ def _parse(raw: Any, source: Path) -> RobotSpec:
             controller=None if ctrl is None else r.string("gripper.controller", ctrl),
         )
 
+    workspace = None
+    if raw.get("workspace") is not None:
+        wraw = r.mapping("workspace", raw["workspace"], ("min", "max"))
+        corners = []
+        for k in ("min", "max"):
+            v = r.sequence(f"workspace.{k}", wraw[k])
+            if len(v) != 3:
+                raise r.fail(f"workspace.{k}", f"expected [x, y, z], got {v!r}")
+            corners.append(tuple(r.number(f"workspace.{k}[{i}]", x) for i, x in enumerate(v)))
+        if not all(lo < hi for lo, hi in zip(*corners, strict=True)):
+            raise r.fail("workspace", f"min {list(corners[0])} must be < max {list(corners[1])} on every axis")
+        if ee_site is None:
+            raise r.fail("workspace", "the box bounds the end effector: it needs an `ee_site` (and `mjcf`)")
+        workspace = WorkspaceSpec(corners[0], corners[1])  # type: ignore[arg-type]
+
     key = raw.get("home_keyframe")
+    if key is not None and mjcf is None:
+        raise r.fail("home_keyframe", "a keyframe is part of the MJCF: set `mjcf` too, or drop home_keyframe")
     return RobotSpec(
         name=name,
-        mjcf=mjcf.resolve(),
+        mjcf=mjcf,
         joints=tuple(joints),
         control_modes=modes,
         control_rate_hz=rate,
@@ -426,21 +364,19 @@ def _parse(raw: Any, source: Path) -> RobotSpec:
         gripper=gripper,
         ee_site=ee_site,
         home_keyframe=None if key is None else r.string("home_keyframe", key),
+        workspace=workspace,
         source=source,
     )
 
 
-def load_robot_spec(path_or_name: str | Path, *, check_model: bool = False) -> RobotSpec:
+def load_robot_spec(path_or_name: str | Path) -> RobotSpec:
     """Load and validate a robot spec from a YAML path or a robot name (``"arm6"`` -> configs/robot/arm6.yaml).
 
-    With ``check_model=True`` the MJCF is compiled and the spec checked against it (RobotSpecError on mismatch).
+    Checking the spec against its MJCF is the MuJoCo side's job: ``realloop.sim.mjcf.check_against_model``.
     """
     source = _resolve_spec_path(path_or_name)
     try:
         raw = yaml.safe_load(source.read_text())
     except yaml.YAMLError as e:
         raise RobotSpecError(f"{source}: not valid YAML: {e}") from e
-    spec = _parse(raw, source)
-    if check_model:
-        spec.check_against_model(spec.load_model())
-    return spec
+    return _parse(raw, source)
