@@ -42,18 +42,18 @@ def rollout_successes(ckpt: str, episodes: int, mode: str, d: int) -> int:
             agent.observe(obs)
             if mode == "sync-drop":
                 if not queue:
-                    queue = list(agent.predict_action_chunk(obs))[d:]
+                    queue = list(agent.action_chunk(obs))[d:]
             elif mode == "ahead":
                 if pending is not None and pending[0] == step:
                     queue, pending = pending[1], None
                 if pending is None and len(queue) <= d:
-                    chunk = list(agent.predict_action_chunk(obs))
+                    chunk = list(agent.action_chunk(obs))
                     if queue:
                         pending = (step + d, chunk[d:])
                     else:
                         queue = chunk  # nothing to execute meanwhile: the start of an episode
             elif not queue:
-                queue = list(agent.predict_action_chunk(obs))
+                queue = list(agent.action_chunk(obs))
             obs, _, term, trunc, info = env.step(queue.pop(0))
             if info.get("is_success") or term or trunc:
                 break

@@ -9,7 +9,8 @@ environment when its queue of actions is empty.
     actions = agent.step(batched_obs)            # (8, action_dim); call agent.reset([i]) when env i resets
 
 For the policy runner node it is also a :class:`realloop.policies.base.Policy` (one environment):
-``observe(obs)`` every control step, ``predict_action_chunk(obs)`` when the node needs a new chunk.
+``observe(obs)`` every control step, ``action_chunk(obs)`` when the node needs a new chunk (one robot, numpy;
+the model's own ``ChunkPolicy.predict_action_chunk`` takes batched tensors).
 """
 
 from __future__ import annotations
@@ -123,12 +124,12 @@ class PolicyAgent:
         self._push(0, self._frame(obs, None))
         self._observed = True
 
-    def predict_action_chunk(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def action_chunk(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Actions ``(n_action_steps, action_dim)`` from now, for this step's (unbatched) observation."""
         return self.prepare_chunk(obs)()
 
     def prepare_chunk(self, obs: Mapping[str, np.ndarray]) -> Callable[[], np.ndarray]:
-        """``predict_action_chunk`` in two parts: the observation history is captured now, and the returned call
+        """``action_chunk`` in two parts: the observation history is captured now, and the returned call
         runs the model. The call may run on another thread while this agent observes the next steps (the policy
         runner predicts ahead of need this way); one call at a time, as they share the sampling generator."""
         if not self._observed:

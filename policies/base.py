@@ -23,7 +23,7 @@ class Policy(Protocol):
     def observe(self, obs: dict[str, np.ndarray]) -> None:
         """Record the observation of this control step (policies with an observation history keep it)."""
 
-    def predict_action_chunk(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+    def action_chunk(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Actions (T, action_dim) for the next T control steps from now; ``obs`` is this step's observation
         (already given to ``observe``)."""
 

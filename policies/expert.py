@@ -27,5 +27,5 @@ class ExpertPolicy:
     def observe(self, obs: dict[str, np.ndarray]) -> None:
         """The expert acts on the current state only."""
 
-    def predict_action_chunk(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+    def action_chunk(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.expert.act(obs), dtype=np.float32)[None]

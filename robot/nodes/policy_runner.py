@@ -395,7 +395,7 @@ class PolicyRunner(Node):
             if prepare is not None:  # a learned policy: its model runs in the worker thread
                 self.schedule.start(t, prepare(obs))
             else:  # the scripted expert reads the task model this thread keeps in sync: run it now
-                self.schedule.start(t, lambda: self.policy.predict_action_chunk(obs), background=False)
+                self.schedule.start(t, lambda: self.policy.action_chunk(obs), background=False)
         action = self.schedule.next_action(t)
         if action is None:
             return
