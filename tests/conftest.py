@@ -1,5 +1,6 @@
 """Test-session set-up: headless MuJoCo rendering, chosen before any test module imports mujoco; SIGINT
-reaching the processes the tests start; one torch thread for the policy tests."""
+reaching the processes the tests start; one torch thread for the policy tests; the ``slow`` marker on every test
+that starts node processes (``make test-fast`` leaves those out; ``make test`` runs everything)."""
 
 import os
 import signal
@@ -28,3 +29,12 @@ def _one_torch_thread_in_policy_tests(request: pytest.FixtureRequest):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+PROCESS_FIXTURES = {"start_node", "test_node"}  # real node processes and DDS discovery: seconds per test
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

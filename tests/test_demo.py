@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from realloop.demo import main
 
+pytestmark = pytest.mark.slow  # whole-pipeline runs: make test-fast leaves them out
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from realloop.data import Dataset
 from realloop.data.verify import verify
+
+pytestmark = pytest.mark.slow  # whole-pipeline runs: make test-fast leaves them out
 
 CHILD = Path(__file__).with_name("crash_writer_child.py")
 _spec = importlib.util.spec_from_file_location("crash_writer_child", CHILD)

@@ -322,6 +322,7 @@ def test_env_auto_rebuilds_the_training_env(tiny_lift_image_checkpoint: Path) ->
 
 
 # -- the CLI ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_writes_json_and_videos(tiny_lift_checkpoint: tuple[Path, Any]) -> None:
     run_dir = tiny_lift_checkpoint[0]
     cmd = [str(REPO / ".venv/bin/realloop-eval"), f"checkpoint={run_dir}", "episodes=2", "num_envs=2", "max_steps=4",
@@ -396,6 +397,7 @@ def test_n_action_steps_sets_how_often_the_policy_replans(tiny_pendulum_checkpoi
     assert counts[1] == 12 and counts[None] < 12  # one chunk per step, against the checkpoint's chunking
 
 
+@pytest.mark.slow
 def test_eval_graph_runs_the_checkpoint_on_the_sim_graph(tiny_lift_checkpoint: tuple[Path, Any], tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = tiny_lift_checkpoint

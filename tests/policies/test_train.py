@@ -134,6 +134,7 @@ def test_missing_feature_is_named_with_the_fix(lift_dataset: Path, tmp_path: Pat
         run(lift_dataset, tmp_path / "run", "policy=diffusion_image", "policy.down_dims=[16,32]")
 
 
+@pytest.mark.slow
 def test_cli_prints_one_summary_line(lift_dataset: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("realloop-train")
     out = tmp_path / "cli"
@@ -195,6 +196,7 @@ def test_batch_order_depends_only_on_seed_and_step() -> None:
         next(batch_indices(5, 8, 0, 0))
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_torch_compile_train_on_cpu(lift_dataset: Path, tmp_path: Path) -> None:
     """The CUDA defaults (bf16 autocast, torch.compile) forced on here, on CPU: the compiled bf16 loss is close to
     the fp32 one but not identical (autocast is really on), training runs, and the checkpoint keeps fp32 weights

@@ -50,6 +50,7 @@ def test_collect_writes_demonstrations_with_images_and_sim_params(tmp_path: Path
         assert ds.episode(0).meta["sim_params"] != ds.episode(1).meta["sim_params"]
 
 
+@pytest.mark.slow
 def test_killed_collect_leaves_a_valid_dataset_and_rerun_appends(tmp_path: Path) -> None:
     out = tmp_path / "lift.zarr"
     proc = subprocess.Popen(
