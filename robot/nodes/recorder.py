@@ -34,7 +34,7 @@ message naming the parameter.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ class RecorderNode(Node):
         self.publish_status()
 
     # -- callbacks -----------------------------------------------------------------------------------------
-    def _make_callback(self, features: list[str]):  # type: ignore[no-untyped-def]
+    def _make_callback(self, features: list[str]) -> Callable[[Any], None]:
         rec = self.recorder
 
         def on_message(msg: Any) -> None:
@@ -217,11 +217,12 @@ class RecorderNode(Node):
         if rec is not None:
             if rec.state == RECORDING:
                 self.log.info("shutting down while recording: the episode in progress is discarded")
+            episodes = len(rec.dataset) if rec.dataset is not None else 0
             rec.close(self.now())
             status = rec.status(self.now())
-            status["state"] = "stopped"
+            status.update(state="stopped", episodes=episodes)  # the count before the dataset was released
             self.status_pub.publish(String(json.dumps(status)))
-            self.recorder = None  # type: ignore[assignment]
+            del self.recorder  # closed: a second close() finds none
         super().close()
 
 

@@ -160,6 +160,7 @@ class SafetyFilterNode(Node):
         self.log.info("totals: %d accepted (%d clamped), gripper %d accepted (%d clamped), rejected %s, "
                       "%d watchdog holds, %d e-stops", c["accepted"], c["clamped"], c["gripper_accepted"],
                       c["gripper_clamped"], json.dumps(c["rejected"], sort_keys=True), c["watchdog"], c["estops"])
+        self.publish_status()  # the closing counters, as data
         super().close()
 
 

@@ -38,6 +38,9 @@ def test_recorded_state_and_the_runners_live_state_are_the_same_arrays(start_nod
         p.send_signal(signal.SIGINT)
     for p in procs:
         assert p.wait(30) == 0, p.log_text()[-2000:]
+    # the recorder's closing status counts the episode it committed
+    assert test_node.spin_until(lambda: status[-1]["state"] == "stopped", 10), status[-1]
+    assert status[-1]["episodes"] == 1 and status[-1]["last"]["outcome"] == "committed", status[-1]
 
     live = np.load(trace)  # no pickle: allow_pickle stays False
     t, state = live["t"], live["observation.state"]
