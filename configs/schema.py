@@ -17,7 +17,10 @@ import difflib
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 TYPE_NAMES = {"bool": "true or false", "int": "an integer", "number": "a number", "str": "a string",
               "list": "a list", "mapping": "a mapping", "null": "null", "any": "anything"}
@@ -228,7 +231,6 @@ def compose_checked(config_name: str, overrides: Sequence[str] = (), *, open: It
     type, a value out of bounds or not among its choices; returns the omegaconf ``DictConfig``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from . import CONFIG_DIR, compose
@@ -238,17 +240,19 @@ def compose_checked(config_name: str, overrides: Sequence[str] = (), *, open: It
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as e:
         raise ConfigError(_hydra_message(e)) from None
-    groups, keys = [], []
+    groups: list[str] = []
+    keys: list[str] = []
     for o in parsed:
         key = o.key_or_group
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue
         if "." not in key and isinstance(o.value(), str) and (CONFIG_DIR / key).is_dir():
+            assert o.input_line is not None  # the parser sets it on every override
             groups.append(o.input_line)
         else:
             keys.append(key)
     try:
-        declared = OmegaConf.to_container(compose(config_name, groups), resolve=True)
+        declared = to_plain(compose(config_name, groups))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_hydra_message(e)) from None
     schema = Schema(declared, frozenset(open), {k: parse_type(v, f"type of {k}") for k, v in (types or {}).items()})
@@ -256,13 +260,20 @@ def compose_checked(config_name: str, overrides: Sequence[str] = (), *, open: It
         schema.check_key(key, owner, "key")
     try:
         cfg = compose(config_name, overrides)
-        values = OmegaConf.to_container(cfg, resolve=True)
+        values = to_plain(cfg)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(_hydra_message(e)) from None
     schema.check(values, owner, "key")
     check_bounds(values, bounds or {})
     check_choices(values, choices or {})
     return cfg
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """A DictConfig as plain dicts and lists, interpolations resolved (the keys of a YAML config are strings)."""
+    from omegaconf import OmegaConf
+
+    return cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True))
 
 
 def exit_on_config_error(prog: str, compose_config: Callable[[Sequence[str]], Any],

@@ -181,9 +181,9 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             st["rate_hz"] = intervals / span if span > 0 else None
         size, files = 0, 0
         for dirpath, _dirs, names in os.walk(root):
-            for n in names:
+            for fname in names:
                 try:
-                    size += os.stat(os.path.join(dirpath, n)).st_size
+                    size += os.stat(os.path.join(dirpath, fname)).st_size
                     files += 1
                 except OSError:
                     pass

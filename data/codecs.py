@@ -11,7 +11,7 @@ encoding; it works in BGR order, so the codec swaps channels on the way in and o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -22,6 +22,8 @@ from zarr.registry import register_codec
 
 if TYPE_CHECKING:
     from zarr.core.array_spec import ArraySpec
+    from zarr.core.chunk_grids import ChunkGrid
+    from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
 
 CODEC_NAME = "realloop.image"
 FORMATS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
@@ -58,27 +60,35 @@ class ImageCodec(ArrayBytesCodec):
             object.__setattr__(self, "quality", default_quality(self.format))
         hi = 9 if self.format == "png" else 100
         lo = 0 if self.format == "png" else 1
-        if not lo <= int(self.quality) <= hi:
+        if not lo <= self._quality() <= hi:
             raise ValueError(f"quality {self.quality} out of range {lo}..{hi} for {self.format}")
+
+    def _quality(self) -> int:
+        """``quality``, which __post_init__ has filled in."""
+        assert self.quality is not None
+        return int(self.quality)
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> ImageCodec:
         _, config = parse_named_configuration(data, CODEC_NAME, require_configuration=False)
-        return cls(**(config or {}))  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = dict(config or {})  # JSON values: __post_init__ checks them
+        return cls(**kwargs)
 
     def to_dict(self) -> dict[str, JSON]:
-        return {"name": CODEC_NAME, "configuration": {"format": self.format, "quality": int(self.quality)}}
+        return {"name": CODEC_NAME, "configuration": {"format": self.format, "quality": self._quality()}}
 
-    def validate(self, *, shape, dtype, chunk_grid) -> None:  # type: ignore[override]
+    def validate(
+        self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid
+    ) -> None:
         if np.dtype(dtype.to_native_dtype()) != np.uint8:
             raise ValueError(f"{CODEC_NAME} stores uint8 images, not {dtype}")
 
     def _params(self) -> list[int]:
         if self.format == "jpeg":
-            return [cv2.IMWRITE_JPEG_QUALITY, int(self.quality)]
+            return [cv2.IMWRITE_JPEG_QUALITY, self._quality()]
         if self.format == "webp":
-            return [cv2.IMWRITE_WEBP_QUALITY, int(self.quality)]
-        return [cv2.IMWRITE_PNG_COMPRESSION, int(self.quality)]
+            return [cv2.IMWRITE_WEBP_QUALITY, self._quality()]
+        return [cv2.IMWRITE_PNG_COMPRESSION, self._quality()]
 
     def encode_frame(self, frame: np.ndarray) -> bytes:
         """Encode one ``H x W[ x C]`` uint8 frame (RGB order) to image bytes."""
@@ -105,7 +115,8 @@ class ImageCodec(ArrayBytesCodec):
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         shape = tuple(chunk_spec.shape)
         frame = self.decode_frame(chunk_bytes.as_numpy_array(), shape[1:])
-        return chunk_spec.prototype.nd_buffer.from_ndarray_like(frame.reshape(shape))
+        # numpy's ndarray stubs do not satisfy zarr's NDArrayLike protocol (an ndarray is what zarr itself passes)
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(frame.reshape(shape))  # type: ignore[arg-type]
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         arr = chunk_array.as_numpy_array()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,10 +30,10 @@ from realloop.data.layout import (
 from realloop.data.schema import FORMAT_NAME, FORMAT_VERSION, Feature, parse_features
 from realloop.data.writer import EpisodeWriter, validate_episode_meta
 
-try:
+if sys.platform != "win32":
     import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+else:  # pragma: no cover - Windows: no advisory lock
+    fcntl = None
 
 
 class NotADatasetError(ValueError):
@@ -52,8 +53,9 @@ class Dataset:
         self.writable = writable
         self.durable = durable
         info = root.attrs["realloop"]
-        self.info: dict[str, Any] = dict(info)  # type: ignore[arg-type]
-        self.features: dict[str, Feature] = parse_features(info["features"])  # type: ignore[index]
+        assert isinstance(info, dict), "create() wrote it, check_is_dataset() checked it"
+        self.info: dict[str, Any] = dict(info)
+        self.features: dict[str, Feature] = parse_features(self.info["features"])
         self._active: EpisodeWriter | None = None
         self._lock_fd: int | None = None
         self._episode_cache: dict[int, Episode] = {}

@@ -30,7 +30,7 @@ class Stream:
 
     @cached_property
     def timestamps(self) -> np.ndarray:
-        return zarr.open_array(self.path / "timestamp", mode="r")[:]
+        return np.asarray(zarr.open_array(self.path / "timestamp", mode="r")[:])
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -41,7 +41,7 @@ class Stream:
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if self.feature.is_image and isinstance(index, (int, np.integer)):
-            return self.frame_reader.read([index])[0]
+            return self.frame_reader.read([int(index)])[0]
         return np.asarray(self.data[index])
 
     def take(self, indices: Any) -> np.ndarray:
@@ -144,24 +144,24 @@ class Episode:
             raise KeyError(f"offsets given for streams not in the view: {sorted(unknown)}")
         # a stream delayed by d is seen at time t + d
         stamps = {k: self.stream(k).timestamps + offsets.get(k, 0.0) for k in keys}
+        step_times: np.ndarray
         if times is not None:
-            times = np.asarray(times, dtype=float)
+            step_times = np.asarray(times, dtype=float)
         elif rate is not None:
             if rate <= 0:
                 raise ValueError(f"rate must be positive, got {rate}")
             t0 = max(s[0] for s in stamps.values())
             t1 = max(s[-1] for s in stamps.values())
             n = int(np.floor((t1 - t0) * rate + 1e-9)) + 1 if t1 >= t0 else 0
-            times = t0 + np.arange(n) / rate
+            step_times = t0 + np.arange(n) / rate
         else:
             ref = reference or ("action" if "action" in keys else keys[0])
-            times = stamps[ref]
             t0 = max(s[0] for s in stamps.values())
-            times = times[times >= t0 - 1e-12]
-        indices = {k: last_at_or_before(s, times) for k, s in stamps.items()}
+            step_times = stamps[ref][stamps[ref] >= t0 - 1e-12]
+        indices = {k: last_at_or_before(s, step_times) for k, s in stamps.items()}
         for k in keys:
             indices[k] = np.clip(indices[k], 0, len(stamps[k]) - 1)
-        return AlignedEpisode(self, times, indices)
+        return AlignedEpisode(self, step_times, indices)
 
     def __repr__(self) -> str:
         return f"Episode({self.index}, task={self.meta.get('task')!r}, streams={self.stream_names})"

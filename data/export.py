@@ -149,7 +149,7 @@ def export_video(
         if not out.parent.is_dir():
             raise ExportError(f"cannot write {out}: the folder {out.parent} does not exist")
         tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}{out.suffix or '.mp4'}")
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (width, height))
         if not writer.isOpened():
             raise ExportError(f"OpenCV cannot write an mp4v video to {out} (check the extension, e.g. .mp4)")
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from zarr.codecs import Crc32cCodec, ZstdCodec
@@ -69,7 +70,7 @@ def image_codec(feature: Feature) -> ImageCodec:
     return ImageCodec(format=feature.image_format or "jpeg", quality=feature.image_quality)
 
 
-def array_kwargs(feature: Feature) -> dict:
+def array_kwargs(feature: Feature) -> dict[str, Any]:
     """zarr ``create_array`` arguments for a stream's ``data`` array."""
     n = rows_per_chunk(feature)
     if feature.is_image:
@@ -87,7 +88,7 @@ def array_kwargs(feature: Feature) -> dict:
     }
 
 
-TIMESTAMP_KWARGS = {
+TIMESTAMP_KWARGS: dict[str, Any] = {
     "chunks": (TIMESTAMP_CHUNK,),
     "compressors": [ZstdCodec(level=3), Crc32cCodec()],
     "fill_value": 0.0,

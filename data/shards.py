@@ -17,6 +17,7 @@ import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore
 
 from realloop.data.codecs import ImageCodec
@@ -62,9 +63,11 @@ def parse_index(tail: bytes, shard_len: int, where: object) -> np.ndarray:
 
 def direct_shard_dir(array: zarr.Array) -> Path | None:
     """The array's directory if its frames can be read straight from local shard files, else None."""
-    store = array.store_path.store
-    codecs = array.metadata.codecs
-    if not isinstance(store, LocalStore) or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+    store, meta = array.store_path.store, array.metadata
+    if not isinstance(store, LocalStore) or not isinstance(meta, ArrayV3Metadata):  # realloop writes zarr v3
+        return None
+    codecs = meta.codecs
+    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
         return None
     sc = codecs[0]
     inner, index_codecs = sc.codecs, sc.index_codecs

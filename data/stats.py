@@ -215,8 +215,7 @@ def ensure_stats(path_or_dataset: Dataset | str | os.PathLike[str], **kwargs: An
     ``kwargs`` go to :func:`compute_stats`. Storing opens the dataset for appending (it takes the writer
     lock) unless a writable :class:`Dataset` is given.
     """
-    given = path_or_dataset if isinstance(path_or_dataset, Dataset) else None
-    ds = given or Dataset.open(path_or_dataset, mode="r")  # type: ignore[arg-type]
+    ds = path_or_dataset if isinstance(path_or_dataset, Dataset) else Dataset.open(path_or_dataset, mode="r")
     if ds.stats:
         return ds.stats
     stats = compute_stats(ds, **kwargs)

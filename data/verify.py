@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import zarr
 from tqdm.auto import tqdm
+from zarr.core.chunk_grids import RegularChunkGrid
 
 from realloop.data.dataset import NotADatasetError, check_is_dataset
 from realloop.data.layout import EPISODE_RE, EPISODES_DIR, STAGING_DIR, episode_dirname, list_episode_indices
@@ -142,7 +143,9 @@ class _ArrayJob:
 
     @property
     def outer_chunk(self) -> tuple[int, ...]:
-        return tuple(int(c) for c in self.array.metadata.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+        grid = self.array.metadata.chunk_grid
+        assert isinstance(grid, RegularChunkGrid), "zarr 3.1 has regular chunk grids only"
+        return tuple(int(c) for c in grid.chunk_shape)
 
     def report(self, report: VerifyReport, severity: str, message: str, path: Path | str) -> None:
         report.add(severity, message, episode=self.episode, stream=self.stream, path=path)
@@ -243,7 +246,9 @@ def _check_episode_meta(root: Path, index: int, features: dict[str, Feature], re
     except (OSError, ValueError) as e:
         report.add(ERROR, f"episode metadata is unreadable ({e})", episode=index, path=meta_path)
         return []
-    streams = attrs.get("streams") if isinstance(attrs, dict) else None
+    if not isinstance(attrs, dict):
+        attrs = {}  # no streams: reported below
+    streams = attrs.get("streams")
     if not isinstance(streams, dict) or not streams:
         report.add(ERROR, "episode metadata lists no streams", episode=index, path=meta_path)
         return []
@@ -481,7 +486,8 @@ def _check_numeric_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None
 
 def _check_image_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
     """Check each shard file's index and inner chunk checksums, then decode its frames through zarr."""
-    direct = direct_shard_dir(job.array) is not None
+    # the shard shape when the frames are plain shard files (direct_shard_dir: a sharded array), else None
+    shards = job.array.shards if direct_shard_dir(job.array) is not None else None
     for coords in job.chunk_coords():
         bar.update(1)
         report.chunks += 1
@@ -494,8 +500,8 @@ def _check_image_data(job: _ArrayJob, report: VerifyReport, bar: tqdm) -> None:
             continue
         raw = f.read_bytes()
         report.bytes += len(raw)
-        if direct:
-            issues = _check_shard_bytes(raw, job.array.shards[0], stop - first)
+        if shards is not None:
+            issues = _check_shard_bytes(raw, shards[0], stop - first)
             if issues:
                 for msg in issues[:3]:
                     job.report(report, ERROR, f"{where}: {msg}", f)

@@ -13,9 +13,11 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import zarr
@@ -33,7 +35,12 @@ from realloop.data.schema import SOURCES, Feature, SchemaError, check_sample
 from realloop.data.shards import encode_shard, with_crc
 
 if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
+
     from realloop.data.dataset import Dataset
+
+T = TypeVar("T")
+
 
 class DatasetWriteError(OSError):
     """Writing failed (disk full, I/O error); the episode in progress is discarded, committed ones are intact."""
@@ -131,7 +138,8 @@ class _StreamWriter:
         self.feature = feature
         g = group.create_group(feature.name)
         # every chunk is written, even one equal to the fill value, so that a missing file means damage
-        cfg = {"write_empty_chunks": True}
+        # (zarr types the keys NotRequired, from typing on 3.11+: checked as 3.10, mypy takes them as required)
+        cfg: ArrayConfigParams = {"write_empty_chunks": True}  # type: ignore[typeddict-item]
         ts = g.create_array("timestamp", shape=(0,), dtype="float64", config=cfg, **TIMESTAMP_KWARGS)
         data = g.create_array(
             "data", shape=(0, *feature.shape), dtype=feature.dtype, config=cfg, **array_kwargs(feature)
@@ -147,11 +155,17 @@ class _StreamWriter:
         self.last_t = -np.inf
         self.first_t: float | None = None
 
-    def extend(self, timestamps: np.ndarray, values: np.ndarray | list[bytes], encoded: bool = False) -> None:
-        if encoded:
-            self.data.extend_encoded(values)  # type: ignore[union-attr, arg-type]
-        else:
-            self.data.extend(values)  # type: ignore[arg-type]
+    def extend(self, timestamps: np.ndarray, values: np.ndarray) -> None:
+        self.data.extend(values)
+        self._stamps(timestamps)
+
+    def extend_encoded(self, timestamps: np.ndarray, frames: list[bytes]) -> None:
+        """Append image frames already encoded in the codec's format."""
+        assert isinstance(self.data, _ShardAppender), "encoded frames are for image streams"
+        self.data.extend_encoded(frames)
+        self._stamps(timestamps)
+
+    def _stamps(self, timestamps: np.ndarray) -> None:
         self.timestamps.extend(timestamps)
         if self.first_t is None:
             self.first_t = float(timestamps[0])
@@ -213,7 +227,7 @@ class EpisodeWriter:
             raise SchemaError(f"{name}: add_encoded takes image features only; use add() for numeric ones")
         ts = np.asarray([timestamp], dtype=np.float64)
         stream = self._check_times(name, feature, ts)
-        self._guard(lambda: stream.extend(ts, [bytes(data)], encoded=True))
+        self._guard(lambda: stream.extend_encoded(ts, [bytes(data)]))
 
     def _check_times(self, name: str, feature: Feature, ts: np.ndarray) -> _StreamWriter:
         """Check that ``ts`` continues the stream strictly increasing; returns the stream (created if new)."""
@@ -297,7 +311,7 @@ class EpisodeWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.dataset._active = None
 
-    def _guard(self, fn):  # type: ignore[no-untyped-def]
+    def _guard(self, fn: Callable[[], T]) -> T:
         """Run an I/O step; on an OS error, discard the episode and raise a DatasetWriteError saying why."""
         try:
             return fn()
@@ -317,7 +331,8 @@ class EpisodeWriter:
     def __enter__(self) -> EpisodeWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self.closed:
             return
         if exc_type is None and self.streams:

@@ -42,12 +42,13 @@ def checkpoint_policy(spec: dict[str, Any], env: Any, provided: Collection[str] 
     adds and against ``env``'s action space (see :func:`make_policy`)."""
     from .agent import PolicyAgent
     from .checkpoint import load_policy
+    from .diffusion.policy import DiffusionPolicy
 
     if not spec.get("path"):
         raise ValueError("policy kind checkpoint needs a path: policy.path=outputs/train/<run>")
     loaded = load_policy(spec["path"], device=spec.get("device") or "cpu")
     policy = loaded.policy
-    if spec.get("num_inference_steps") and hasattr(policy, "num_inference_steps"):
+    if spec.get("num_inference_steps") and isinstance(policy, DiffusionPolicy):  # the one with inference steps
         policy.num_inference_steps = int(spec["num_inference_steps"])
     spaces = getattr(env.observation_space, "spaces", {}) if env is not None else {}
     missing = [k for k in policy.obs_keys if k not in spaces and k not in provided]

@@ -8,6 +8,8 @@ one observation at a time; BatchNorm's running statistics interact badly with th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -82,6 +84,8 @@ class SpatialSoftmax(nn.Module):
     forward: (B, in_channels, height, width) -> (B, 2 * num_keypoints), laid out [x0, y0, x1, y1, ...].
     """
 
+    grid: Tensor  # a buffer
+
     def __init__(self, in_channels: int, height: int, width: int, num_keypoints: int = 32) -> None:
         super().__init__()
         self.in_channels, self.height, self.width, self.num_keypoints = in_channels, height, width, num_keypoints
@@ -139,7 +143,7 @@ class ImageEncoder(nn.Module):
     """
 
     def __init__(
-        self, image_shape: tuple[int, int, int], crop: tuple[int, int] | None = None, feature_dim: int = 64
+        self, image_shape: Sequence[int], crop: Sequence[int] | None = None, feature_dim: int = 64
     ) -> None:
         super().__init__()
         if len(image_shape) != 3:
@@ -180,7 +184,7 @@ class ObservationEncoder(nn.Module):
     def __init__(
         self,
         shapes: dict[str, tuple[int, ...]],
-        crop: tuple[int, int] | None = None,
+        crop: Sequence[int] | None = None,
         image_feature_dim: int = 64,
         share_image_encoder: bool = False,
     ) -> None:

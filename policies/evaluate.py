@@ -27,7 +27,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,11 @@ import gymnasium as gym
 import hydra
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from realloop.configs import CONFIG_DIR
-from realloop.configs.schema import compose_checked, exit_on_config_error
+from realloop.configs.schema import compose_checked, exit_on_config_error, to_plain
 from realloop.policies.agent import PolicyAgent
 from realloop.policies.chunk_policy import ChunkPolicy
 from realloop.policies.obs_map import ObsMap, check_mapped, default_obs_map, load_obs_map
@@ -140,7 +140,7 @@ class _Video:
         h, w = frame.shape[:2]
         if self.writer is None:
             self.size = (w, h)
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (w, h))
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"), float(self.fps), (w, h))
             if not self.writer.isOpened():
                 raise EvalError(f"OpenCV cannot write an mp4v video to {self.tmp}")
         elif (w, h) != self.size:
@@ -285,17 +285,18 @@ def evaluate(
         low, high = space.low, space.high
         agent = PolicyAgent(policy, num_envs, device, seed)
 
-        running: list[_Episode | None] = [_Episode(k, seed + k) for k in range(num_envs)]
+        first = [_Episode(k, seed + k) for k in range(num_envs)]
+        running: list[_Episode | None] = list(first)
         next_episode = num_envs
-        obs, _ = envs.reset(seed=[e.seed for e in running])
+        obs, _ = envs.reset(seed=[e.seed for e in first])
 
         def start_videos(ids: list[int]) -> None:
-            rec = [i for i in ids if running[i] is not None and running[i].index < videos]
-            for i, frame in zip(rec, _render(envs, rec), strict=True):
-                ep = running[i]
-                ep.video = _Video(video_dir, ep.index, fps)
-                recording.append(ep.video)
-                ep.video.add(frame)
+            starting = [(i, ep) for i in ids if (ep := running[i]) is not None and ep.index < videos]
+            for (_, ep), frame in zip(starting, _render(envs, [i for i, _ in starting]), strict=True):
+                assert video_dir is not None  # checked above: videos > 0 needs one
+                ep.video = video = _Video(video_dir, ep.index, fps)
+                recording.append(video)
+                video.add(frame)
 
         start_videos(list(range(num_envs)))
         skip = {success_key, "final_obs", "final_info"}
@@ -311,9 +312,9 @@ def evaluate(
                 raise EvalError(f"the policy gave actions of shape {actions.shape[1:]}; {env_id} takes {space.shape}")
             obs, rewards, terminated, truncated, infos = envs.step(np.clip(actions, low, high).astype(space.dtype))
 
-            rec = [i for i, ep in enumerate(running) if ep is not None and ep.video is not None]
-            for i, frame in zip(rec, _render(envs, rec), strict=True):
-                running[i].video.add(frame)
+            rec = [(i, ep.video) for i, ep in enumerate(running) if ep is not None and ep.video is not None]
+            for (_, clip), frame in zip(rec, _render(envs, [i for i, _ in rec]), strict=True):
+                clip.add(frame)
             done = np.zeros(num_envs, dtype=bool)
             for i, ep in enumerate(running):
                 if ep is None:  # idle after the last episode was handed out; must be reset to be stepped again
@@ -343,7 +344,7 @@ def evaluate(
                 next_episode += 1
             if done.any() and finished < episodes:
                 ids = [int(i) for i in np.flatnonzero(done)]
-                reset_seeds = [running[i].seed if done[i] and running[i] is not None else None for i in range(num_envs)]
+                reset_seeds = [ep.seed if done[i] and ep is not None else None for i, ep in enumerate(running)]
                 obs, _ = envs.reset(seed=reset_seeds, options={"reset_mask": done})
                 agent.reset(ids)
                 start_videos(ids)
@@ -426,7 +427,7 @@ CONFIG_BOUNDS = {"episodes": (1, None), "num_envs": (1, None), "seed": (0, None)
 CONFIG_CHOICES = {"vectorization": ("sync", "async"), "progress": ("auto", True, False)}
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The eval config with hydra-style overrides, without running hydra's app (for scripts and tests); a key
     it does not have or a bad value raises :class:`~realloop.configs.schema.ConfigError` (one line)."""
     return compose_checked("eval", overrides, open=CONFIG_OPEN, types=CONFIG_TYPES, bounds=CONFIG_BOUNDS,
@@ -440,9 +441,10 @@ def _slug(env_id: str) -> str:
 def run(cfg: DictConfig | Mapping[str, Any]) -> tuple[EvalResult, Path]:
     """Evaluate the checkpoint of an eval config (configs/eval.yaml); returns the result and the JSON's path."""
     from realloop.policies.checkpoint import load_policy
+    from realloop.policies.diffusion.policy import DiffusionPolicy
     from realloop.policies.train import pick_device
 
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    c: dict[str, Any] = to_plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     if not c.get("checkpoint"):
         raise EvalError("no checkpoint given: pass checkpoint=<run folder of realloop-train or a checkpoint folder>")
     try:
@@ -452,7 +454,7 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> tuple[EvalResult, Path]:
     loaded = load_policy(c["checkpoint"], device)
     policy = loaded.policy
     if c.get("num_inference_steps") is not None:
-        if not hasattr(policy, "num_inference_steps"):
+        if not isinstance(policy, DiffusionPolicy):
             raise EvalError(f"num_inference_steps applies to diffusion policies; {type(policy).__name__} has none")
         policy.num_inference_steps = int(c["num_inference_steps"])
     if c.get("n_action_steps") is not None:

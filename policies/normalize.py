@@ -15,7 +15,7 @@ of blowing up.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ def buffer_name(key: str) -> str:
 
 class _Affine(nn.Module):
     """``normalised = (x - offset) * scale`` for one feature."""
+
+    offset: torch.Tensor  # buffers
+    scale: torch.Tensor
 
     def __init__(self, shape: Sequence[int]) -> None:
         super().__init__()
@@ -77,7 +80,7 @@ class Normalizer(nn.Module):
             else:
                 scale = 1.0 / np.maximum(s["std"], EPS)
                 offset = s["mean"]
-            affine = self.maps[buffer_name(key)]
+            affine = self._affine(key)
             if np.shape(scale) != tuple(affine.scale.shape):
                 raise ValueError(
                     f"statistics of {key!r} have shape {np.shape(scale)}, the policy expects "
@@ -86,12 +89,15 @@ class Normalizer(nn.Module):
             affine.offset.copy_(torch.as_tensor(offset, dtype=torch.float32))
             affine.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
 
+    def _affine(self, key: str) -> _Affine:
+        return cast(_Affine, self.maps[buffer_name(key)])  # maps holds an _Affine per feature
+
     def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
-        m = self.maps[buffer_name(key)]
+        m = self._affine(key)
         return (x - m.offset) * m.scale
 
     def unnormalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
-        m = self.maps[buffer_name(key)]
+        m = self._affine(key)
         return x / m.scale + m.offset
 
     def describe(self) -> dict[str, dict[str, Any]]:
@@ -99,8 +105,8 @@ class Normalizer(nn.Module):
         return {
             k: {
                 "mode": mode,
-                "offset": self.maps[buffer_name(k)].offset.cpu().tolist(),
-                "scale": self.maps[buffer_name(k)].scale.cpu().tolist(),
+                "offset": self._affine(k).offset.cpu().tolist(),
+                "scale": self._affine(k).scale.cpu().tolist(),
             }
             for k, mode in self.modes.items()
         }

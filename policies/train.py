@@ -23,20 +23,20 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from realloop.configs import CONFIG_DIR
-from realloop.configs.schema import compose_checked, exit_on_config_error
+from realloop.configs.schema import compose_checked, exit_on_config_error, to_plain
 from realloop.data import Dataset, DatasetLockedError, NotADatasetError
 from realloop.data.stats import MissingStatsError, ensure_stats, load_stats
 from realloop.data.training import WindowDataset, split_episodes
@@ -120,7 +120,7 @@ def ema_decay(step: int, max_decay: float, power: float) -> float:
 
 
 def make_ema(policy: ChunkPolicy, max_decay: float, power: float) -> AveragedModel:
-    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
         return averaged.lerp(current, 1.0 - ema_decay(int(n), max_decay, power))
 
     return AveragedModel(policy, avg_fn=avg, use_buffers=True)
@@ -233,6 +233,10 @@ class Trainer:
         self.loss_fn = torch.compile(self.policy.compute_loss) if compile_on else self.policy.compute_loss
         self._resume_or_refuse()
 
+    def _inference_model(self) -> ChunkPolicy:
+        """What is evaluated and checkpointed: the EMA copy of the policy when EMA is on, else the policy."""
+        return cast(ChunkPolicy, self.ema.module) if self.ema is not None else self.policy
+
     # -- resume -------------------------------------------------------------------------------------------------
     def _resume_or_refuse(self) -> None:
         ckpts = self.out / "checkpoints"
@@ -263,7 +267,7 @@ class Trainer:
         print(f"resuming {folder} at step {self.step}", file=sys.stderr)
 
     def save(self) -> Path:
-        model = self.ema.module if self.ema is not None else self.policy
+        model = self._inference_model()
         tensors = {f"model.{k}": v for k, v in self.policy.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
@@ -293,7 +297,7 @@ class Trainer:
                 shutil.rmtree(p)
 
     # -- the loop -------------------------------------------------------------------------------------------------
-    def _autocast(self):
+    def _autocast(self) -> AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -315,7 +319,7 @@ class Trainer:
         """Mean loss of the inference model over up to ``val_batches`` validation batches, with fixed noise."""
         if self.val_data is None or len(self.val_data) == 0:
             return None
-        model = self.ema.module if self.ema is not None else self.policy
+        model = self._inference_model()
         model.eval()
         bs = min(int(self.cfg["batch_size"]), len(self.val_data))
         order = [list(range(i, min(i + bs, len(self.val_data)))) for i in range(0, len(self.val_data), bs)]
@@ -337,7 +341,7 @@ class Trainer:
             return None
         from realloop.policies.evaluate import evaluate
 
-        model = self.ema.module if self.ema is not None else self.policy
+        model = self._inference_model()
         model.eval()
         result = evaluate(
             model, ecfg["env"], env_kwargs=ecfg.get("env_kwargs") or {}, episodes=int(ecfg["episodes"]),
@@ -473,7 +477,7 @@ def plot_losses(history: Sequence[Mapping[str, Any]], path: Path, title: str = "
 
 def train(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> TrainSummary:
     """Run a training config (hydra DictConfig or a resolved dict); see the module doc."""
-    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    plain: dict[str, Any] = to_plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     return Trainer(plain, progress=progress).run()
 
 

@@ -15,8 +15,14 @@ what to read from the robot.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from realloop.robot.msgs import JointState
+    from realloop.robot.spec import RobotSpec
+    from realloop.sim.robot import SimRobot
 
 STATE = "observation.state"
 ROT6D_NAMES = ("r11", "r21", "r31", "r12", "r22", "r32")
@@ -29,12 +35,12 @@ def rot6d(xmat: np.ndarray) -> np.ndarray:
     return np.asarray(xmat).reshape(3, 3)[:, :2].T.reshape(6)
 
 
-def robot_groups(spec: object, ee: bool) -> dict[str, list[str]]:
+def robot_groups(spec: RobotSpec, ee: bool) -> dict[str, list[str]]:
     """The reading groups a robot with this spec provides (``ee``: it has forward kinematics), in the order
     of the default state vector."""
-    joints = [j.name for j in spec.joints]  # type: ignore[attr-defined]
+    joints = [j.name for j in spec.joints]
     groups = {"pos": [f"{n}.pos" for n in joints], "vel": [f"{n}.vel" for n in joints]}
-    if spec.gripper is not None:  # type: ignore[attr-defined]
+    if spec.gripper is not None:
         groups["gripper"] = ["gripper.pos"]
     if ee:
         groups["ee"] = list(EE_NAMES)
@@ -88,10 +94,10 @@ class StateBuilder:
         return np.concatenate(parts)[self._index].astype(np.float32)
 
 
-def robot_state_names(spec: object) -> list[str]:
+def robot_state_names(spec: RobotSpec) -> list[str]:
     """The default ``observation.state`` of a robot: every group it provides (end effector where its spec has an
     MJCF and an ee_site); the sim tasks of that robot observe the same entries first."""
-    return [n for names in robot_groups(spec, ee=spec.ee_site is not None).values() for n in names]  # type: ignore[attr-defined]
+    return [n for names in robot_groups(spec, ee=spec.ee_site is not None).values() for n in names]
 
 
 class JointStateObserver:
@@ -100,38 +106,39 @@ class JointStateObserver:
     kinematics of the spec's MJCF (loaded only when ``names`` has some). The recorder and the policy runner both
     build the state this way, so a recorded feature and a live one are the same numbers."""
 
-    def __init__(self, spec: object, names: Sequence[str] | None = None) -> None:
+    def __init__(self, spec: RobotSpec, names: Sequence[str] | None = None) -> None:
         self.spec = spec
         self.names = list(names) if names is not None else robot_state_names(spec)
-        self.joints = [j.name for j in spec.joints]  # type: ignore[attr-defined]
-        gripper = spec.gripper  # type: ignore[attr-defined]
+        self.joints = [j.name for j in spec.joints]
+        gripper = spec.gripper
         self.gripper_joint = gripper.joints[0] if gripper is not None else None
-        self.build = StateBuilder(self.names, robot_groups(spec, ee=spec.ee_site is not None))  # type: ignore[attr-defined]
-        self.kinematics = None
+        self.build = StateBuilder(self.names, robot_groups(spec, ee=spec.ee_site is not None))
+        self.kinematics: SimRobot | None = None
         if "ee" in self.build.groups:
             from realloop.sim.robot import SimRobot  # MuJoCo: only for robots whose features need FK
 
-            self.kinematics = SimRobot.from_spec(spec, "end-effector (ee.*) state entries")  # type: ignore[arg-type]
+            self.kinematics = SimRobot.from_spec(spec, "end-effector (ee.*) state entries")
 
-    def joint_values(self, msg: object) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+    def joint_values(self, msg: JointState) -> tuple[np.ndarray, np.ndarray | None, float | None]:
         """(positions, velocities or None, gripper opening or None) of the spec's joints in ``msg``."""
-        names = list(msg.name)  # type: ignore[attr-defined]
+        names = list(msg.name)
         index = {n: i for i, n in enumerate(names)}
         try:
-            q = np.array([msg.position[index[n]] for n in self.joints])  # type: ignore[attr-defined]
-            v = (np.array([msg.velocity[index[n]] for n in self.joints])  # type: ignore[attr-defined]
-                 if len(msg.velocity) == len(names) else None)  # type: ignore[attr-defined]
-            g = float(msg.position[index[self.gripper_joint]]) if self.gripper_joint else None  # type: ignore[attr-defined]
+            q = np.array([msg.position[index[n]] for n in self.joints])
+            v = (np.array([msg.velocity[index[n]] for n in self.joints])
+                 if len(msg.velocity) == len(names) else None)
+            g = float(msg.position[index[self.gripper_joint]]) if self.gripper_joint else None
         except KeyError as e:
             raise ValueError(f"the JointState lacks joint {e}; it has {names}") from None
         return q, v, g
 
-    def __call__(self, msg: object) -> np.ndarray:
+    def __call__(self, msg: JointState) -> np.ndarray:
         q, v, g = self.joint_values(msg)
         if v is None and "vel" in self.build.groups:
             raise ValueError("the state needs joint velocities and the JointState has none")
-        ee = (None, None)
+        ee_pos: np.ndarray | None = None
+        ee_xmat: np.ndarray | None = None
         if self.kinematics is not None:
             self.kinematics.data.qpos[self.kinematics.qpos_adr] = q
-            ee = self.kinematics.forward_kinematics()
-        return self.build(robot_readings(q, np.zeros_like(q) if v is None else v, g, *ee))
+            ee_pos, ee_xmat = self.kinematics.forward_kinematics()
+        return self.build(robot_readings(q, np.zeros_like(q) if v is None else v, g, ee_pos, ee_xmat))

@@ -32,6 +32,7 @@ the two disagree on.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,17 @@ class WorkspaceSpec:
 
     def inset(self, margin: float) -> WorkspaceSpec:
         """The box shrunk by ``margin`` on every side (a target clipped into it passes the full box)."""
-        lo = tuple(v + margin for v in self.min)
-        hi = tuple(v - margin for v in self.max)
+        lo = _xyz(v + margin for v in self.min)
+        hi = _xyz(v - margin for v in self.max)
         if not all(a < b for a, b in zip(lo, hi, strict=True)):
             raise ValueError(f"a margin of {margin} m leaves nothing of the workspace {self.min}..{self.max}")
-        return WorkspaceSpec(lo, hi)  # type: ignore[arg-type]
+        return WorkspaceSpec(lo, hi)
+
+
+def _xyz(values: Iterable[float]) -> tuple[float, float, float]:
+    """Three numbers as an (x, y, z) tuple."""
+    x, y, z = values
+    return x, y, z
 
 
 @dataclass(frozen=True)
@@ -342,12 +349,12 @@ def _parse(raw: Any, source: Path) -> RobotSpec:
             v = r.sequence(f"workspace.{k}", wraw[k])
             if len(v) != 3:
                 raise r.fail(f"workspace.{k}", f"expected [x, y, z], got {v!r}")
-            corners.append(tuple(r.number(f"workspace.{k}[{i}]", x) for i, x in enumerate(v)))
+            corners.append(_xyz(r.number(f"workspace.{k}[{i}]", x) for i, x in enumerate(v)))
         if not all(lo < hi for lo, hi in zip(*corners, strict=True)):
             raise r.fail("workspace", f"min {list(corners[0])} must be < max {list(corners[1])} on every axis")
         if ee_site is None:
             raise r.fail("workspace", "the box bounds the end effector: it needs an `ee_site` (and `mjcf`)")
-        workspace = WorkspaceSpec(corners[0], corners[1])  # type: ignore[arg-type]
+        workspace = WorkspaceSpec(corners[0], corners[1])
 
     key = raw.get("home_keyframe")
     if key is not None and mjcf is None:

@@ -29,6 +29,7 @@ import realloop.sim  # noqa: F401  (registers the task ids)
 from realloop.configs import CONFIG_DIR
 from realloop.configs.schema import compose_checked, exit_on_config_error
 from realloop.data import Dataset, DatasetLockedError, DatasetWriteError, NotADatasetError
+from realloop.sim.envs.base import task_of
 from realloop.sim.experts import make_expert
 
 
@@ -89,7 +90,7 @@ def collect(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> Colle
     if noise < 0:
         raise ValueError(f"action_noise={noise} must be >= 0 (a fraction of one control step's motion)")
     env = make_task_env(task, c["images"], c["image_size"], c["randomize"])
-    u = env.unwrapped
+    u = task_of(env)
     expert = make_expert(env)
     noise_scale = noise * u.action_mode.step_scale()
     spec = u.robot.spec

@@ -7,6 +7,7 @@ The gripper, when the robot has one, is always the last action entry: an absolut
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -183,7 +184,9 @@ class EEDelta(ActionMode):
         self._scratch.qpos[:] = self.robot.data.qpos
         return self._solve(q0, np.asarray(target_pos, dtype=float), np.asarray(target_quat, dtype=float))
 
-    def _solve(self, q: np.ndarray, target_pos: np.ndarray, target_quat: np.ndarray, fk_done: bool = False):
+    def _solve(
+        self, q: np.ndarray, target_pos: np.ndarray, target_quat: np.ndarray, fk_done: bool = False
+    ) -> np.ndarray:
         r = self.robot
         q = q.copy()
         err, neg, dq_quat = np.empty(6), np.empty(4), np.empty(4)
@@ -247,7 +250,7 @@ def ee_delta_as(mode: ActionMode, ee_mode: EEDelta, action: np.ndarray) -> np.nd
 
 def make_action_mode(name: str, robot: SimRobot, **kwargs: float) -> ActionMode:
     """Build the action mode `name` (one of the robot spec's control_modes)."""
-    modes = {m.name: m for m in (JointPosition, JointDelta, EEDelta)}
+    modes: dict[str, Callable[..., ActionMode]] = {m.name: m for m in (JointPosition, JointDelta, EEDelta)}
     if name not in robot.spec.control_modes:
         raise ValueError(
             f"control mode {name!r} is not supported by robot {robot.spec.name!r}; "

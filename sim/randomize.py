@@ -375,9 +375,9 @@ class DomainRandomizer:
         p: dict[str, Any] = {}
 
         if c.friction is not None:
-            s = float(rng.uniform(*c.friction))
-            m.geom_friction[:, 0] = nom["geom_friction"][:, 0] * s
-            p["friction_scale"] = s
+            scale = float(rng.uniform(*c.friction))
+            m.geom_friction[:, 0] = nom["geom_friction"][:, 0] * scale
+            p["friction_scale"] = scale
         if c.mass is not None:
             ids = self._mass_ids
             s = rng.uniform(*c.mass, size=ids.size)
@@ -398,7 +398,8 @@ class DomainRandomizer:
             if bounds is None:
                 continue
             jids = self._joints[key]
-            s = rng.uniform(*bounds, size=jids.size)
+            lo, hi = bounds
+            s = rng.uniform(lo, hi, size=jids.size)
             per_dof = np.ones(m.nv)
             for j, v in zip(jids, s, strict=True):
                 per_dof[self._dof_joint == j] = v

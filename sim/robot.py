@@ -72,8 +72,8 @@ class SimRobot:
         q = self.default_q if q is None else np.clip(np.asarray(q, dtype=float), self.lower, self.upper)
         self.data.qpos[self.qpos_adr] = q
         self.data.qvel[self.dof_adr] = 0.0
-        if self.has_gripper:
-            g = self.spec.gripper.default if gripper is None else gripper  # type: ignore[union-attr]
+        if self.spec.gripper is not None:  # has_gripper
+            g = self.spec.gripper.default if gripper is None else gripper
             self.data.qpos[self.gripper_qpos_adr] = g
         self.command(q, gripper)
         mujoco.mj_forward(self.model, self.data)
@@ -120,8 +120,8 @@ class SimRobot:
         if not np.isfinite(q).all():
             raise ValueError(f"{self.spec.name}: joint command contains NaN or inf: {q}")
         self.data.ctrl[self.actuator_ids] = np.minimum(np.maximum(q, self.lower), self.upper)
-        if gripper is not None and self.has_gripper:
-            g = self.spec.gripper  # type: ignore[union-attr]
+        g = self.spec.gripper
+        if gripper is not None and g is not None:  # has_gripper
             if not np.isfinite(gripper):
                 raise ValueError(f"{self.spec.name}: gripper command is NaN or inf")
             self.data.ctrl[self.gripper_id] = float(np.clip(gripper, g.lower, g.upper))

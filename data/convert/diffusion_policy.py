@@ -85,7 +85,7 @@ class ReplayBufferSource:
 
 def _register_imagecodecs() -> bool:
     try:
-        from imagecodecs.numcodecs import register_codecs  # type: ignore[import-not-found]
+        from imagecodecs.numcodecs import register_codecs
     except ImportError:
         return False
     register_codecs()
@@ -132,12 +132,15 @@ def open_replay_buffer(path: str | Path) -> ReplayBufferSource:
         raise ConvertError(f"{what}; no zarr v2 group found ({e}){hint}") from None
     source = ReplayBufferSource(p, {}, np.zeros(0, dtype=np.int64), store)
     try:
-        if not isinstance(root.get("data"), zarr.Group) or not isinstance(root.get("meta"), zarr.Group):
+        data, meta = root.get("data"), root.get("meta")
+        if not isinstance(data, zarr.Group) or not isinstance(meta, zarr.Group):
             raise ConvertError(f"{what}; it has no 'data' and 'meta' groups (found: {sorted(root.keys())})")
-        meta = root["meta"]
         if "episode_ends" not in meta:
             raise ConvertError(f"{what}; meta/episode_ends is missing")
-        ends = np.asarray(meta["episode_ends"][:])
+        episode_ends = meta["episode_ends"]
+        if not isinstance(episode_ends, zarr.Array):
+            raise ConvertError(f"{what}; meta/episode_ends is a group, not an array")
+        ends = np.asarray(episode_ends[:])
         if (
             ends.ndim != 1
             or ends.dtype.kind not in "iu"
@@ -149,7 +152,7 @@ def open_replay_buffer(path: str | Path) -> ReplayBufferSource:
                 f"episode ends, got {ends.dtype} of shape {ends.shape}"
             )
         source.episode_ends = ends.astype(np.int64)
-        source.arrays = _read_arrays(root["data"], p)  # type: ignore[arg-type]
+        source.arrays = _read_arrays(data, p)
         if not source.arrays:
             raise ConvertError(f"{what}; data/ holds no arrays")
         wrong = {

@@ -38,7 +38,7 @@ try:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 except ImportError:  # pragma: no cover - pyarrow is a dependency; a clear error if it is missing anyway
-    pa = pc = pq = None  # type: ignore[assignment]
+    pa = pc = pq = None
 
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 DEFAULT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"

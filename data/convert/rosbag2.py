@@ -362,7 +362,7 @@ class _Extractor:
                     f"{m.topic} is an image topic: map it to a feature named {IMAGE_PREFIX}<camera>, "
                     f"not {m.feature}"
                 )
-            shape = self._image(first).shape
+            shape: tuple[int, ...] = self._image(first).shape
             if m.shape is not None:
                 if len(m.shape) not in (2, 3) or (len(m.shape) == 3 and m.shape[2] != 3):
                     raise ConvertError(
@@ -390,7 +390,7 @@ class _Extractor:
                 raise ConvertError(
                     f"{m.topic}: the JointState field '{fld}' is empty; map position or velocity"
                 )
-            shape: tuple[int, ...] = (len(self.order) if self.order else len(getattr(first, fld)),)
+            shape = (len(self.order) if self.order else len(getattr(first, fld)),)
             names = names or self.order
             if m.shape is not None and tuple(m.shape) != shape:
                 raise ConvertError(
@@ -443,10 +443,9 @@ class _Extractor:
                     f"{self.m.topic}: a message lacks joints {missing} (it has {list(names)}); list the "
                     "joints to keep under 'joints:' in the config"
                 )
-            idx = np.array([pos[j] for j in self.order])
-            self._index[names] = None if names == self.order else idx
-        idx = self._index[names]
-        return values if idx is None else values[idx]
+            self._index[names] = None if names == self.order else np.array([pos[j] for j in self.order])
+        index = self._index[names]
+        return values if index is None else values[index]
 
 
 @dataclass
@@ -609,7 +608,7 @@ def convert_rosbag2(
     with open_destination(dst, features, robot) as ds, bar:
         for info in todo:
             present = {f: ex for f, ex in extractors.items() if info.counts.get(ex.m.topic, 0) > 0}
-            attrs = {
+            attrs: dict[str, Any] = {  # episode metadata
                 "converted_from": "rosbag2",
                 "bag": str(info.path),
                 "ros_distro": info.distro,

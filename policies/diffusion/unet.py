@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -162,13 +163,15 @@ class ConditionalUnet1D(nn.Module):
 
         x = sample.transpose(1, 2)  # (B, input_dim, T): Conv1d runs over time
         skips = []
-        for res1, res2, downsample in self.down_modules:
+        for stage in self.down_modules:
+            res1, res2, downsample = cast(nn.ModuleList, stage)  # each stage: [block, block, resampling]
             x = res2(res1(x, cond), cond)
             skips.append(x)
             x = downsample(x)
         for res in self.mid_modules:
             x = res(x, cond)
-        for res1, res2, upsample in self.up_modules:
+        for stage in self.up_modules:
+            res1, res2, upsample = cast(nn.ModuleList, stage)
             x = torch.cat([x, skips.pop()], dim=1)
             x = upsample(res2(res1(x, cond), cond))
         return self.final_conv(x).transpose(1, 2)

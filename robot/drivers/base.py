@@ -16,9 +16,12 @@ safety filter, teleop and policy runner work unchanged on top of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from realloop.robot.spec import RobotSpec
 
 
 class DriverError(RuntimeError):
@@ -48,17 +51,17 @@ class Driver(Protocol):
     def close(self) -> None: ...
 
 
-def state_joint_names(spec: object) -> list[str]:
+def state_joint_names(spec: RobotSpec) -> list[str]:
     """The joint names a driver reports: the spec's joints, then the gripper's (its first one is the opening)."""
-    names = [j.name for j in spec.joints]  # type: ignore[attr-defined]
-    gripper = spec.gripper  # type: ignore[attr-defined]
+    names = [j.name for j in spec.joints]
+    gripper = spec.gripper
     return names + (list(gripper.joints) if gripper is not None else [])
 
 
-def check_command(spec: object, positions: np.ndarray, gripper: float | None) -> np.ndarray:
+def check_command(spec: RobotSpec, positions: np.ndarray, gripper: float | None) -> np.ndarray:
     """``positions`` as float64 if it fits the spec's joints and is finite, else DriverError."""
     q = np.asarray(positions, dtype=float)
-    n = len(spec.joints)  # type: ignore[attr-defined]
+    n = len(spec.joints)
     if q.shape != (n,):
         raise DriverError(f"command has {q.size} joint positions, the robot has {n}")
     if not np.isfinite(q).all() or (gripper is not None and not np.isfinite(gripper)):

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .base import JointReading, check_command, state_joint_names
+
+if TYPE_CHECKING:
+    from realloop.robot.spec import RobotSpec
 
 
 class KinematicDriver:
@@ -21,18 +25,18 @@ class KinematicDriver:
         clock: seconds (default ``time.time``); tests pass a fake one.
     """
 
-    def __init__(self, spec: object, time_constant: float = 0.05, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, spec: RobotSpec, time_constant: float = 0.05, clock: Callable[[], float] | None = None) -> None:
         if not time_constant >= 0:
             raise ValueError(f"time_constant must be >= 0 s, got {time_constant}")
         self.spec = spec
         self.names = state_joint_names(spec)
         self.tau = float(time_constant)
         self.clock = clock or time.time
-        self.vmax = np.array([j.velocity for j in spec.joints])  # type: ignore[attr-defined]
-        self.q = np.array(spec.default_positions, dtype=float)  # type: ignore[attr-defined]
+        self.vmax = np.array([j.velocity for j in spec.joints])
+        self.q = np.array(spec.default_positions, dtype=float)
         self.v = np.zeros_like(self.q)
         self.target = self.q.copy()
-        g = spec.gripper  # type: ignore[attr-defined]
+        g = spec.gripper
         self.gripper = None if g is None else float(g.default)
         self.gripper_target = self.gripper
         self.gripper_speed = None if g is None else float(g.velocity)

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .base import JointReading, check_command, state_joint_names
+
+if TYPE_CHECKING:
+    from realloop.robot.spec import RobotSpec
+    from realloop.sim.robot import SimRobot
 
 MAX_CATCH_UP_S = 0.1  # a stalled reader does not make the physics jump by more than this
 
@@ -17,11 +22,11 @@ MAX_CATCH_UP_S = 0.1  # a stalled reader does not make the physics jump by more 
 class SimDriver:
     """Args: spec; clock (seconds, default ``time.monotonic``): physics advances by the clock's elapsed time."""
 
-    def __init__(self, spec: object, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, spec: RobotSpec, clock: Callable[[], float] | None = None) -> None:
         self.spec = spec
         self.names = state_joint_names(spec)
         self.clock = clock or time.monotonic
-        self.robot = None
+        self.robot: SimRobot | None = None
         self._t: float | None = None
 
     def connect(self) -> None:
@@ -30,14 +35,15 @@ class SimDriver:
         from realloop.sim.mjcf import load_model
         from realloop.sim.robot import SimRobot
 
-        model = load_model(self.spec, "the sim driver")  # type: ignore[arg-type]
+        model = load_model(self.spec, "the sim driver")
         self._mj = mujoco
-        self.robot = SimRobot(self.spec, model, mujoco.MjData(model))  # type: ignore[arg-type]
-        self.robot.reset()
+        self.robot = robot = SimRobot(self.spec, model, mujoco.MjData(model))
+        robot.reset()
         self._t = self.clock()
-        self._wall0 = time.time() - float(self.robot.data.time)
+        self._wall0 = time.time() - float(robot.data.time)
 
-    def _advance(self) -> None:
+    def _advance(self) -> SimRobot:
+        """Step the physics up to the clock; the connected robot."""
         assert self.robot is not None, "connect() first"
         now = self.clock()
         dt = min(now - (self._t or now), MAX_CATCH_UP_S)
@@ -47,10 +53,10 @@ class SimDriver:
             self._t = (self._t or now) + n * self.robot.model.opt.timestep
             if now - self._t > MAX_CATCH_UP_S:
                 self._t = now
+        return self.robot
 
     def read_state(self) -> JointReading:
-        self._advance()
-        r = self.robot
+        r = self._advance()
         pos, vel = list(r.joint_positions()), list(r.joint_velocities())
         if r.has_gripper:
             n = len(self.names) - len(pos)
@@ -60,8 +66,7 @@ class SimDriver:
                             np.zeros(0))
 
     def write_command(self, positions: np.ndarray, gripper: float | None = None) -> None:
-        self._advance()
-        self.robot.command(check_command(self.spec, positions, gripper), gripper)
+        self._advance().command(check_command(self.spec, positions, gripper), gripper)
 
     def close(self) -> None:
         self.robot = None

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from realloop.configs import ConfigNotFoundError, config_dir, config_file
-from realloop.configs.schema import ConfigError, Schema
+from realloop.configs.schema import ConfigError, Schema, to_plain
 
 from ..args import check_params
 from ..nodes import NODES
@@ -95,7 +95,9 @@ def load_graph(name: str, overrides: Sequence[str] = ()) -> Graph:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         except OmegaConfBaseException as e:
             raise ConfigError(f"cannot apply the overrides to graph {name!r}: {str(e).splitlines()[0]}") from None
-    return graph_from_dict(OmegaConf.to_container(cfg, resolve=True))
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"graph {name!r} is a list, not a mapping of keys")
+    return graph_from_dict(to_plain(cfg))
 
 
 def graph_from_dict(d: Mapping[str, Any]) -> Graph:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -63,10 +63,11 @@ def parse_field_type(spec: Any) -> FieldType:
 
 def ros_fields(cls: type) -> list[tuple[str, FieldType]]:
     """The (name, type) of each wire field of a message class, in order."""
-    cached = cls.__dict__.get("_ros_fields_cache")
+    key = "_ros_fields_cache"
+    cached = cls.__dict__.get(key)
     if cached is None:
         cached = [(f.name, parse_field_type(f.metadata["ros"])) for f in dataclasses.fields(cls) if "ros" in f.metadata]
-        cls._ros_fields_cache = cached
+        setattr(cls, key, cached)
     return cached
 
 
@@ -178,7 +179,8 @@ def _check_len(name: str, ft: FieldType, n: int) -> None:
 
 
 def _encoder(cls: type) -> Encoder:
-    enc = cls.__dict__.get("_cdr_encoder")
+    key = "_cdr_encoder"
+    enc = cls.__dict__.get(key)
     if enc is None:
         parts = [_field_encoder(n, ft) for n, ft in ros_fields(cls)]
 
@@ -186,7 +188,7 @@ def _encoder(cls: type) -> Encoder:
             for p in parts:
                 p(m, buf)
 
-        cls._cdr_encoder = enc
+        setattr(cls, key, enc)
     return enc
 
 
@@ -203,6 +205,7 @@ def encode(msg: Any) -> bytes:
 # --- decoding ---------------------------------------------------------------------------------------------------
 
 Decoder = Callable[[memoryview, int], tuple[Any, int]]
+Endian = Literal["<", ">"]  # struct's and numpy's little / big byte order
 
 
 def _align(pos: int, size: int) -> int:
@@ -210,7 +213,7 @@ def _align(pos: int, size: int) -> int:
     return pos + (size - rem if rem else 0)
 
 
-def _field_decoder(ft: FieldType, endian: str) -> Decoder:
+def _field_decoder(ft: FieldType, endian: Endian) -> Decoder:
     u32 = struct.Struct(endian + "I").unpack_from
 
     def read_len(mv: memoryview, pos: int) -> tuple[int, int]:
@@ -242,12 +245,13 @@ def _field_decoder(ft: FieldType, endian: str) -> Decoder:
             return items, pos
 
         return dec_msgs
+    length = ft.length
     if ft.base == "string":
-        if ft.length is None:
+        if length is None:
             return read_string
 
         def dec_strings(mv: memoryview, pos: int) -> tuple[list[str], int]:
-            n, pos = read_len(mv, pos) if ft.length == -1 else (ft.length, pos)
+            n, pos = read_len(mv, pos) if length == -1 else (length, pos)
             items = []
             for _ in range(n):
                 s, pos = read_string(mv, pos)
@@ -257,7 +261,7 @@ def _field_decoder(ft: FieldType, endian: str) -> Decoder:
         return dec_strings
     fmt, dtype = PRIMITIVES[ft.base]
     size = struct.calcsize(fmt)
-    if ft.length is None:
+    if length is None:
         unpack = struct.Struct(endian + fmt).unpack_from
 
         def dec_scalar(mv: memoryview, pos: int) -> tuple[Any, int]:
@@ -265,11 +269,11 @@ def _field_decoder(ft: FieldType, endian: str) -> Decoder:
             return unpack(mv, pos)[0], pos + size
 
         return dec_scalar
-    as_bytes = ft.base in _BYTES_TYPES and ft.length == -1
+    as_bytes = ft.base in _BYTES_TYPES and length == -1
     npdtype = np.dtype(dtype).newbyteorder(endian)
 
     def dec_array(mv: memoryview, pos: int) -> tuple[Any, int]:
-        n, pos = read_len(mv, pos) if ft.length == -1 else (ft.length, pos)
+        n, pos = read_len(mv, pos) if length == -1 else (length, pos)
         if n:
             pos = _align(pos, size)
         end = pos + n * size
@@ -282,7 +286,7 @@ def _field_decoder(ft: FieldType, endian: str) -> Decoder:
     return dec_array
 
 
-def _decoder(cls: type, endian: str) -> Decoder:
+def _decoder(cls: type, endian: Endian) -> Decoder:
     key = "_cdr_decoder_" + ("le" if endian == "<" else "be")
     dec = cls.__dict__.get(key)
     if dec is None:

@@ -7,10 +7,16 @@ Field names, order and types follow the ROS 2 Humble/Jazzy definitions exactly (
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:
+    from typing_extensions import dataclass_transform
 
 from .cdr import field
 
@@ -18,14 +24,15 @@ T = TypeVar("T")
 REGISTRY: dict[str, type] = {}
 
 
+@dataclass_transform()  # type checkers see the fields as __init__ parameters, each optional (field() gives a default)
 def message(ros_type: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: a dataclass message for the ROS type ``pkg/msg/Name``."""
 
     def wrap(cls: type[T]) -> type[T]:
-        cls = dataclasses.dataclass(cls)
-        cls.__ros_type__ = ros_type
-        REGISTRY[ros_type] = cls
-        return cls
+        msg_cls: Any = dataclasses.dataclass(cls)
+        msg_cls.__ros_type__ = ros_type
+        REGISTRY[ros_type] = msg_cls
+        return msg_cls
 
     return wrap
 
@@ -37,6 +44,12 @@ def ros_type_of(cls_or_msg: Any) -> str:
 
 # --- builtin_interfaces, std_msgs, rosgraph_msgs ----------------------------------------------------------------
 
+def _split_sec(t: float) -> tuple[int, int]:
+    """Float seconds as (sec, nanosec), rounded to the nanosecond."""
+    ns = round(t * 1e9)
+    return int(ns // 1_000_000_000), int(ns % 1_000_000_000)
+
+
 @message("builtin_interfaces/msg/Time")
 class Time:
     sec: int = field("int32")
@@ -45,8 +58,7 @@ class Time:
     @classmethod
     def from_sec(cls, t: float) -> Time:
         """Split float seconds into (sec, nanosec), rounding to the nanosecond."""
-        ns = round(t * 1e9)
-        return cls(int(ns // 1_000_000_000), int(ns % 1_000_000_000))
+        return cls(*_split_sec(t))
 
     def to_sec(self) -> float:
         return self.sec + self.nanosec * 1e-9
@@ -57,8 +69,13 @@ class Duration:
     sec: int = field("int32")
     nanosec: int = field("uint32")
 
-    from_sec = classmethod(Time.from_sec.__func__)
-    to_sec = Time.to_sec
+    @classmethod
+    def from_sec(cls, t: float) -> Duration:
+        """Split float seconds into (sec, nanosec), rounding to the nanosecond."""
+        return cls(*_split_sec(t))
+
+    def to_sec(self) -> float:
+        return self.sec + self.nanosec * 1e-9
 
 
 @message("std_msgs/msg/Header")
@@ -159,7 +176,7 @@ class Image:
     encoding: str = field("string")
     is_bigendian: int = field("uint8")
     step: int = field("uint32")
-    data: bytes = field("uint8[]")
+    data: bytes | np.ndarray = field("uint8[]")  # decoded as bytes; a uint8 frame array encodes without a copy
 
 
 @message("sensor_msgs/msg/CompressedImage")

@@ -33,7 +33,7 @@ import sys
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -48,6 +48,9 @@ from ..spec import load_robot_spec
 from ..targets import JOINT_MODES, JointTargets, joint_action_names
 from . import run_node
 from .chunk_schedule import ChunkSchedule
+
+if TYPE_CHECKING:
+    from realloop.sim.robot import SimRobot
 
 ENV_STATE = "observation.environment_state"
 MAX_TRACE_TICKS = 100_000  # a trace is for checking and debugging runs, not for hours
@@ -167,7 +170,7 @@ class PolicyRunner(Node):
         if threads and "torch" in sys.modules:  # inference shares the robot computer with the other nodes
             sys.modules["torch"].set_num_threads(int(threads))
         self.rate = float(self.param("rate_hz") or self.spec.control_rate_hz)
-        self.kinematics = None  # a MuJoCo model of the robot alone: ee_delta's IK
+        self.kinematics: SimRobot | None = None  # a MuJoCo model of the robot alone: ee_delta's IK
         self.observer = JointStateObserver(self.spec, [])  # joint values by name (task mode: the model observes)
         if self.u is None:
             self._build_robot_model()
@@ -187,8 +190,11 @@ class PolicyRunner(Node):
                 raise ValueError(f"the policy needs feature {key!r}: map it to a Float64MultiArray topic in param "
                                  f"'topics' (topics.{key.removeprefix('observation.')}=/my/topic)")
             buf = self.numeric[key] = StreamBuffer()
-            self.create_subscription(self.feature_topics[key], Float64MultiArray,
-                                     lambda m, b=buf: b.add(self.now(), np.asarray(m.data, dtype=float)))
+
+            def on_numeric(m: Float64MultiArray, b: StreamBuffer = buf) -> None:
+                b.add(self.now(), np.asarray(m.data, dtype=float))
+
+            self.create_subscription(self.feature_topics[key], Float64MultiArray, on_numeric)
         # the policy's image features, from camera topics: feature -> (camera, topic, frames, (H, W, C))
         shapes = self.policy.image_shapes() if hasattr(self.policy, "image_shapes") else {}
         self.cameras: dict[str, tuple[str, str, StreamBuffer, tuple[int, ...]]] = {}
@@ -196,9 +202,13 @@ class PolicyRunner(Node):
             cam = key[len(IMAGES):]
             topic = topics[cam]
             buf = StreamBuffer(maxlen=64)
-            msg_type = CompressedImage if topic.rstrip("/").endswith("compressed") else Image
-            self.create_subscription(topic, msg_type, lambda m, b=buf: b.add(m.header.stamp.to_sec(), m),
-                                     qos="sensor")
+            compressed = topic.rstrip("/").endswith("compressed")
+            msg_type: type[CompressedImage | Image] = CompressedImage if compressed else Image
+
+            def on_image(m: CompressedImage | Image, b: StreamBuffer = buf) -> None:
+                b.add(m.header.stamp.to_sec(), m)
+
+            self.create_subscription(topic, msg_type, on_image, qos="sensor")
             self.cameras[key] = (cam, topic, buf, shape)
         self.max_image_age = float(self.param("max_image_age", 0.5))
         self.create_subscription("/intervention", Bool, self._on_intervention)
@@ -211,15 +221,15 @@ class PolicyRunner(Node):
         self.grip_pub = (self.create_publisher(f"{prefix}/{self.spec.gripper.controller}/commands", Float64MultiArray)
                          if self.robot.has_gripper and self.spec.gripper.controller else None)
         # behind a safety filter: its output says what the robot was really commanded
-        self.arm_echo = self.grip_echo = None
+        self.arm_echo: FilterEcho | None = None
+        self.grip_echo: FilterEcho | None = None
         if prefix:
-            self.arm_echo = FilterEcho()
-            self.create_subscription(f"/{ctrl}/commands", Float64MultiArray,
-                                     lambda m: self.arm_echo.on_forwarded(m.data))
+            arm_echo = self.arm_echo = FilterEcho()
+            self.create_subscription(f"/{ctrl}/commands", Float64MultiArray, lambda m: arm_echo.on_forwarded(m.data))
             if self.grip_pub is not None:
-                self.grip_echo = FilterEcho()
+                grip_echo = self.grip_echo = FilterEcho()
                 self.create_subscription(f"/{self.spec.gripper.controller}/commands", Float64MultiArray,
-                                         lambda m: self.grip_echo.on_forwarded(m.data))
+                                         lambda m: grip_echo.on_forwarded(m.data))
         self.status_pub = self.create_publisher("~/status", String, qos="latched")
         # sim graphs: the task's success (from /sim/status) ends the recorder's episode as a success
         self.recorder_pub = (self.create_publisher("/recorder/command", String)
@@ -253,6 +263,9 @@ class PolicyRunner(Node):
     def _build_robot_model(self) -> None:
         """Without a task: the state from the checkpoint's state names, and the action mode from its action names
         (joint modes need only the spec; ee_delta and ee.* state entries need the MJCF's kinematics)."""
+        from realloop.policies.agent import PolicyAgent
+
+        assert isinstance(self.policy, PolicyAgent), "without a task model the policy is a checkpoint's"
         features = self.policy.policy.features
         mode = self.param("control_mode")
         action_names = list(features["action"].names or [])
@@ -265,11 +278,11 @@ class PolicyRunner(Node):
             from realloop.sim.control import make_action_mode
             from realloop.sim.robot import SimRobot
 
-            self.kinematics = SimRobot.from_spec(self.spec, "ee_delta control")
-            self.kinematics.control_dt = 1.0 / self.rate  # its action mode's per-step bounds: the runner's period
+            kinematics = SimRobot.from_spec(self.spec, "ee_delta control")
+            kinematics.control_dt = 1.0 / self.rate  # its action mode's per-step bounds: the runner's period
 
-            self.robot = self.kinematics
-            self.mode = make_action_mode("ee_delta", self.kinematics)
+            self.robot = self.kinematics = kinematics
+            self.mode = make_action_mode("ee_delta", kinematics)
         else:
             self.robot = self.mode = JointTargets(self.spec, str(mode), self.rate)
         if list(self.mode.names) != action_names:
@@ -439,6 +452,7 @@ class PolicyRunner(Node):
         return [1e3 * x for x in self.schedule.latency_s]
 
     def _status(self, state: str) -> None:
+        self.state = state
         s = self.schedule
         ms = self._inference_ms()
         self.status_pub.publish(String(json.dumps({
@@ -447,14 +461,14 @@ class PolicyRunner(Node):
             "inference_ms_mean": float(np.mean(ms)) if ms else None, "inference_ms_max": max(ms) if ms else None,
             "lead": s.lead, "dropped": s.dropped, "waits": s.waits})))
 
-    def _write_trace(self) -> None:
+    def _write_trace(self, path: Path) -> None:
         """The observations this node built, per tick: ``t`` and one array per numeric feature (npz, no pickle)."""
         arrays: dict[str, np.ndarray] = {"t": np.array([t for t, _ in self.trace])}
         for key in self.trace[0][1] if self.trace else ():
             arrays[key] = np.stack([obs[key] for _, obs in self.trace])
-        self.trace_path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(self.trace_path, **arrays)
-        self.log.info("trace of %d observations written to %s", len(self.trace), self.trace_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, allow_pickle=False, **arrays)
+        self.log.info("trace of %d observations written to %s", len(self.trace), path)
 
     def close(self) -> None:
         s = self.schedule
@@ -463,9 +477,10 @@ class PolicyRunner(Node):
                       "%d waits; the safety filter changed %d arm and %d gripper commands", self.steps, s.chunks,
                       f"{np.mean(ms):.0f}" if ms else "-", len(ms), s.dropped, s.waits, self.rebased,
                       self.rebased_gripper)
+        self._status(self.state)  # the closing totals, as data (the state stays the episode's)
         self.schedule.close()
         if self.trace_path is not None:
-            self._write_trace()
+            self._write_trace(self.trace_path)
         if self.env is not None:
             self.env.close()
         super().close()

@@ -98,11 +98,14 @@ class Trajectory:
 
 class SimMirror(Node):
     def __init__(self, name: str = "sim_mirror", params: Mapping[str, Any] | None = None, **kw: Any):
+        from realloop.sim.envs.base import task_of
+        from realloop.sim.envs.quadruped import QuadWalkEnv
+
         params = dict(params or {})
         super().__init__(name, params, domain_id=sim_domain_id(params), **kw)
         self.seed = params.get("seed")
         self.env = task_model_env(str(self.param("task", "arm_lift")), "joint_position", self.seed)
-        self.u = self.env.unwrapped
+        self.u = task_of(self.env)
         self.robot = self.u.robot
         self.spec = self.robot.spec
         self.model, self.data = self.u.model, self.u.data
@@ -114,7 +117,7 @@ class SimMirror(Node):
         self.episode = 0
 
         names = list(self.spec.joint_names)
-        if self.robot.has_gripper:
+        if self.spec.gripper is not None:  # has_gripper
             names.append(self.spec.gripper.joints[0])
         self.state_names = names
         self.js_pub = self.create_publisher("/joint_states", JointState)
@@ -132,13 +135,15 @@ class SimMirror(Node):
         ctrl = self.spec.command.controller if self.spec.command else "joint_controller"
         self.create_subscription(f"/{ctrl}/commands", Float64MultiArray, self._on_commands)
         self.create_subscription(f"/{ctrl}/joint_trajectory", JointTrajectory, self._on_trajectory)
-        if self.robot.has_gripper and self.spec.gripper.controller:
+        if self.spec.gripper is not None and self.spec.gripper.controller:
             self.create_subscription(f"/{self.spec.gripper.controller}/commands", Float64MultiArray,
                                      self._on_gripper)
         self.gait = None
-        if self.u.robot.ee_site_id < 0 and type(self.u).__name__ == "QuadWalkEnv":
+        self.walker: QuadWalkEnv | None = None  # the task whose velocity command the gait follows
+        if self.u.robot.ee_site_id < 0 and isinstance(self.u, QuadWalkEnv):
             from realloop.sim.experts import make_expert
 
+            self.walker = self.u
             self.gait = make_expert(self.env)
             self.gait.reset(np.random.default_rng(self.seed))
             self.gait_every = max(1, round(self.robot.control_dt / self.tick_dt))
@@ -254,12 +259,13 @@ class SimMirror(Node):
             self.q_cmd, done = self.trajectory.at(self.sim_now())
             if done:
                 self.trajectory = None
-        if self.gait is not None and self.cmd_vel is not None and self.ticks % self.gait_every == 0:
+        walker, gait = self.walker, self.gait
+        if walker is not None and gait is not None and self.cmd_vel is not None and self.ticks % self.gait_every == 0:
             if self.data.time - self.cmd_vel_time > float(self.param("cmd_vel_timeout", 0.5)):
                 self.cmd_vel = None  # a stale velocity command stops the gait; the legs hold their targets
             else:
-                self.u.command = self.cmd_vel
-                self.q_cmd = self.gait.act(self.u._observe())
+                walker.command = self.cmd_vel
+                self.q_cmd = gait.act(walker._observe())
         self.robot.command(self.q_cmd, self.g_cmd)
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         self.ticks += 1

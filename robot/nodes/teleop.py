@@ -130,17 +130,17 @@ class TeleopNode(Node):
         self.intervention_pub.publish(Bool(False))  # latched: the recorder and policy runner start from "no"
 
     def _print_help(self) -> None:
-        if self.is_arm:
-            outs = [self.arm_pub.topic] + ([self.gripper_pub.topic] if self.gripper_pub else [])
-            what = f"{self.spec.name} arm, {self.commander.mode} mode"  # type: ignore[union-attr]
+        c = self.commander
+        outs = [p.topic for p in (self.arm_pub, self.gripper_pub, self.cmd_vel_pub) if p is not None]  # arm or base
+        if isinstance(c, ArmCommander):  # is_arm
+            what = f"{self.spec.name} arm, {c.mode} mode"
         else:
-            outs = [self.cmd_vel_pub.topic]  # type: ignore[union-attr]
             what = f"{self.spec.name} base (x forward, y left, yaw turn)"
         lines = [f"teleop: {what} -> {', '.join(outs)}"
                  + ("; commands only while intervening" if self.intervention_mode else "")]
-        if self.keys is not None and self.is_arm:
+        if self.keys is not None and isinstance(c, ArmCommander):
             events = [e for e in Event if e is not Event.GRIPPER or self.spec.gripper is not None]
-            if self.commander.ee is None:  # type: ignore[union-attr]
+            if c.ee is None:
                 events.remove(Event.MODE)
             if len(self.spec.joints) <= len(MOTION_AXES):
                 events.remove(Event.NEXT_JOINTS)
@@ -157,7 +157,8 @@ class TeleopNode(Node):
     # ------------------------------------------------------------------------------------------ inputs
 
     def _on_joint_states(self, msg: JointState) -> None:
-        self.commander.sync(msg.name, msg.position)  # type: ignore[union-attr]
+        if isinstance(self.commander, ArmCommander):  # subscribed for arms only
+            self.commander.sync(msg.name, msg.position)
 
     def _on_joy(self, msg: Joy) -> None:
         intent = self.joy_mapper.update(msg, time.monotonic())
@@ -235,8 +236,8 @@ class TeleopNode(Node):
         if not active:
             self.engaged = False
             return
-        if not self.engaged and self.is_arm:
-            self.commander.resync()  # type: ignore[union-attr]
+        if not self.engaged and isinstance(self.commander, ArmCommander):  # is_arm
+            self.commander.resync()
         self.engaged = True
         for ev in robot_events:
             status = self.commander.handle(ev)
@@ -245,27 +246,31 @@ class TeleopNode(Node):
         self._command(intent)
 
     def _command(self, intent: Intent) -> None:
-        if self.is_arm:
-            q, g = self.commander.step(intent)  # type: ignore[misc]
-            self.arm_pub.publish(Float64MultiArray(data=np.asarray(q, dtype=float)))  # type: ignore[union-attr]
+        c = self.commander
+        if isinstance(c, ArmCommander):  # is_arm
+            assert self.arm_pub is not None, "an arm's teleop has a command publisher"
+            q, g = c.step(intent)
+            self.arm_pub.publish(Float64MultiArray(data=np.asarray(q, dtype=float)))
             if self.gripper_pub is not None and g is not None:
                 self.gripper_pub.publish(Float64MultiArray(data=np.array([g], dtype=float)))
         else:
-            self._publish_twist(*self.commander.step(intent))  # type: ignore[misc]
+            self._publish_twist(*c.step(intent))
 
     def _publish_twist(self, vx: float, vy: float, wz: float) -> None:
+        assert self.cmd_vel_pub is not None, "a base's teleop has a cmd_vel publisher"
         msg = TwistStamped(header(self.now(), self.cmd_vel_frame), Twist(Vector3(vx, vy, 0.0), Vector3(0.0, 0.0, wz)))
-        self.cmd_vel_pub.publish(msg)  # type: ignore[union-attr]
+        self.cmd_vel_pub.publish(msg)
 
     def close(self) -> None:
         try:
             if getattr(self, "cmd_vel_pub", None) is not None and getattr(self, "engaged", False):
                 self._publish_twist(0.0, 0.0, 0.0)  # leave a walking base standing, not walking on
         finally:
-            if getattr(self, "keys", None) is not None:
-                self.keys.close()
-            if getattr(self, "pad", None) is not None:
-                self.pad.close()
+            keys, pad = getattr(self, "keys", None), getattr(self, "pad", None)  # None: _setup failed before them
+            if keys is not None:
+                keys.close()
+            if pad is not None:
+                pad.close()
             super().close()
 
 

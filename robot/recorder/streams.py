@@ -45,6 +45,7 @@ Keys of a spec:
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +148,7 @@ def _twist_fields(prefix: str) -> dict[str, FieldDef]:
 
 # Per message type: its fields, the first being the default. Images have the single field "image".
 FIELDS: dict[str, dict[str, FieldDef]] = {
-    "JointState": {**{f: FieldDef(lambda m, f=f: getattr(m, f)) for f in ("position", "velocity", "effort")},
+    "JointState": {**{f: FieldDef(operator.attrgetter(f)) for f in ("position", "velocity", "effort")},
                    # the robot's observation.state (realloop.robot.observation.JointStateObserver), built per stream
                    "state": FieldDef(lambda m: m)},
     "Float64MultiArray": {"data": FieldDef(lambda m: m.data)},

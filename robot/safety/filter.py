@@ -71,26 +71,28 @@ class SafetyConfig:
     def from_params(cls, params: Mapping[str, Any]) -> SafetyConfig:
         """From the node's parameters (configs/node/safety_filter.yaml); ValueError names a bad parameter."""
 
-        def num(key: str, value: Any, *, positive: bool = True, allow_none: bool = False) -> float | None:
-            if value is None and allow_none:
-                return None
+        def num(key: str, value: Any, *, positive: bool = True) -> float:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"safety_filter: {key} must be a finite number, got {value!r}")
             if positive and value <= 0:
                 raise ValueError(f"safety_filter: {key} must be > 0, got {value!r}")
             return float(value)
 
-        max_step = params.get("max_step")
-        if isinstance(max_step, (list, tuple)):
-            max_step = tuple(num(f"max_step[{i}]", v) for i, v in enumerate(max_step))
+        def num_or_none(key: str, value: Any) -> float | None:
+            return None if value is None else num(key, value)
+
+        raw_step = params.get("max_step")
+        max_step: float | tuple[float, ...] | None
+        if isinstance(raw_step, (list, tuple)):
+            max_step = tuple(num(f"max_step[{i}]", v) for i, v in enumerate(raw_step))
         else:
-            max_step = num("max_step", max_step, allow_none=True)
+            max_step = num_or_none("max_step", raw_step)
         return cls(
             watchdog_timeout=num("watchdog_timeout", params.get("watchdog_timeout", 0.5)),
-            command_period=num("command_period", params.get("command_period"), allow_none=True),
+            command_period=num_or_none("command_period", params.get("command_period")),
             max_step=max_step,
             velocity_scale=num("velocity_scale", params.get("velocity_scale", 1.0)),
-            gripper_max_step=num("gripper_max_step", params.get("gripper_max_step"), allow_none=True),
+            gripper_max_step=num_or_none("gripper_max_step", params.get("gripper_max_step")),
             log_period=num("log_period", params.get("log_period", 1.0), positive=False),
         )
 
@@ -197,7 +199,8 @@ class SafetyFilter:
             "hold": None if self.hold is None or self.state == OK else [round(float(x), 6) for x in self.hold],
         }
 
-    def update_measured(self, positions: Sequence[float] | None = None, gripper: float | None = None) -> None:
+    def update_measured(self, positions: Sequence[float] | np.ndarray | None = None,
+                        gripper: float | None = None) -> None:
         """Record the robot's measured joint positions (spec order) and gripper opening."""
         if positions is not None:
             q = np.asarray(positions, dtype=float)
@@ -207,7 +210,8 @@ class SafetyFilter:
             self.measured_gripper = float(gripper)
 
     # ------------------------------------------------------------------------------------------------ arm
-    def filter_arm(self, command: Sequence[float], t: float, measured: Sequence[float] | None = None) -> Decision:
+    def filter_arm(self, command: Sequence[float] | np.ndarray, t: float,
+                   measured: Sequence[float] | np.ndarray | None = None) -> Decision:
         """Check one arm command (joint positions, spec order) received at time ``t`` (s)."""
         self.update_measured(measured)
         if self.estopped:
@@ -266,7 +270,8 @@ class SafetyFilter:
         return f"puts the end effector at {_fmt(p, 3)}, outside the workspace box {_fmt(lo, 3)}..{_fmt(hi, 3)}"
 
     # ------------------------------------------------------------------------------------------------ gripper
-    def filter_gripper(self, opening: float | Sequence[float], t: float, measured: float | None = None) -> Decision:
+    def filter_gripper(self, opening: float | Sequence[float] | np.ndarray, t: float,
+                       measured: float | None = None) -> Decision:
         """Check a gripper command (opening, e.g. m); the accepted target is approached at the gripper's rate."""
         self.update_measured(gripper=measured)
         g = self.spec.gripper

@@ -78,7 +78,7 @@ class ArmCommander:
         """Whether every joint has been measured at least once (commands start from the measured pose)."""
         return self._measured_q is not None and not np.isnan(self._measured_q).any()
 
-    def sync(self, names: Sequence[str], positions: Sequence[float]) -> None:
+    def sync(self, names: Sequence[str], positions: Sequence[float] | np.ndarray) -> None:
         """Take in a measured joint state (``/joint_states`` names and positions; the gripper's first joint
         carries its opening). Joints it does not name keep their last measured value."""
         q = np.full(self.robot.n_joints, np.nan) if self._measured_q is None else self._measured_q
@@ -95,10 +95,11 @@ class ArmCommander:
     def resync(self) -> None:
         """Restart the set-point from the measured pose (before the operator takes over: the robot may have been
         moved by a policy or by hand since)."""
-        if not self.ready:
+        q = self._measured_q
+        if q is None or not self.ready:
             raise RuntimeError("no joint state measured yet")
         self.homing = False
-        self.robot.command(self._measured_q, self._measured_g)  # type: ignore[arg-type]
+        self.robot.command(q, self._measured_g)
 
     def targets(self) -> tuple[np.ndarray, float | None]:
         """The current joint targets and gripper opening (None without a gripper)."""

@@ -125,7 +125,7 @@ class JoyMapper:
         self.deadzone = float(deadzone)
         self.enable_button = None if enable_button is None else int(enable_button)
         self.timeout_s = float(timeout_s)
-        self._prev_buttons = np.zeros(0, dtype=np.int32)
+        self._prev_buttons = np.zeros(0, dtype=np.int64)
         self._trigger_live: set[int] = set()
         self._last: Intent = Intent()
         self._last_t = -np.inf

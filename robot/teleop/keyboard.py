@@ -255,11 +255,11 @@ class KeyboardMapper:
                    events: Iterable[Event] = tuple(Event)) -> list[str]:
         """A compact key help (motion pairs, gripper, episode keys, the rest) for the channels and events that
         the robot at hand uses."""
-        channels, events = set(channels), {e.value for e in events}
+        channels, event_names = set(channels), {e.value for e in events}
         by_action: dict[str, list[str]] = {}
         for key, act in self.bindings.items():
             if isinstance(act, Event):
-                name, used = act.value, act.value in events
+                name, used = act.value, act.value in event_names
             else:
                 name, used = f"{'+' if act[1] > 0 else '-'}{act[0]}", act[0] in channels
             if used:

@@ -54,9 +54,9 @@ def idl_struct(ros_type: str) -> type:
     for name, ft in ros_fields(cls):
         base = idl_struct(ft.base.__ros_type__) if ft.is_message else _IDL_PRIMITIVES[ft.base]
         if ft.length == -1:
-            base = idl.sequence[base]
+            base = idl.sequence[base]  # type: ignore[misc]  # cyclonedds: an untyped __class_getitem__
         elif ft.length is not None:
-            base = idl.array[base, ft.length]
+            base = idl.array[base, ft.length]  # type: ignore[misc]  # cyclonedds: an untyped __class_getitem__
         annotations[name] = base
     short = ros_type.rsplit("/", 1)[1] + "_"
     struct = pytypes.new_class(short, (IdlStruct,), {"typename": dds_type_name(ros_type)},
@@ -88,7 +88,7 @@ class DdsTransport:
         # share it, and it lives as long as the process
         if localhost_only and domain_id not in _LOCALHOST_DOMAINS:
             _LOCALHOST_DOMAINS[domain_id] = Domain(domain_id, LOCALHOST_CONFIG)
-        self.participant = DomainParticipant(domain_id)
+        self.participant: DomainParticipant | None = DomainParticipant(domain_id)  # None once closed
         self._topics: dict[str, Topic] = {}
         self._readers: list[tuple[DataReader, Callable[[bytes], None]]] = []
         self._writers: list[DataWriter] = []
@@ -97,17 +97,22 @@ class DdsTransport:
         self._waitset.attach(self._guard)
         self._lock = threading.Lock()
 
+    def _live(self) -> DomainParticipant:
+        if self.participant is None:
+            raise RuntimeError(f"the DDS transport on domain {self.domain_id} is closed")
+        return self.participant
+
     def _topic(self, topic: str, ros_type: str) -> Topic:
         name = dds_topic_name(topic)
         t = self._topics.get(name)
         if t is None:
-            t = self._topics[name] = Topic(self.participant, name, idl_struct(ros_type))
+            t = self._topics[name] = Topic(self._live(), name, idl_struct(ros_type))
         elif t.typename != dds_type_name(ros_type):
             raise TypeError(f"topic {topic} is already used with type {t.typename}, not {ros_type}")
         return t
 
     def advertise(self, topic: str, ros_type: str, qos: QoS) -> Callable[[bytes], None]:
-        writer = DataWriter(self.participant, self._topic(topic, ros_type), qos=dds_qos(qos, ros_type))
+        writer = DataWriter(self._live(), self._topic(topic, ros_type), qos=dds_qos(qos, ros_type))
         self._writers.append(writer)
         ref = writer._ref
 
@@ -122,7 +127,7 @@ class DdsTransport:
         return write
 
     def subscribe(self, topic: str, ros_type: str, qos: QoS, callback: Callable[[bytes], None]) -> None:
-        reader = DataReader(self.participant, self._topic(topic, ros_type), qos=dds_qos(qos, ros_type))
+        reader = DataReader(self._live(), self._topic(topic, ros_type), qos=dds_qos(qos, ros_type))
         with self._lock:
             self._waitset.attach(ReadCondition(reader, _ANY))
             self._readers.append((reader, callback))

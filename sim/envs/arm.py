@@ -5,6 +5,7 @@ Each adds its objects to the robot's MJCF, so any arm spec with an `ee_site` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import mujoco
@@ -16,7 +17,8 @@ from realloop.sim.envs.base import RobotEnv
 GOAL_RGBA = (0.2, 0.8, 0.3, 0.45)
 
 
-def _add_marker(scene: mujoco.MjSpec, name: str, shapes: list[tuple[list[float], list[float]]], rgba) -> None:
+def _add_marker(scene: mujoco.MjSpec, name: str, shapes: list[tuple[list[float], list[float]]],
+                rgba: Sequence[float]) -> None:
     """A mocap body of visual-only boxes (half sizes, positions): goals the cameras see but nothing touches."""
     body = scene.worldbody.add_body(name=name, mocap=True)
     for i, (size, pos) in enumerate(shapes):
@@ -37,7 +39,7 @@ def _wrap(angle: float) -> float:
 class ArmEnv(RobotEnv):
     """An arm task; the default control mode is end-effector delta with an absolute gripper opening."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012 (see RobotEnv.metadata)
     robot_name: ClassVar[str] = "arm6"
     default_control_mode: ClassVar[str] = "ee_delta"
 

@@ -47,7 +47,8 @@ class RobotEnv(gym.Env):
         action: extra keyword arguments for the action mode (e.g. max_linear_speed for ee_delta).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    # gymnasium's Env.metadata: read from the class by gym.make, replaced per instance in __init__ (not a ClassVar)
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
     robot_name: ClassVar[str] = "arm6"
     default_control_mode: ClassVar[str] = "joint_position"
     task_description: ClassVar[str] = ""
@@ -129,7 +130,7 @@ class RobotEnv(gym.Env):
         self.data.qpos[r.qpos_adr] = positions
         if velocities is not None:
             self.data.qvel[r.dof_adr] = velocities
-        if gripper is not None and r.has_gripper:
+        if gripper is not None and r.spec.gripper is not None:  # has_gripper
             for j in r.spec.gripper.joints:  # coupled fingers: each opens by the gripper's opening
                 self.data.qpos[self.model.jnt_qposadr[self.model.joint(j).id]] = gripper
         mujoco.mj_forward(self.model, self.data)
@@ -211,14 +212,14 @@ class RobotEnv(gym.Env):
         if self.env_state_names:
             obs[ENV_STATE] = self._task_state().astype(np.float32)
         for cam in self.cameras:
-            obs[IMAGES + cam.name] = self._render(cam.mount, self.image_size)
+            obs[IMAGES + cam.name] = self._render(_mount(cam), self.image_size)
         return obs
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
         cams = self.robot.spec.cameras
-        camera = self.render_camera or (cams[0].mount if cams else -1)
+        camera = self.render_camera or (_mount(cams[0]) if cams else -1)
         return self._render(camera, self.render_size)
 
     def _render(self, camera: str | int, size: tuple[int, int]) -> np.ndarray:
@@ -245,7 +246,7 @@ class RobotEnv(gym.Env):
             STATE: {"dtype": "float32", "shape": [len(self.state_names)], "names": self.state_names, "rate_hz": rate},
             "action": {
                 "dtype": "float32",
-                "shape": list(self.action_space.shape),
+                "shape": list(self.action_mode.space.shape),  # the action_space
                 "names": self.action_mode.names,
                 "rate_hz": rate,
                 "description": f"control mode {self.action_mode.name}",
@@ -280,3 +281,17 @@ class RobotEnv(gym.Env):
                 f"its cameras: {', '.join(known) or 'none'}"
             )
         return [known[c] for c in cameras]
+
+
+def task_of(env: gym.Env) -> RobotEnv:
+    """The realloop task inside ``env`` (a gymnasium env of a ``realloop/`` id, wrapped or not)."""
+    task = env.unwrapped
+    if not isinstance(task, RobotEnv):
+        raise TypeError(f"{type(task).__name__} is not a realloop task (sim/envs)")
+    return task
+
+
+def _mount(cam: CameraSpec) -> str:
+    """The MJCF camera that renders ``cam``."""
+    assert cam.mount is not None, "SimRobot's check_against_model rejects a spec camera without a mount"
+    return cam.mount

@@ -25,7 +25,7 @@ class QuadWalkEnv(RobotEnv):
     the gait frequency (a few tenths of a rad/s), which says nothing about how well it turns.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 50}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}  # noqa: RUF012 (see RobotEnv.metadata)
     robot_name: ClassVar[str] = "quad12"
     default_control_mode: ClassVar[str] = "joint_position"
     task_description: ClassVar[str] = "walk at the commanded velocity"

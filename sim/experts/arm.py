@@ -8,7 +8,7 @@ demonstrations. Each episode draws its own waypoint jitter, speeds and pauses fr
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mujoco
 import numpy as np
@@ -16,6 +16,9 @@ import numpy as np
 from realloop.sim.control import EEDelta, JointPosition, ee_delta_as
 from realloop.sim.envs.base import RobotEnv
 from realloop.sim.experts.base import Expert
+
+if TYPE_CHECKING:
+    from realloop.sim.envs.arm import ArmPushTEnv, ArmReachEnv
 
 DOWN = np.diag([-1.0, 1.0, -1.0])  # ee_site orientation at the home pose: gripper pointing straight down
 
@@ -200,6 +203,8 @@ class ReachExpert(_ArmExpert):
     """Move the end effector to the target, at a random speed, possibly through a random via point, after a
     random pause, with a random gripper yaw and opening."""
 
+    env: ArmReachEnv  # EXPERTS pairs each expert with its task
+
     def reset(self, rng: np.random.Generator) -> None:
         super().reset(rng)
         env = self.env
@@ -331,8 +336,9 @@ class PushTExpert(_ArmExpert):
     reach = (0.19, 0.535)  # radial ee_site range where the arm points down comfortably (joint limits, singularity)
     mu_pusher = 0.4  # finger-block friction (the block's, it has the higher contact priority)
     far, far_weight = 0.51, 3.0  # T corners beyond this radius (m) cost far_weight per m
+    env: ArmPushTEnv  # EXPERTS pairs each expert with its task
 
-    def __init__(self, env: RobotEnv) -> None:
+    def __init__(self, env: ArmPushTEnv) -> None:
         super().__init__(env)
         self.shapes = [(np.array(size[:2]), np.array(pos[:2])) for size, pos in env.shapes]
         areas = np.array([4 * h[0] * h[1] for h, _ in self.shapes])
@@ -490,7 +496,7 @@ class PushTExpert(_ArmExpert):
         foot = np.stack(
             [start + a * self.pusher_half[1] * u + b * self.pusher_half[0] * side for a, b in grid], 1
         )  # (n, 15, 2)
-        ok &= ~self._inside(foot, pose, 0.003).any(1)[:, None]
+        ok &= ~np.any(self._inside(foot, pose, 0.003), axis=1)[:, None]
         cost = np.where(ok, cost, np.inf)
         best = float(cost.min())
         if not np.isfinite(best):
