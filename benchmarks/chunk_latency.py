@@ -77,8 +77,9 @@ def main() -> None:
     for name, wins in results.items():
         print(f"{name:>12}: {wins}/{args.episodes}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "episodes": args.episodes,
-                                          "successes": results}, indent=1))
+    Path(args.out).write_text(
+        json.dumps({"checkpoint": args.checkpoint, "episodes": args.episodes, "successes": results}, indent=1)
+    )
     print(f"chunk latency: {results} of {args.episodes} episodes -> {args.out}")
 
 

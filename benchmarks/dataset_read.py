@@ -50,7 +50,7 @@ def build(path: Path, episodes: int, seconds: float, image_size: int, seed: int 
                 ts = t0 + np.arange(n_state) / 500
                 state = np.cumsum(rng.normal(scale=0.01, size=(n_state, 14)), axis=0).astype(np.float32)
                 ep.extend("observation.state", ts, state)
-                ep.extend("action", t0 + 0.001 + np.arange(n_action) / 10, state[:: 50][:n_action, :7])
+                ep.extend("action", t0 + 0.001 + np.arange(n_action) / 10, state[::50][:n_action, :7])
                 for c, cam in enumerate(CAMERAS):
                     stamps = t0 + 0.003 * (c + 1) + np.arange(n_img) / 30
                     for lo in range(0, n_img, 100):  # bounded memory: 100 frames at a time

@@ -37,8 +37,9 @@ def camera_scene(h: int, w: int, seed: int) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> dict:
     cams = [f"cam{i}" for i in range(args.cameras)]
-    features = {f"observation.images.{c}": {"shape": [args.height, args.width, 3], "image_format": args.format}
-                for c in cams}
+    features = {
+        f"observation.images.{c}": {"shape": [args.height, args.width, 3], "image_format": args.format} for c in cams
+    }
     features["observation.state"] = {"dtype": "float32", "shape": [args.joints * 3]}
     scenes = [camera_scene(args.height, args.width, i) for i in range(args.cameras)]
     rng = np.random.default_rng(0)

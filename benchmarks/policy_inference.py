@@ -47,8 +47,9 @@ VECTORS = {"observation.state": 22, "observation.environment_state": 9, "action"
 FEATURES = {
     **{k: make_feature(k, dtype="float32", shape=[n]).to_dict() for k, n in VECTORS.items()},
     **{
-        f"observation.images.{cam}": make_feature(f"observation.images.{cam}", dtype="uint8", shape=list(IMAGE_SHAPE))
-        .to_dict()
+        f"observation.images.{cam}": make_feature(
+            f"observation.images.{cam}", dtype="uint8", shape=list(IMAGE_SHAPE)
+        ).to_dict()
         for cam in ("wrist", "front")
     },
 }
@@ -79,8 +80,12 @@ def plausible_stats(policy: ChunkPolicy) -> dict[str, dict[str, np.ndarray]]:
             stats[key] = {"mean": mean, "std": std, "min": np.zeros((c, 1, 1)), "max": np.ones((c, 1, 1))}
         else:
             shape = tuple(f.shape)
-            stats[key] = {"mean": np.zeros(shape), "std": np.full(shape, 0.5), "min": -np.ones(shape),
-                          "max": np.ones(shape)}
+            stats[key] = {
+                "mean": np.zeros(shape),
+                "std": np.full(shape, 0.5),
+                "min": -np.ones(shape),
+                "max": np.ones(shape),
+            }
     return stats
 
 
@@ -94,8 +99,9 @@ def observation(policy: ChunkPolicy, seed: int) -> dict[str, torch.Tensor]:
     return obs
 
 
-def measure(policy: ChunkPolicy, obs: dict[str, torch.Tensor], device: torch.device, warmup: int,
-            repeats: int) -> dict[str, Any]:
+def measure(
+    policy: ChunkPolicy, obs: dict[str, torch.Tensor], device: torch.device, warmup: int, repeats: int
+) -> dict[str, Any]:
     """Latency in ms of ``repeats`` calls after ``warmup`` untimed ones."""
 
     def call() -> torch.Tensor:
@@ -139,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--device cuda but CUDA is not available here")
     torch.manual_seed(args.seed)
     period_ms = 1000.0 / CONTROL_HZ
-    print(f"random weights (latency only); torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"devices {devices}", flush=True)
+    print(
+        f"random weights (latency only); torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"devices {devices}",
+        flush=True,
+    )
 
     policies: dict[str, ChunkPolicy] = {}
     results: list[dict[str, Any]] = []
@@ -159,20 +168,32 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(policy, observation(policy, args.seed), device, args.warmup, args.repeats)
             budget_ms = policy.n_action_steps * period_ms
             r.update(
-                case=label, policy=name, device=device_name, ddim_steps=ddim, params=policy.num_parameters(),
-                n_obs_steps=policy.n_obs_steps, horizon=policy.horizon, n_action_steps=policy.n_action_steps,
-                chunk_budget_ms=budget_ms, fits_control_period=r["p90_ms"] < period_ms,
+                case=label,
+                policy=name,
+                device=device_name,
+                ddim_steps=ddim,
+                params=policy.num_parameters(),
+                n_obs_steps=policy.n_obs_steps,
+                horizon=policy.horizon,
+                n_action_steps=policy.n_action_steps,
+                chunk_budget_ms=budget_ms,
+                fits_control_period=r["p90_ms"] < period_ms,
                 fits_chunk=r["max_ms"] < budget_ms,
             )
             results.append(r)
             fits = "yes" if r["fits_control_period"] else "no"
-            print(f"  {device_name:4s} {label:24s} p50 {r['p50_ms']:8.2f} ms  p90 {r['p90_ms']:8.2f} ms  "
-                  f"max {r['max_ms']:8.2f} ms  fits in one control period: {fits}", flush=True)
+            print(
+                f"  {device_name:4s} {label:24s} p50 {r['p50_ms']:8.2f} ms  p90 {r['p90_ms']:8.2f} ms  "
+                f"max {r['max_ms']:8.2f} ms  fits in one control period: {fits}",
+                flush=True,
+            )
         for policy in policies.values():
             policy.cpu()
 
-    header = (f"{'device':6s} {'case':24s} {'params':>8s} {'p50 ms':>9s} {'p90 ms':>9s} {'max ms':>9s}  "
-              f"{'fits in one control period':26s}  fits the chunk")
+    header = (
+        f"{'device':6s} {'case':24s} {'params':>8s} {'p50 ms':>9s} {'p90 ms':>9s} {'max ms':>9s}  "
+        f"{'fits in one control period':26s}  fits the chunk"
+    )
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         print(
@@ -180,14 +201,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['max_ms']:9.2f}  {'yes' if r['fits_control_period'] else 'no':26s}  "
             f"{'yes' if r['fits_chunk'] else 'no'}"
         )
-    print(f"control period {period_ms:.0f} ms ({CONTROL_HZ:g} Hz; fits = p90 below it), chunk budget "
-          f"{results[0]['chunk_budget_ms']:.0f} ms (n_action_steps x period; fits = max below it); "
-          f"batch 1, {args.repeats} repeats after {args.warmup} warm-up calls, random weights")
+    print(
+        f"control period {period_ms:.0f} ms ({CONTROL_HZ:g} Hz; fits = p90 below it), chunk budget "
+        f"{results[0]['chunk_budget_ms']:.0f} ms (n_action_steps x period; fits = max below it); "
+        f"batch 1, {args.repeats} repeats after {args.warmup} warm-up calls, random weights"
+    )
 
     report = {
         "benchmark": "policy_inference",
         "note": "random weights: latency only; batch 1 (one robot); time = obs to device + predict_action_chunk + "
-                "chunk to CPU",
+        "chunk to CPU",
         "config": {
             "repeats": args.repeats,
             "warmup": args.warmup,

@@ -83,17 +83,27 @@ def timed_windows(history: list[dict[str, Any]], batch_size: int, warmup: int) -
     return warm_s, steps, seconds
 
 
-def run_case(policy: str, variant: tuple[str, str, bool], args: argparse.Namespace, device: str,
-             batch_size: int) -> dict[str, Any]:
+def run_case(
+    policy: str, variant: tuple[str, str, bool], args: argparse.Namespace, device: str, batch_size: int
+) -> dict[str, Any]:
     name, precision, compile_on = variant
     out = args.runs / (policy if name == "fp32" else f"{policy}_{name}")
     shutil.rmtree(out, ignore_errors=True)
     log_every = args.warmup if args.warmup > 0 else args.warmup + args.steps
     overrides = [
-        f"policy={policy}", f"dataset.path={args.dataset}", f"out={out}", f"device={device}",
-        f"steps={args.warmup + args.steps}", f"batch_size={batch_size}", f"dataset.num_workers={args.workers}",
-        f"precision={precision}", f"compile={str(compile_on).lower()}", f"log_every={log_every}", "val_every=0",
-        f"checkpoint_every={10**9}", f"seed={args.seed}",
+        f"policy={policy}",
+        f"dataset.path={args.dataset}",
+        f"out={out}",
+        f"device={device}",
+        f"steps={args.warmup + args.steps}",
+        f"batch_size={batch_size}",
+        f"dataset.num_workers={args.workers}",
+        f"precision={precision}",
+        f"compile={str(compile_on).lower()}",
+        f"log_every={log_every}",
+        "val_every=0",
+        f"checkpoint_every={10**9}",
+        f"seed={args.seed}",
     ]
     cfg = OmegaConf.to_container(compose_config(overrides), resolve=True)
     start = time.perf_counter()
@@ -150,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     dataset = ensure_dataset(args.dataset, args.episodes)
-    print(f"{dataset['episodes']} episodes in {args.dataset}; device {device}, {torch.get_num_threads()} threads, "
-          f"{args.workers} DataLoader workers; {args.warmup} warm-up + {args.steps} timed steps per case", flush=True)
+    print(
+        f"{dataset['episodes']} episodes in {args.dataset}; device {device}, {torch.get_num_threads()} threads, "
+        f"{args.workers} DataLoader workers; {args.warmup} warm-up + {args.steps} timed steps per case",
+        flush=True,
+    )
 
     results = []
     for policy in args.policies:
@@ -159,11 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         for variant in VARIANTS[device.type]:
             r = run_case(policy, variant, args, str(device), batch_size)
             results.append(r)
-            print(f"  {policy:16s} {r['variant']:13s} batch {batch_size:3d}: {r['samples_per_s']:9.1f} samples/s, "
-                  f"{r['s_per_step']:.4f} s/step (warm-up {r['warmup_s']:.1f} s)", flush=True)
+            print(
+                f"  {policy:16s} {r['variant']:13s} batch {batch_size:3d}: {r['samples_per_s']:9.1f} samples/s, "
+                f"{r['s_per_step']:.4f} s/step (warm-up {r['warmup_s']:.1f} s)",
+                flush=True,
+            )
 
-    header = (f"{'policy':16s} {'variant':13s} {'device':6s} {'params':>8s} {'batch':>5s} {'samples/s':>10s} "
-              f"{'steps/s':>8s} {'s/step':>8s} {'warm-up s':>9s}")
+    header = (
+        f"{'policy':16s} {'variant':13s} {'device':6s} {'params':>8s} {'batch':>5s} {'samples/s':>10s} "
+        f"{'steps/s':>8s} {'s/step':>8s} {'warm-up s':>9s}"
+    )
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         print(

@@ -37,14 +37,20 @@ DOMAIN = 217
 
 def measure(width: int, height: int, seconds: float, workdir: Path) -> dict[str, Any]:
     path = workdir / f"rec_{width}x{height}.zarr"
-    graph = graph_from_dict({
-        "name": "bench_recorder", "domain_id": DOMAIN, "localhost_only": True,
-        "nodes": {
-            "sim_mirror": {"kind": "sim_mirror", "params": {"task": "arm_lift", "seed": 0, "image_width": width,
-                                                            "image_height": height}},
-            "recorder": {"kind": "recorder", "params": {"dataset": str(path), "auto_start": True, "source": "sim"}},
-        },
-    })
+    graph = graph_from_dict(
+        {
+            "name": "bench_recorder",
+            "domain_id": DOMAIN,
+            "localhost_only": True,
+            "nodes": {
+                "sim_mirror": {
+                    "kind": "sim_mirror",
+                    "params": {"task": "arm_lift", "seed": 0, "image_width": width, "image_height": height},
+                },
+                "recorder": {"kind": "recorder", "params": {"dataset": str(path), "auto_start": True, "source": "sim"}},
+            },
+        }
+    )
     node = Node("bench", transport="dds", domain_id=DOMAIN, localhost_only=True)
     status: list[dict] = []
     node.create_subscription("/recorder/status", String, lambda m: status.append(json.loads(m.data)), qos="latched")
@@ -73,8 +79,10 @@ def measure(width: int, height: int, seconds: float, workdir: Path) -> dict[str,
     ep = Dataset.open(path).episode(0)
     dur = ep.duration
     return {
-        "camera_size": f"{width}x{height}", "seconds": round(wall, 2),
-        "recorder_cpu_cores": round(cpu["recorder"], 3), "sim_mirror_cpu_cores": round(cpu["sim_mirror"], 3),
+        "camera_size": f"{width}x{height}",
+        "seconds": round(wall, 2),
+        "recorder_cpu_cores": round(cpu["recorder"], 3),
+        "sim_mirror_cpu_cores": round(cpu["sim_mirror"], 3),
         "recorder_rss_mb": round(rss["recorder"], 1),
         "recorded_s": round(dur, 2),
         "frames_per_s": {c: round(len(ep.stream(f"observation.images.{c}")) / dur, 1) for c in ("front", "wrist")},
@@ -94,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             w, h = (int(x) for x in size.split("x"))
             rows.append(measure(w, h, args.seconds, Path(tmp)))
             r = rows[-1]
-            print(f"{r['camera_size']:>8}: recorder {100 * r['recorder_cpu_cores']:5.1f}% of a core "
-                  f"(RSS {r['recorder_rss_mb']:.0f} MB), sim mirror {100 * r['sim_mirror_cpu_cores']:5.1f}%; "
-                  f"recorded front {r['frames_per_s']['front']} fps, wrist {r['frames_per_s']['wrist']} fps, "
-                  f"state {r['state_per_s']} Hz")
+            print(
+                f"{r['camera_size']:>8}: recorder {100 * r['recorder_cpu_cores']:5.1f}% of a core "
+                f"(RSS {r['recorder_rss_mb']:.0f} MB), sim mirror {100 * r['sim_mirror_cpu_cores']:5.1f}%; "
+                f"recorded front {r['frames_per_s']['front']} fps, wrist {r['frames_per_s']['wrist']} fps, "
+                f"state {r['state_per_s']} Hz"
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -40,8 +40,12 @@ from realloop.robot.node import Node
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_1", "wrist_2", "wrist_3", "finger_left"]
 STREAMS: dict[str, dict[str, Any]] = {
     "image_raw": {"topic": "/bench/image_raw", "type": msgs.Image, "rate_hz": 30.0, "qos": "sensor"},
-    "image_jpeg": {"topic": "/bench/image_raw/compressed", "type": msgs.CompressedImage, "rate_hz": 30.0,
-                   "qos": "sensor"},
+    "image_jpeg": {
+        "topic": "/bench/image_raw/compressed",
+        "type": msgs.CompressedImage,
+        "rate_hz": 30.0,
+        "qos": "sensor",
+    },
     "joint_states": {"topic": "/bench/joint_states", "type": msgs.JointState, "rate_hz": 500.0, "qos": "reliable"},
 }
 WARMUP = "warmup"
@@ -65,15 +69,19 @@ def sample_messages(width: int, height: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     hdr = msgs.header(time.time(), "camera_optical_frame")
     n = len(JOINTS)
-    points = [msgs.JointTrajectoryPoint(rng.normal(size=6), rng.normal(size=6), time_from_start=msgs.Duration(0, k))
-              for k in range(10)]
+    points = [
+        msgs.JointTrajectoryPoint(rng.normal(size=6), rng.normal(size=6), time_from_start=msgs.Duration(0, k))
+        for k in range(10)
+    ]
     return {
         "image_raw": msgs.Image(hdr, height, width, "bgr8", 0, 3 * width, frame.tobytes()),
         "image_jpeg": msgs.CompressedImage(hdr, "bgr8; jpeg compressed bgr8", jpeg.tobytes()),
-        "joint_states": msgs.JointState(msgs.header(time.time()), JOINTS, rng.normal(size=n), rng.normal(size=n),
-                                        rng.normal(size=n)),
-        "camera_info": msgs.CameraInfo(hdr, height, width, "plumb_bob", np.zeros(5), np.eye(3).ravel(),
-                                       np.eye(3).ravel(), np.zeros(12)),
+        "joint_states": msgs.JointState(
+            msgs.header(time.time()), JOINTS, rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+        ),
+        "camera_info": msgs.CameraInfo(
+            hdr, height, width, "plumb_bob", np.zeros(5), np.eye(3).ravel(), np.eye(3).ravel(), np.zeros(12)
+        ),
         "imu": msgs.Imu(msgs.header(time.time(), "imu")),
         "twist_stamped": msgs.TwistStamped(msgs.header(time.time(), "base")),
         "float64_multi_array": msgs.Float64MultiArray(data=rng.normal(size=n)),
@@ -83,6 +91,7 @@ def sample_messages(width: int, height: int) -> dict[str, Any]:
 
 
 # --- serialisation ----------------------------------------------------------------------------------------------
+
 
 def per_call_us(fn: Any, budget_s: float = 0.2, repeats: int = 5) -> float:
     """Median over ``repeats`` of the mean time per call, with enough calls to fill ``budget_s``."""
@@ -128,6 +137,7 @@ def serialisation_table(samples: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 # --- transport --------------------------------------------------------------------------------------------------
 
+
 def publisher(args: argparse.Namespace) -> None:
     """Child process: publish one stream at its rate for warm-up + measured seconds; print a JSON summary."""
     spec = STREAMS[args.stream]
@@ -156,8 +166,10 @@ def publisher(args: argparse.Namespace) -> None:
             sent += 1
         due += period
     node.close()
-    print(json.dumps({"sent": sent, "late": late, "publish_call_us": round(1e6 * publish_s / max(sent, 1), 1)}),
-          flush=True)
+    print(
+        json.dumps({"sent": sent, "late": late, "publish_call_us": round(1e6 * publish_s / max(sent, 1), 1)}),
+        flush=True,
+    )
 
 
 def latency_summary(lat_ms: np.ndarray) -> dict[str, float | None]:
@@ -179,9 +191,24 @@ def run_stream(name: str, args: argparse.Namespace, payload_bytes: int) -> dict[
             received.append((int(msg.header.frame_id), now - msg.header.stamp.to_sec(), now))
 
     node.create_subscription(spec["topic"], spec["type"], on_msg, qos=spec["qos"])
-    cmd = [sys.executable, __file__, "--role", "publisher", "--stream", name, "--domain", str(args.domain),
-           "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--width", str(args.width),
-           "--height", str(args.height)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--role",
+        "publisher",
+        "--stream",
+        name,
+        "--domain",
+        str(args.domain),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+        "--width",
+        str(args.width),
+        "--height",
+        str(args.height),
+    ]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     node.spin_until(lambda: child.poll() is not None, timeout=args.seconds + args.warmup + 60)
     node.spin(0.5)  # drain what is still in flight
@@ -234,19 +261,25 @@ def _ms(v: float | None) -> str:
 
 
 def print_tables(r: dict[str, Any]) -> None:
-    print(f"{'stream':>13} {'Hz':>5} {'KB/msg':>8} {'msgs/s':>7} {'MB/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'max ms':>7} {'drops':>6} {'pub us':>7}")
+    print(
+        f"{'stream':>13} {'Hz':>5} {'KB/msg':>8} {'msgs/s':>7} {'MB/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'drops':>6} {'pub us':>7}"
+    )
     for s in r["streams"]:
         lat = s["latency_ms"]
-        print(f"{s['stream']:>13} {s['target_hz']:5.0f} {s['payload_bytes'] / 1e3:8.1f} {s['msgs_per_s']:7.1f} "
-              f"{s['mb_per_s']:7.2f} {_ms(lat['p50'])} {_ms(lat['p99'])} {_ms(lat['max'])} "
-              f"{s['drops']:6d} {s['publish_call_us']:7.1f}")
+        print(
+            f"{s['stream']:>13} {s['target_hz']:5.0f} {s['payload_bytes'] / 1e3:8.1f} {s['msgs_per_s']:7.1f} "
+            f"{s['mb_per_s']:7.2f} {_ms(lat['p50'])} {_ms(lat['p99'])} {_ms(lat['max'])} "
+            f"{s['drops']:6d} {s['publish_call_us']:7.1f}"
+        )
     if "serialisation" in r:
         print(f"\n{'message':>22} {'bytes':>8} {'encode us':>10} {'decode us':>10} {'rosbags us':>11}")
         for name, v in r["serialisation"].items():
             rb = v.get("rosbags_serialize_us")
-            print(f"{name:>22} {v['bytes']:8d} {v['encode_us']:10.2f} {v['decode_us']:10.2f} "
-                  f"{f'{rb:11.2f}' if rb is not None else '          -'}")
+            print(
+                f"{name:>22} {v['bytes']:8d} {v['encode_us']:10.2f} {v['decode_us']:10.2f} "
+                f"{f'{rb:11.2f}' if rb is not None else '          -'}"
+            )
 
 
 def main() -> None:
@@ -269,8 +302,10 @@ def main() -> None:
     print_tables(r)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(r, indent=2))
-    summary = ", ".join(f"{s['stream']} p50 {s['latency_ms']['p50']} ms p99 {s['latency_ms']['p99']} ms "
-                        f"{s['msgs_per_s']} msg/s" for s in r["streams"])
+    summary = ", ".join(
+        f"{s['stream']} p50 {s['latency_ms']['p50']} ms p99 {s['latency_ms']['p99']} ms {s['msgs_per_s']} msg/s"
+        for s in r["streams"]
+    )
     print(f"ros transport: {summary} -> {args.out}")
 
 

@@ -59,8 +59,12 @@ def evaluate(task: str, episodes: int, randomize: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--tasks", nargs="+", default=list(TASKS),
-                   help=f"tasks of {config_dir('task')}: {', '.join(config_names('task'))}")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASKS),
+        help=f"tasks of {config_dir('task')}: {', '.join(config_names('task'))}",
+    )
     p.add_argument("--out", type=Path, default=Path("outputs/bench/sim_experts.json"))
     args = p.parse_args(argv)
     results = []
@@ -81,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    summary = ", ".join(
-        f"{r['task']}{'+dr' if r['randomize'] else ''} {r['success_rate']:.0%}" for r in results
-    )
+    summary = ", ".join(f"{r['task']}{'+dr' if r['randomize'] else ''} {r['success_rate']:.0%}" for r in results)
     print(f"sim_experts ({args.episodes} episodes each): {summary}; results in {args.out}")
     return 0
 

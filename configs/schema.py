@@ -22,8 +22,16 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-TYPE_NAMES = {"bool": "true or false", "int": "an integer", "number": "a number", "str": "a string",
-              "list": "a list", "mapping": "a mapping", "null": "null", "any": "anything"}
+TYPE_NAMES = {
+    "bool": "true or false",
+    "int": "an integer",
+    "number": "a number",
+    "str": "a string",
+    "list": "a list",
+    "mapping": "a mapping",
+    "null": "null",
+    "any": "anything",
+}
 
 
 class ConfigError(ValueError):
@@ -151,14 +159,17 @@ class Schema:
             if prefix in self.open or node is None:
                 return
             if not isinstance(node, Mapping):
-                raise ConfigError(f"{noun} {prefix!r}{_of(owner)} is {describe(self.kinds(prefix, node))}, "
-                                  f"not a mapping: it has no key {part!r}")
+                raise ConfigError(
+                    f"{noun} {prefix!r}{_of(owner)} is {describe(self.kinds(prefix, node))}, "
+                    f"not a mapping: it has no key {part!r}"
+                )
             if part not in node:
                 raise self._unknown(here, part, node, prefix, owner, noun)
             node, prefix = node[part], here
 
-    def _unknown(self, path: str, key: Any, declared: Mapping[str, Any], prefix: str, owner: str,
-                 noun: str) -> ConfigError:
+    def _unknown(
+        self, path: str, key: Any, declared: Mapping[str, Any], prefix: str, owner: str, noun: str
+    ) -> ConfigError:
         names = sorted(str(k) for k in declared)
         close = difflib.get_close_matches(str(key), names, n=1)
         hint = f" (did you mean {(prefix + '.' if prefix else '') + close[0]!r}?)" if close else ""
@@ -166,8 +177,9 @@ class Schema:
         where = f" for {owner}" if owner else ""
         return ConfigError(f"unknown {noun} {path!r}{where}{hint}; known: {known}")
 
-    def _check_mapping(self, values: Mapping[Any, Any], declared: Mapping[str, Any], prefix: str, owner: str,
-                       noun: str) -> None:
+    def _check_mapping(
+        self, values: Mapping[Any, Any], declared: Mapping[str, Any], prefix: str, owner: str, noun: str
+    ) -> None:
         for key, value in values.items():
             path = f"{prefix}.{key}" if prefix else str(key)
             if key not in declared:
@@ -202,8 +214,13 @@ def check_bounds(values: Mapping[str, Any], bounds: Bounds) -> None:
         if not found or v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         if (low is not None and v < low) or (high is not None and v > high):
-            need = (f"in [{low}, {high}]" if low is not None and high is not None
-                    else f">= {low}" if low is not None else f"<= {high}")
+            need = (
+                f"in [{low}, {high}]"
+                if low is not None and high is not None
+                else f">= {low}"
+                if low is not None
+                else f"<= {high}"
+            )
             raise ConfigError(f"{path}={v} must be {need}")
 
 
@@ -221,9 +238,15 @@ def _hydra_message(e: BaseException) -> str:
     return "; ".join(lines[:2]) or type(e).__name__
 
 
-def compose_checked(config_name: str, overrides: Sequence[str] = (), *, open: Iterable[str] = (),
-                    types: Mapping[str, str] | None = None, bounds: Bounds | None = None,
-                    choices: Mapping[str, Sequence[Any]] | None = None) -> Any:
+def compose_checked(
+    config_name: str,
+    overrides: Sequence[str] = (),
+    *,
+    open: Iterable[str] = (),
+    types: Mapping[str, str] | None = None,
+    bounds: Bounds | None = None,
+    choices: Mapping[str, Sequence[Any]] | None = None,
+) -> Any:
     """:func:`realloop.configs.compose` with every key and value checked: the declaration is the config composed
     with the same config-group choices (``task=arm_reach``) and no other override; ``open``, ``types``,
     ``bounds`` and ``choices`` (dotted keys) add what its defaults cannot say. Raises ConfigError (one line naming
@@ -276,8 +299,9 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
     return cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True))
 
 
-def exit_on_config_error(prog: str, compose_config: Callable[[Sequence[str]], Any],
-                         argv: Sequence[str] | None = None) -> None:
+def exit_on_config_error(
+    prog: str, compose_config: Callable[[Sequence[str]], Any], argv: Sequence[str] | None = None
+) -> None:
     """Check a hydra CLI's overrides (``compose_config(argv)``) before hydra's app composes them: a config error
     ends the process with ``<prog>: error: <one line>`` and exit code 2. Command lines with hydra's own flags
     (``--cfg``, ``-m``, ``--help``) go to hydra as they are."""

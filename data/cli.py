@@ -103,9 +103,7 @@ def _human_seconds(s: float) -> str:
 
 def _check_exists(path: str | os.PathLike[str]) -> None:
     if not Path(path).exists():
-        raise CliError(
-            f"{path} does not exist; check the path (a dataset is a directory with zarr.json at its root)"
-        )
+        raise CliError(f"{path} does not exist; check the path (a dataset is a directory with zarr.json at its root)")
 
 
 def _open(path: str, mode: str = "r") -> Dataset:
@@ -229,8 +227,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"duration  {_human_seconds(info['duration_s'])}"
         + (f" (mean {info['duration_s'] / n:.1f} s per episode)" if n else ""),
         f"size      {_human_bytes(info['size_bytes'])} in {info['files']} files",
-        "stats     "
-        + (", ".join(info["stats"]) if info["stats"] else f"none (compute with `{PROG} stats PATH`)"),
+        "stats     " + (", ".join(info["stats"]) if info["stats"] else f"none (compute with `{PROG} stats PATH`)"),
         "",
     ]
     header = f"{'stream':<32} {'dtype':<8} {'shape':<14} {'rate Hz':>9} {'samples':>10} {'episodes':>9}"
@@ -238,9 +235,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for name, st in info["streams"].items():
         rate = f"{st['rate_hz']:.1f}" if st["rate_hz"] else "-"
         shape = "(" + ", ".join(map(str, st["shape"])) + ("," if len(st["shape"]) == 1 else "") + ")"
-        lines.append(
-            f"{name:<32} {st['dtype']:<8} {shape:<14} {rate:>9} {st['samples']:>10} {st['episodes']:>9}"
-        )
+        lines.append(f"{name:<32} {st['dtype']:<8} {shape:<14} {rate:>9} {st['samples']:>10} {st['episodes']:>9}")
     print("\n".join(lines))
     print(
         f"\n{n} episodes, {info['steps']} steps, {_human_seconds(info['duration_s'])}, "
@@ -277,9 +272,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             if eps
             else "restore the listed files from a backup"
         )
-        print(
-            f"{PROG}: error: {args.path} is damaged ({len(report.errors)} problems); {fix}", file=sys.stderr
-        )
+        print(f"{PROG}: error: {args.path} is damaged ({len(report.errors)} problems); {fix}", file=sys.stderr)
         return EXIT_DAMAGED
     return EXIT_OK
 
@@ -301,9 +294,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     try:
         unknown = [f for f in args.features or [] if f not in ds.features]
         if unknown:
-            raise CliError(
-                f"no feature(s) {', '.join(unknown)} in {args.path}; it has {', '.join(ds.features)}"
-            )
+            raise CliError(f"no feature(s) {', '.join(unknown)} in {args.path}; it has {', '.join(ds.features)}")
         if not ds.episode_indices:
             raise CliError(f"{args.path} has no committed episodes; record some before computing statistics")
         t0 = time.perf_counter()
@@ -323,8 +314,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                 ds.set_stats({**(ds.stats or {}), **stats} if args.features else stats)
             except OSError as e:
                 raise CliError(
-                    f"cannot store statistics in {args.path} ({e.strerror or e}); "
-                    "use --no-store and --json-out"
+                    f"cannot store statistics in {args.path} ({e.strerror or e}); use --no-store and --json-out"
                 ) from e
         seconds = time.perf_counter() - t0
     finally:
@@ -406,8 +396,7 @@ def build_parser(load_convert: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect, check, convert and look at realloop episode datasets.",
-        epilog="exit status: 0 ok, 1 damaged data, 2 usage error (not a dataset, no such episode...), "
-        "130 interrupted",
+        epilog="exit status: 0 ok, 1 damaged data, 2 usage error (not a dataset, no such episode...), 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -428,9 +417,7 @@ def build_parser(load_convert: bool = False) -> argparse.ArgumentParser:
 
     p = subs.add_parser("verify", help="check metadata, timestamps and that every chunk decodes")
     p.add_argument("path", help="dataset directory")
-    p.add_argument(
-        "--episodes", type=_int_list, action="extend", metavar="N[,N...]", help="check only these episodes"
-    )
+    p.add_argument("--episodes", type=_int_list, action="extend", metavar="N[,N...]", help="check only these episodes")
     p.add_argument("--json-out", metavar="FILE", help="where to save the report (default: PATH.verify.json)")
     p.add_argument("-v", "--verbose", action="store_true", help="also list notes (writer leftovers...)")
     progress_flag(p)
@@ -449,9 +436,7 @@ def build_parser(load_convert: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--image-frames", type=int, default=32, help="frames sampled per episode for image stats")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-store", action="store_true", help="print and save JSON, leave the dataset unchanged")
-    p.add_argument(
-        "--json-out", metavar="FILE", help="where to save the statistics (default: PATH.stats.json)"
-    )
+    p.add_argument("--json-out", metavar="FILE", help="where to save the statistics (default: PATH.stats.json)")
     progress_flag(p)
     p.set_defaults(func=_cmd_stats)
 

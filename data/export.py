@@ -80,14 +80,9 @@ def camera_feature(ds: Dataset, ep: Episode, camera: str) -> str:
     name = camera if camera.startswith(IMAGE_PREFIX) else IMAGE_PREFIX + camera
     recorded = [s[len(IMAGE_PREFIX) :] for s in ep.stream_names if s.startswith(IMAGE_PREFIX)]
     if name not in ep.stream_names:
-        where = (
-            "this dataset has no such camera"
-            if name not in ds.features
-            else f"episode {ep.index} has no frames"
-        )
+        where = "this dataset has no such camera" if name not in ds.features else f"episode {ep.index} has no frames"
         raise ExportError(
-            f"no camera {camera!r} in episode {ep.index} ({where}); cameras recorded: "
-            f"{', '.join(recorded) or 'none'}"
+            f"no camera {camera!r} in episode {ep.index} ({where}); cameras recorded: {', '.join(recorded) or 'none'}"
         )
     return name
 
@@ -158,18 +153,14 @@ def export_video(
                 for start in range(0, n, step):
                     for frame in _read(stream, slice(start, min(start + step, n)), ep):
                         if frame.ndim == 2 or frame.shape[-1] == 1:
-                            bgr = cv2.cvtColor(
-                                np.ascontiguousarray(frame.reshape(height, width)), cv2.COLOR_GRAY2BGR
-                            )
+                            bgr = cv2.cvtColor(np.ascontiguousarray(frame.reshape(height, width)), cv2.COLOR_GRAY2BGR)
                         else:
                             bgr = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR)
                         writer.write(bgr)
                     bar.update(min(step, n - start))
             writer.release()
             if not tmp.is_file() or tmp.stat().st_size == 0:
-                raise ExportError(
-                    f"OpenCV wrote no video to {out}; is this OpenCV build missing its ffmpeg backend?"
-                )
+                raise ExportError(f"OpenCV wrote no video to {out}; is this OpenCV build missing its ffmpeg backend?")
             os.replace(tmp, out)
         finally:
             writer.release()
@@ -215,13 +206,10 @@ def plot_episode(
             for k in keys:
                 if k not in ep.stream_names:
                     raise ExportError(
-                        f"episode {ep.index} has no stream {k!r}; "
-                        f"numeric streams: {', '.join(numeric) or 'none'}"
+                        f"episode {ep.index} has no stream {k!r}; numeric streams: {', '.join(numeric) or 'none'}"
                     )
                 if ds.features[k].is_image:
-                    raise ExportError(
-                        f"{k} is an image stream: export it with `realloop-dataset export-video`"
-                    )
+                    raise ExportError(f"{k} is an image stream: export it with `realloop-dataset export-video`")
         if not keys:
             raise ExportError(f"episode {ep.index} has no numeric streams to plot")
         out = Path(out_path)
@@ -248,13 +236,9 @@ def plot_episode(
         axes[-1].set_xlabel("time since episode start [s]")
         success = {True: "success", False: "failure", None: "success unknown"}[ep.meta.get("success")]
         task = ep.meta.get("task") or "(no task)"
-        fig.suptitle(
-            f"episode {ep.index}: {task} · {success} · {ep.meta.get('source', '?')} · {ep.duration:.2f} s"
-        )
+        fig.suptitle(f"episode {ep.index}: {task} · {success} · {ep.meta.get('source', '?')} · {ep.duration:.2f} s")
         fig.savefig(out, dpi=dpi)
         w, h = fig.get_size_inches() * dpi
-        return PlotInfo(
-            path=str(out), streams=list(keys), width=round(w), height=round(h), duration=ep.duration
-        )
+        return PlotInfo(path=str(out), streams=list(keys), width=round(w), height=round(h), duration=ep.duration)
     finally:
         ds.close()

@@ -82,12 +82,9 @@ def make_feature(name: str, **kw: Any) -> Feature:
             raise SchemaError(f"{name}: image_format {kw['image_format']!r} unknown; use one of {sorted(FORMATS)}")
         kw["image_quality"] = int(kw.get("image_quality") or default_quality(kw["image_format"]))
         shape = kw["shape"]
-        if np.dtype(kw["dtype"]) != np.uint8 or not (
-            len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))
-        ):
+        if np.dtype(kw["dtype"]) != np.uint8 or not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))):
             raise SchemaError(
-                f"{name}: image features are uint8 with shape (H, W, 3), (H, W, 1) or (H, W); "
-                f"got {kw['dtype']} {shape}"
+                f"{name}: image features are uint8 with shape (H, W, 3), (H, W, 1) or (H, W); got {kw['dtype']} {shape}"
             )
     else:
         if "dtype" not in kw:

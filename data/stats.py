@@ -98,8 +98,10 @@ def _numeric_stats(
     hi = np.full(feature.shape, -np.inf)
     block = max(rows_per_chunk(feature), _BLOCK_BYTES // max(1, 8 * int(np.prod(feature.shape))))
     for (ep_index, stream), count, quota in zip(streams, counts, quotas, strict=True):
-        picks = np.arange(count) if quota == count else np.sort(
-            _rng(seed, feature.name, ep_index).choice(count, size=quota, replace=False)
+        picks = (
+            np.arange(count)
+            if quota == count
+            else np.sort(_rng(seed, feature.name, ep_index).choice(count, size=quota, replace=False))
         )
         for start in range(0, count, block):
             x = np.asarray(stream.data[start : start + block], dtype=np.float64)

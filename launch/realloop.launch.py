@@ -20,23 +20,34 @@ from realloop.robot.launch import load_graph, node_command
 
 
 def _nodes(context, *args, **kwargs):  # the signature OpaqueFunction calls
-    graph = load_graph(LaunchConfiguration("graph").perform(context),
-                       shlex.split(LaunchConfiguration("overrides").perform(context)))
+    graph = load_graph(
+        LaunchConfiguration("graph").perform(context), shlex.split(LaunchConfiguration("overrides").perform(context))
+    )
     env = graph.env(os.environ)
     actions = []
     for node in graph.nodes:
-        proc = ExecuteProcess(cmd=node_command(node), name=node.name, output="screen", additional_env={
-            k: v for k, v in env.items() if os.environ.get(k) != v}, emulate_tty=node.terminal)
+        proc = ExecuteProcess(
+            cmd=node_command(node),
+            name=node.name,
+            output="screen",
+            additional_env={k: v for k, v in env.items() if os.environ.get(k) != v},
+            emulate_tty=node.terminal,
+        )
         actions.append(proc)
         if node.required:
-            actions.append(RegisterEventHandler(OnProcessExit(
-                target_action=proc, on_exit=[EmitEvent(event=Shutdown(reason=f"{node.name} exited"))])))
+            actions.append(
+                RegisterEventHandler(
+                    OnProcessExit(target_action=proc, on_exit=[EmitEvent(event=Shutdown(reason=f"{node.name} exited"))])
+                )
+            )
     return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    return LaunchDescription([
-        DeclareLaunchArgument("graph", description="configs/graph/<name>.yaml, or a path to a graph YAML"),
-        DeclareLaunchArgument("overrides", default_value="", description="dotted key=value overrides"),
-        OpaqueFunction(function=_nodes),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("graph", description="configs/graph/<name>.yaml, or a path to a graph YAML"),
+            DeclareLaunchArgument("overrides", default_value="", description="dotted key=value overrides"),
+            OpaqueFunction(function=_nodes),
+        ]
+    )

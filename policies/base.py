@@ -85,7 +85,5 @@ def make_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()) 
     """
     kind = spec.get("kind")
     if not isinstance(kind, str) or kind not in POLICIES:
-        raise ValueError(
-            f"unknown policy kind {kind!r} in the policy config {spec}; available: {', '.join(POLICIES)}"
-        )
+        raise ValueError(f"unknown policy kind {kind!r} in the policy config {spec}; available: {', '.join(POLICIES)}")
     return POLICIES.get(kind)(spec, env, provided)

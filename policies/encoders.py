@@ -142,9 +142,7 @@ class ImageEncoder(nn.Module):
     forward: (B, C, H, W) with (C, H, W) == ``image_shape`` -> (B, feature_dim).
     """
 
-    def __init__(
-        self, image_shape: Sequence[int], crop: Sequence[int] | None = None, feature_dim: int = 64
-    ) -> None:
+    def __init__(self, image_shape: Sequence[int], crop: Sequence[int] | None = None, feature_dim: int = 64) -> None:
         super().__init__()
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")

@@ -420,18 +420,32 @@ def env_kwargs_from_checkpoint(meta: Mapping[str, Any], where: str = "policy.jso
 # -- the CLI --------------------------------------------------------------------------------------------------
 # what configs/eval.yaml's defaults cannot say about its keys (realloop.configs.schema)
 CONFIG_OPEN = ("env_kwargs", "obs_map")
-CONFIG_TYPES = {"checkpoint": "str|null", "max_steps": "int|null", "num_inference_steps": "int|null",
-                "n_action_steps": "int|null", "out": "str|null", "progress": "bool|str"}
-CONFIG_BOUNDS = {"episodes": (1, None), "num_envs": (1, None), "seed": (0, None), "videos": (0, None),
-                 "max_steps": (1, None), "num_inference_steps": (1, None), "n_action_steps": (1, None)}
+CONFIG_TYPES = {
+    "checkpoint": "str|null",
+    "max_steps": "int|null",
+    "num_inference_steps": "int|null",
+    "n_action_steps": "int|null",
+    "out": "str|null",
+    "progress": "bool|str",
+}
+CONFIG_BOUNDS = {
+    "episodes": (1, None),
+    "num_envs": (1, None),
+    "seed": (0, None),
+    "videos": (0, None),
+    "max_steps": (1, None),
+    "num_inference_steps": (1, None),
+    "n_action_steps": (1, None),
+}
 CONFIG_CHOICES = {"vectorization": ("sync", "async"), "progress": ("auto", True, False)}
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The eval config with hydra-style overrides, without running hydra's app (for scripts and tests); a key
     it does not have or a bad value raises :class:`~realloop.configs.schema.ConfigError` (one line)."""
-    return compose_checked("eval", overrides, open=CONFIG_OPEN, types=CONFIG_TYPES, bounds=CONFIG_BOUNDS,
-                           choices=CONFIG_CHOICES)
+    return compose_checked(
+        "eval", overrides, open=CONFIG_OPEN, types=CONFIG_TYPES, bounds=CONFIG_BOUNDS, choices=CONFIG_CHOICES
+    )
 
 
 def _slug(env_id: str) -> str:

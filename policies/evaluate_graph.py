@@ -46,8 +46,11 @@ def _status_topics(overrides: list[str]) -> tuple[int | None, dict[str, str]]:
 
     graph = load_graph(GRAPH, overrides)  # what the launch will run, overrides included
     names = {n.kind: n.name for n in graph.nodes}
-    topics = {"policy_runner": f"/{names.get('policy_runner', 'policy_runner')}/status",  # its private ~/status
-              "safety_filter": "/safety/status", "recorder": "/recorder/status"}
+    topics = {
+        "policy_runner": f"/{names.get('policy_runner', 'policy_runner')}/status",  # its private ~/status
+        "safety_filter": "/safety/status",
+        "recorder": "/recorder/status",
+    }
     return graph.domain_id, topics
 
 
@@ -61,9 +64,15 @@ def _keep_last(store: dict[str, dict[str, Any] | None], key: str) -> Callable[[A
     return on_status
 
 
-def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: float = 90.0,
-                 domain_id: int | None = None, episode_s: float | None = 30.0,
-                 overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def run_on_graph(
+    checkpoint: Path,
+    recording: Path,
+    seed: int = 0,
+    timeout: float = 90.0,
+    domain_id: int | None = None,
+    episode_s: float | None = 30.0,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Run ``checkpoint`` on the ``sim_arm_policy`` graph (sim mirror, policy runner, safety filter, recorder as
     processes over DDS) until the recorder ends the episode or ``timeout`` wall seconds pass. The runner ends the
     episode: a success when the task succeeds, a failure when ``episode_s`` seconds of sim time pass after its
@@ -75,9 +84,12 @@ def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: floa
     source, duration_s and actions) from the dataset, and ``status``: the last JSON status each node published,
     keyed ``policy_runner``, ``safety_filter`` and ``recorder`` (None for a node never heard)."""
     overrides = [
-        f"nodes.recorder.params.dataset={recording}", f"nodes.sim_mirror.params.seed={seed}",
-        "nodes.sim_mirror.params.cameras=[front]", "nodes.recorder.params.streams.wrist=null",
-        "nodes.policy_runner.params.policy.kind=checkpoint", f"nodes.policy_runner.params.policy.path={checkpoint}",
+        f"nodes.recorder.params.dataset={recording}",
+        f"nodes.sim_mirror.params.seed={seed}",
+        "nodes.sim_mirror.params.cameras=[front]",
+        "nodes.recorder.params.streams.wrist=null",
+        "nodes.policy_runner.params.policy.kind=checkpoint",
+        f"nodes.policy_runner.params.policy.path={checkpoint}",
         *overrides,
     ]
     if domain_id is not None:
@@ -100,8 +112,9 @@ def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: floa
             launch = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
             try:
                 # the recorder's status names the episode's end (committed, discarded, failed write) once it comes
-                observer.spin_until(lambda: launch.poll() is not None or bool((statuses["recorder"] or {}).get("last")),
-                                    timeout)
+                observer.spin_until(
+                    lambda: launch.poll() is not None or bool((statuses["recorder"] or {}).get("last")), timeout
+                )
             finally:
                 if launch.poll() is None:
                     launch.send_signal(signal.SIGINT)
@@ -119,20 +132,35 @@ def run_on_graph(checkpoint: Path, recording: Path, seed: int = 0, timeout: floa
         with Dataset.open(recording) as ds:
             if len(ds):
                 ep = ds.episode(ds.episode_indices[-1])
-                episode = {"success": ep.success, "source": ep.meta["source"],
-                           "duration_s": round(ep.meta["end_time"] - ep.meta["start_time"], 2),
-                           "actions": len(ep.stream("action").read())}
-    result: dict[str, Any] = {"seed": seed, "recording": str(recording), "log": str(log_path),
-                              "seconds": round(seconds, 1), "committed": episode is not None}
+                episode = {
+                    "success": ep.success,
+                    "source": ep.meta["source"],
+                    "duration_s": round(ep.meta["end_time"] - ep.meta["start_time"], 2),
+                    "actions": len(ep.stream("action").read()),
+                }
+    result: dict[str, Any] = {
+        "seed": seed,
+        "recording": str(recording),
+        "log": str(log_path),
+        "seconds": round(seconds, 1),
+        "committed": episode is not None,
+    }
     result.update(episode or {"success": False})
     result["launch_returncode"] = launch.returncode
     result["status"] = statuses  # each node's last status: runner steps and rebases, the filter's counts, ...
     return result
 
 
-def evaluate_on_graph(checkpoint: Path, out: Path, seeds: range, timeout: float = 90.0,
-                      domain_id: int | None = None, episode_s: float | None = 30.0,
-                      overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> dict[str, Any]:
+def evaluate_on_graph(
+    checkpoint: Path,
+    out: Path,
+    seeds: range,
+    timeout: float = 90.0,
+    domain_id: int | None = None,
+    episode_s: float | None = 30.0,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
     """One :func:`run_on_graph` episode per seed, recorded into ``<out>/seed_<seed>.zarr`` (replaced); the summary
     (successes, each episode's result) is also written to ``<out>/eval_graph.json``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -142,9 +170,16 @@ def evaluate_on_graph(checkpoint: Path, out: Path, seeds: range, timeout: float 
         recording = out / f"seed_{seed}.zarr"
         shutil.rmtree(recording, ignore_errors=True)
         results.append(run_on_graph(checkpoint, recording, seed, timeout, domain_id, episode_s, overrides))
-    summary = {"checkpoint": str(checkpoint), "episodes": len(results),
-               "successes": sum(1 for r in results if r["success"]), "seconds": round(time.perf_counter() - start, 1),
-               "episode_s": episode_s, "timeout_s": timeout, "overrides": list(overrides), "results": results}
+    summary = {
+        "checkpoint": str(checkpoint),
+        "episodes": len(results),
+        "successes": sum(1 for r in results if r["success"]),
+        "seconds": round(time.perf_counter() - start, 1),
+        "episode_s": episode_s,
+        "timeout_s": timeout,
+        "overrides": list(overrides),
+        "results": results,
+    }
     (out / "eval_graph.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -153,27 +188,55 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a training run folder or a checkpoint folder")
     p.add_argument("--episodes", type=int, default=10, help="episodes, seeded seed, seed + 1, ...")
-    p.add_argument("--seed", type=int, default=100000,
-                   help="the first episode's sim seed (default: realloop-eval's, away from realloop-collect's)")
-    p.add_argument("--episode-s", type=float, default=30.0,
-                   help="sim seconds from the policy's first action to success, else the episode is recorded as a "
-                        "failure (gym's arm_lift limit is 10 s; the graph gets more for its timing)")
-    p.add_argument("--timeout", type=float, default=90.0,
-                   help="wall seconds an episode may take in all (start-up included) before the graph is stopped")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=100000,
+        help="the first episode's sim seed (default: realloop-eval's, away from realloop-collect's)",
+    )
+    p.add_argument(
+        "--episode-s",
+        type=float,
+        default=30.0,
+        help="sim seconds from the policy's first action to success, else the episode is recorded as a "
+        "failure (gym's arm_lift limit is 10 s; the graph gets more for its timing)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        help="wall seconds an episode may take in all (start-up included) before the graph is stopped",
+    )
     p.add_argument("--out", default="outputs/eval_graph", help="output folder (its recordings are replaced)")
     p.add_argument("--domain-id", type=int, default=None, help="DDS domain of the graph (default: the graph's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a hydra override of the graph (repeatable): nodes.safety_filter.params.velocity_scale=0.5")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hydra override of the graph (repeatable): nodes.safety_filter.params.velocity_scale=0.5",
+    )
     args = p.parse_args(argv)
     if not Path(args.checkpoint).exists():
-        print(f"realloop-eval-graph: no checkpoint at {args.checkpoint}; give a realloop-train run folder",
-              file=sys.stderr)
+        print(
+            f"realloop-eval-graph: no checkpoint at {args.checkpoint}; give a realloop-train run folder",
+            file=sys.stderr,
+        )
         return 2
     out = Path(args.out)
-    summary = evaluate_on_graph(Path(args.checkpoint), out, range(args.seed, args.seed + args.episodes),
-                                args.timeout, args.domain_id, args.episode_s, args.set)
-    print(f"eval-graph: {summary['successes']}/{summary['episodes']} episodes succeeded on the sim_arm_policy graph "
-          f"({summary['seconds']} s) -> {out / 'eval_graph.json'}")
+    summary = evaluate_on_graph(
+        Path(args.checkpoint),
+        out,
+        range(args.seed, args.seed + args.episodes),
+        args.timeout,
+        args.domain_id,
+        args.episode_s,
+        args.set,
+    )
+    print(
+        f"eval-graph: {summary['successes']}/{summary['episodes']} episodes succeeded on the sim_arm_policy graph "
+        f"({summary['seconds']} s) -> {out / 'eval_graph.json'}"
+    )
     return 0
 
 

@@ -55,8 +55,14 @@ CSV_FIELDS = ("step", "epoch", "train_loss", "val_loss", "lr", "samples_per_s", 
 
 # what configs/train.yaml's defaults cannot say about its keys (realloop.configs.schema)
 CONFIG_OPEN = ("eval.env_kwargs", "eval.obs_map")
-CONFIG_TYPES = {"compile": "bool|str", "dataset.path": "str|null", "dataset.rate": "number|null",
-                "stop_at": "int|null", "time_limit_min": "number|null", "eval.env": "str|null"}
+CONFIG_TYPES = {
+    "compile": "bool|str",
+    "dataset.path": "str|null",
+    "dataset.rate": "number|null",
+    "stop_at": "int|null",
+    "time_limit_min": "number|null",
+    "eval.env": "str|null",
+}
 CONFIG_BOUNDS = {
     "steps": (1, None), "batch_size": (1, None), "seed": (0, None), "log_every": (1, None), "val_every": (0, None),
     "val_batches": (1, None), "checkpoint_every": (1, None), "keep_checkpoints": (1, None), "stop_at": (1, None),
@@ -70,8 +76,9 @@ CONFIG_CHOICES = {"precision": ("auto", "fp32", "bf16"), "compile": ("auto", Tru
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The train config with hydra-style overrides, without running hydra's app (for scripts and tests); a key
     it does not have or a bad value raises :class:`~realloop.configs.schema.ConfigError` (one line)."""
-    return compose_checked("train", overrides, open=CONFIG_OPEN, types=CONFIG_TYPES, bounds=CONFIG_BOUNDS,
-                           choices=CONFIG_CHOICES)
+    return compose_checked(
+        "train", overrides, open=CONFIG_OPEN, types=CONFIG_TYPES, bounds=CONFIG_BOUNDS, choices=CONFIG_CHOICES
+    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -209,8 +216,11 @@ class Trainer:
         self.policy.normalizer.set_stats(load_stats(self.dataset_path))
         self.policy.to(self.device)
         window = dict(
-            obs_keys=pcfg["obs_keys"], action_key=pcfg.get("action_key", "action"), n_obs_steps=pcfg["n_obs_steps"],
-            horizon=pcfg["horizon"], rate=dcfg.get("rate"),
+            obs_keys=pcfg["obs_keys"],
+            action_key=pcfg.get("action_key", "action"),
+            n_obs_steps=pcfg["n_obs_steps"],
+            horizon=pcfg["horizon"],
+            rate=dcfg.get("rate"),
         )
         self.train_data = WindowDataset.for_policy(self.dataset_path, episodes=self.train_eps, **window)
         self.val_data = (
@@ -219,11 +229,16 @@ class Trainer:
 
         ocfg = self.cfg["optim"]
         self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=float(ocfg["lr"]), betas=tuple(ocfg["betas"]),
+            self.policy.parameters(),
+            lr=float(ocfg["lr"]),
+            betas=tuple(ocfg["betas"]),
             weight_decay=float(ocfg["weight_decay"]),
         )
-        self.ema = make_ema(self.policy, float(self.cfg["ema"]["decay"]), float(self.cfg["ema"]["power"])) \
-            if self.cfg["ema"]["enabled"] else None
+        self.ema = (
+            make_ema(self.policy, float(self.cfg["ema"]["decay"]), float(self.cfg["ema"]["power"]))
+            if self.cfg["ema"]["enabled"]
+            else None
+        )
         self.step = 0
         self.history: list[dict[str, Any]] = []
         cuda = self.device.type == "cuda"
@@ -283,7 +298,11 @@ class Trainer:
             "dataset": {**self.dataset_info, "train_episodes": self.train_eps, "val_episodes": self.val_eps},
         }
         folder = save_checkpoint(
-            self.out / "checkpoints" / f"step_{self.step:07d}", model, self.cfg, meta, tensors,
+            self.out / "checkpoints" / f"step_{self.step:07d}",
+            model,
+            self.cfg,
+            meta,
+            tensors,
             {"step": self.step, "optimizer": opt_json, "history": self.history},
         )
         link_last(folder)
@@ -305,8 +324,12 @@ class Trainer:
     def _loader(self, data: WindowDataset, batches: Iterator[list[int]]) -> torch.utils.data.DataLoader:
         workers = int(self.cfg["dataset"]["num_workers"])
         return torch.utils.data.DataLoader(
-            data, batch_sampler=batches, num_workers=workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=False, prefetch_factor=4 if workers else None,
+            data,
+            batch_sampler=batches,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
             # its own generator: creating an iterator must not draw from the global RNG (exact resume)
             generator=torch.Generator().manual_seed(int(self.cfg["seed"])),
         )
@@ -344,9 +367,15 @@ class Trainer:
         model = self._inference_model()
         model.eval()
         result = evaluate(
-            model, ecfg["env"], env_kwargs=ecfg.get("env_kwargs") or {}, episodes=int(ecfg["episodes"]),
-            num_envs=int(ecfg.get("num_envs", 1)), seed=int(ecfg.get("seed", 100_000)),
-            obs_map=ecfg.get("obs_map"), device=self.device, progress=False,
+            model,
+            ecfg["env"],
+            env_kwargs=ecfg.get("env_kwargs") or {},
+            episodes=int(ecfg["episodes"]),
+            num_envs=int(ecfg.get("num_envs", 1)),
+            seed=int(ecfg.get("seed", 100_000)),
+            obs_map=ecfg.get("obs_map"),
+            device=self.device,
+            progress=False,
         )
         model.train()
         return result.to_dict()
@@ -384,8 +413,14 @@ class Trainer:
         t0 = time.perf_counter()
         window_t, window_n, running = time.perf_counter(), 0, []
         last_val, last_eval, folder = None, None, None
-        bar = tqdm(total=steps, initial=start_step, desc=f"train {self.cfg['policy']['name']}", unit="step",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=steps,
+            initial=start_step,
+            desc=f"train {self.cfg['policy']['name']}",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         stop_at = min(steps, int(self.cfg.get("stop_at") or steps))
         deadline = t0 + 60.0 * float(self.cfg["time_limit_min"]) if self.cfg.get("time_limit_min") else math.inf
         try:
@@ -417,7 +452,8 @@ class Trainer:
                 if self.step % log_every == 0 or last:
                     now = time.perf_counter()
                     row.update(
-                        train_loss=float(torch.stack(running).mean()), lr=self.optimizer.param_groups[0]["lr"],
+                        train_loss=float(torch.stack(running).mean()),
+                        lr=self.optimizer.param_groups[0]["lr"],
                         samples_per_s=window_n / (now - window_t),
                     )
                     running, window_t, window_n = [], now, 0
@@ -441,11 +477,20 @@ class Trainer:
             folder = resolve_checkpoint(self.out / "checkpoints")
         train_losses = [r["train_loss"] for r in self.history if r.get("train_loss") is not None]
         summary = TrainSummary(
-            policy=self.cfg["policy"]["name"], dataset=str(self.dataset_path), out=str(self.out),
-            device=str(self.device), steps=self.step, start_step=start_step, seconds=round(seconds, 1),
+            policy=self.cfg["policy"]["name"],
+            dataset=str(self.dataset_path),
+            out=str(self.out),
+            device=str(self.device),
+            steps=self.step,
+            start_step=start_step,
+            seconds=round(seconds, 1),
             samples_per_s=round((self.step - start_step) * bs / max(seconds, 1e-9), 1),
-            train_loss=train_losses[-1] if train_losses else float("nan"), val_loss=last_val,
-            checkpoint=str(folder), parameters=self.policy.num_parameters(), eval=last_eval, history=self.history,
+            train_loss=train_losses[-1] if train_losses else float("nan"),
+            val_loss=last_val,
+            checkpoint=str(folder),
+            parameters=self.policy.num_parameters(),
+            eval=last_eval,
+            history=self.history,
         )
         plot_losses(self.history, self.out / "loss.png", title=f"{summary.policy} on {self.dataset_path.name}")
         (self.out / "train_summary.json").write_text(json.dumps(asdict(summary), indent=2))
@@ -483,8 +528,15 @@ def train(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> TrainSu
 
 # errors a user can fix from the message: printed as one line, exit code 2, no traceback
 USER_ERRORS = (
-    ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError, NotADatasetError, DatasetLockedError,
-    MissingStatsError, CheckpointError,
+    ValueError,
+    KeyError,
+    FileExistsError,
+    FileNotFoundError,
+    RuntimeError,
+    NotADatasetError,
+    DatasetLockedError,
+    MissingStatsError,
+    CheckpointError,
 )
 
 

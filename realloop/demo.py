@@ -31,12 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="arm_lift", help=f"a task of configs/task: {', '.join(config_names('task'))}")
     p.add_argument("--steps", type=int, default=2000, help="training steps of the diffusion policy")
     p.add_argument("--eval-episodes", type=int, default=50)
-    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the trained policy on the sim_arm_policy graph (arm tasks)")
+    p.add_argument(
+        "--graph",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the trained policy on the sim_arm_policy graph (arm tasks)",
+    )
     p.add_argument("--graph-episodes", type=int, default=3, help="episodes on the graph, seeded --graph-seed on")
     p.add_argument("--graph-seed", type=int, default=100000, help="the sim mirror's first seed (held out)")
-    p.add_argument("--graph-episode-s", type=float, default=30.0,
-                   help="sim seconds after the first action before a graph episode is recorded as a failure")
+    p.add_argument(
+        "--graph-episode-s",
+        type=float,
+        default=30.0,
+        help="sim seconds after the first action before a graph episode is recorded as a failure",
+    )
     p.add_argument("--graph-timeout", type=float, default=90.0, help="wall seconds a graph episode may take in all")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -66,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     from realloop.policies.train import train
 
     run = out / "train_diffusion"
-    train_overrides = ["policy=diffusion", f"dataset.path={path}", f"steps={args.steps}", f"out={run}",
-                       "checkpoint_every=1000000", f"val_every={max(1, args.steps // 4)}"]
+    train_overrides = [
+        "policy=diffusion",
+        f"dataset.path={path}",
+        f"steps={args.steps}",
+        f"out={run}",
+        "checkpoint_every=1000000",
+        f"val_every={max(1, args.steps // 4)}",
+    ]
     print(f"\n$ realloop-train {' '.join(train_overrides)}", flush=True)
     trained = train(train_config(train_overrides))
     print(trained.line())
@@ -80,12 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     graph = None
     if args.graph and args.task.startswith("arm_"):
         print("\n# the trained policy on the sim graph: sim mirror -> policy runner -> safety filter, recorded")
-        graph = evaluate_on_graph(Path(trained.checkpoint), out / "graph",
-                                  range(args.graph_seed, args.graph_seed + args.graph_episodes),
-                                  timeout=args.graph_timeout, episode_s=args.graph_episode_s)
+        graph = evaluate_on_graph(
+            Path(trained.checkpoint),
+            out / "graph",
+            range(args.graph_seed, args.graph_seed + args.graph_episodes),
+            timeout=args.graph_timeout,
+            episode_s=args.graph_episode_s,
+        )
         for r in graph["results"]:
-            print(f"graph seed {r['seed']}: {'success' if r['success'] else 'no success'} in {r['seconds']} s, "
-                  f"recorded: {r['committed']} -> {r['recording']}")
+            print(
+                f"graph seed {r['seed']}: {'success' if r['success'] else 'no success'} in {r['seconds']} s, "
+                f"recorded: {r['committed']} -> {r['recording']}"
+            )
 
     summary = {
         "dataset": str(path),

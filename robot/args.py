@@ -83,8 +83,7 @@ def parse_node_args(argv: list[str]) -> NodeArgs:
         elif arg in ("--enclave", "-e"):
             next(it, None)
         else:
-            raise ValueError(f"unsupported --ros-args argument {arg!r} (supported: -p, -r, --params-file, "
-                             "--log-level)")
+            raise ValueError(f"unsupported --ros-args argument {arg!r} (supported: -p, -r, --params-file, --log-level)")
     return out
 
 
@@ -117,7 +116,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 # parameters of every node kind (robot/node.py, robot/nodes/__init__.py run_node), declared as in a node YAML
 COMMON_PARAMS: dict[str, Any] = {
-    "name": "",            # the node's name; a graph and ``-r __node:=NAME`` set it too ("" : the kind)
+    "name": "",  # the node's name; a graph and ``-r __node:=NAME`` set it too ("" : the kind)
     "use_sim_time": False,  # the node clock and timers follow /clock
 }
 

@@ -85,17 +85,27 @@ class Node:
     """A ROS 2 node. ``params`` are the node's parameters (from its hydra config and ``--ros-args -p``);
     ``use_sim_time: true`` among them makes :meth:`now` and timers follow ``/clock``."""
 
-    def __init__(self, name: str, params: Mapping[str, Any] | None = None, *, transport: str | Transport = "auto",
-                 domain_id: int | None = None, localhost_only: bool | None = None, namespace: str = "/",
-                 remaps: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        transport: str | Transport = "auto",
+        domain_id: int | None = None,
+        localhost_only: bool | None = None,
+        namespace: str = "/",
+        remaps: Mapping[str, str] | None = None,
+    ):
         self.name = name
         self.namespace = namespace
         self.params: dict[str, Any] = dict(params or {})
         self.log = logging.getLogger(name)
-        self._remaps = {resolve_topic(k, namespace, name): resolve_topic(v, namespace, name)
-                        for k, v in (remaps or {}).items()}
-        self.transport: Transport = (make_transport(transport, name, domain_id, localhost_only)
-                                     if isinstance(transport, str) else transport)
+        self._remaps = {
+            resolve_topic(k, namespace, name): resolve_topic(v, namespace, name) for k, v in (remaps or {}).items()
+        }
+        self.transport: Transport = (
+            make_transport(transport, name, domain_id, localhost_only) if isinstance(transport, str) else transport
+        )
         self.publishers: list[Publisher] = []
         self.subscriptions: list[Subscription] = []
         self._timers: list[Timer] = []
@@ -126,8 +136,9 @@ class Node:
         self.publishers.append(pub)
         return pub
 
-    def create_subscription(self, topic: str, msg_type: type[M], callback: Callable[[M], None],
-                            qos: str | QoS = "reliable") -> Subscription[M]:
+    def create_subscription(
+        self, topic: str, msg_type: type[M], callback: Callable[[M], None], qos: str | QoS = "reliable"
+    ) -> Subscription[M]:
         full = self.resolve(topic)
         sub = Subscription(self, full, msg_type, callback)
         self.transport.subscribe(full, ros_type_of(msg_type), qos_profile(qos), sub._on_data)

@@ -47,8 +47,13 @@ def robot_groups(spec: RobotSpec, ee: bool) -> dict[str, list[str]]:
     return groups
 
 
-def robot_readings(positions: np.ndarray, velocities: np.ndarray, gripper: float | None = None,
-                   ee_pos: np.ndarray | None = None, ee_xmat: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def robot_readings(
+    positions: np.ndarray,
+    velocities: np.ndarray,
+    gripper: float | None = None,
+    ee_pos: np.ndarray | None = None,
+    ee_xmat: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Reading groups from a measured joint state (and forward kinematics, when known)."""
     out = {"pos": np.asarray(positions, dtype=float), "vel": np.asarray(velocities, dtype=float)}
     if gripper is not None:
@@ -70,10 +75,15 @@ class StateBuilder:
         where = {n: (g, i) for g, entries in groups.items() for i, n in enumerate(entries)}
         missing = [n for n in names if n not in where]
         if missing:
-            hint = (" (ee.* entries need forward kinematics: a robot spec with an mjcf and an ee_site)"
-                    if any(n.startswith("ee.") for n in missing) else "")
-            raise ValueError(f"observation.state entries {missing} cannot be built from this robot{hint}; it "
-                             f"provides {[n for entries in groups.values() for n in entries]}")
+            hint = (
+                " (ee.* entries need forward kinematics: a robot spec with an mjcf and an ee_site)"
+                if any(n.startswith("ee.") for n in missing)
+                else ""
+            )
+            raise ValueError(
+                f"observation.state entries {missing} cannot be built from this robot{hint}; it "
+                f"provides {[n for entries in groups.values() for n in entries]}"
+            )
         self.names = list(names)
         self.groups = [g for g in groups if any(where[n][0] == g for n in names)]
         offsets, total = {}, 0
@@ -125,8 +135,7 @@ class JointStateObserver:
         index = {n: i for i, n in enumerate(names)}
         try:
             q = np.array([msg.position[index[n]] for n in self.joints])
-            v = (np.array([msg.velocity[index[n]] for n in self.joints])
-                 if len(msg.velocity) == len(names) else None)
+            v = np.array([msg.velocity[index[n]] for n in self.joints]) if len(msg.velocity) == len(names) else None
             g = float(msg.position[index[self.gripper_joint]]) if self.gripper_joint else None
         except KeyError as e:
             raise ValueError(f"the JointState lacks joint {e}; it has {names}") from None

@@ -150,9 +150,12 @@ class RobotSpec:
         """The MJCF path, or a RobotSpecError saying that ``purpose`` needs one."""
         if self.mjcf is None:
             where = f" ({self.source})" if self.source else ""
-            raise RobotSpecError(f"robot {self.name!r}{where} has no `mjcf`: {purpose} needs a MuJoCo model of the "
-                                 "robot; add `mjcf: path/to/robot.xml` to its spec")
+            raise RobotSpecError(
+                f"robot {self.name!r}{where} has no `mjcf`: {purpose} needs a MuJoCo model of the "
+                "robot; add `mjcf: path/to/robot.xml` to its spec"
+            )
         return self.mjcf
+
 
 # ---------------------------------------------------------------------------------------------- loading
 
@@ -172,8 +175,9 @@ def _resolve_spec_path(path_or_name: str | Path) -> Path:
     try:
         return config_file("robot", str(p))
     except ConfigNotFoundError as e:
-        raise RobotSpecError(f"unknown robot {str(p)!r}: no {e.path}; known robots: {', '.join(e.known) or 'none'}"
-                             ) from None
+        raise RobotSpecError(
+            f"unknown robot {str(p)!r}: no {e.path}; known robots: {', '.join(e.known) or 'none'}"
+        ) from None
 
 
 class _Reader:

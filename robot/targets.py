@@ -28,8 +28,9 @@ class JointTargets:
         if mode not in JOINT_MODES:
             raise ValueError(f"control mode {mode!r} needs a model of the robot; without one: {', '.join(JOINT_MODES)}")
         if mode not in spec.control_modes:
-            raise ValueError(f"control mode {mode!r} is not in robot {spec.name!r}'s control_modes "
-                             f"{list(spec.control_modes)}")
+            raise ValueError(
+                f"control mode {mode!r} is not in robot {spec.name!r}'s control_modes {list(spec.control_modes)}"
+            )
         self.spec, self.name = spec, mode
         joints = spec.joints
         self.lower = np.array([j.lower for j in joints])

@@ -11,10 +11,25 @@ from realloop.demo import main
 
 pytestmark = pytest.mark.slow  # whole-pipeline runs: make test-fast leaves them out
 
+
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    argv = ["--out", str(out), "--episodes", "5", "--steps", "20", "--eval-episodes", "2", "--graph-episodes", "1",
-            "--graph-episode-s", "4", "--graph-timeout", "60"]
+    argv = [
+        "--out",
+        str(out),
+        "--episodes",
+        "5",
+        "--steps",
+        "20",
+        "--eval-episodes",
+        "2",
+        "--graph-episodes",
+        "1",
+        "--graph-episode-s",
+        "4",
+        "--graph-timeout",
+        "60",
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["episodes"] == 5

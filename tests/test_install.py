@@ -33,14 +33,20 @@ COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "buil
 @dataclass
 class Install:
     venv: Path
-    site: Path       # the fresh venv's site-packages, where the wheel went
+    site: Path  # the fresh venv's site-packages, where the wheel went
     wheel: Path
-    work: Path       # cwd of every command, outside the checkout
+    work: Path  # cwd of every command, outside the checkout
     env: dict[str, str]
 
     def run(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([str(self.venv / "bin" / cmd[0]), *cmd[1:]], cwd=self.work, env=self.env,
-                             capture_output=True, text=True, timeout=timeout)
+        res = subprocess.run(
+            [str(self.venv / "bin" / cmd[0]), *cmd[1:]],
+            cwd=self.work,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert res.returncode == 0, f"{' '.join(cmd)}: {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
         return res
 
@@ -68,19 +74,45 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
     for folder in _top_folders():
         shutil.copytree(ROOT / folder, src / folder, ignore=COPY_IGNORE)
     pip_env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-w", str(base / "wheel"), str(src)], check=True, env=pip_env, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(base / "wheel"),
+            str(src),
+        ],
+        check=True,
+        env=pip_env,
+        capture_output=True,
+    )
     (wheel,) = (base / "wheel").glob("realloop-*.whl")
 
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     # pip of the project venv installs into the fresh one (console scripts get its interpreter); the deps .pth is
     # written after, so this pip sees an empty venv and never touches the project's editable realloop
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True, env=pip_env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        env=pip_env,
+        capture_output=True,
+    )
     deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
     (site / "_realloop_test_deps.pth").write_text("".join(f"{p}\n" for p in deps))
 
@@ -93,20 +125,26 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
 
 
 def _files(folder: Path, pattern: str = "*") -> list[Path]:
-    return sorted(p for p in folder.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts
-                  and p.suffix != ".pyc")
+    return sorted(
+        p for p in folder.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
 
 
 def test_wheel_ships_every_module_config_and_model(install: Install) -> None:
     names = set(zipfile.ZipFile(install.wheel).namelist())
     # every module of every code folder: a subpackage missing from [tool.setuptools] packages is not installed
-    modules = [f"{prefix}/{p.relative_to(ROOT / folder).as_posix()}" for folder, prefix in _top_folders().items()
-               for p in _files(ROOT / folder, "*.py")]
+    modules = [
+        f"{prefix}/{p.relative_to(ROOT / folder).as_posix()}"
+        for folder, prefix in _top_folders().items()
+        for p in _files(ROOT / folder, "*.py")
+    ]
     assert not [n for n in modules if n not in names], "not in the wheel (add the package to pyproject.toml)"
     # all of configs/ and sim/models/, whatever the file type, and the ros2 launch file
-    data = [f"{prefix}/{p.relative_to(ROOT / folder).as_posix()}"
-            for folder, prefix in (("configs", "realloop/configs"), ("sim/models", "realloop/sim/models"))
-            for p in _files(ROOT / folder)]
+    data = [
+        f"{prefix}/{p.relative_to(ROOT / folder).as_posix()}"
+        for folder, prefix in (("configs", "realloop/configs"), ("sim/models", "realloop/sim/models"))
+        for p in _files(ROOT / folder)
+    ]
     assert any(n.startswith("realloop/configs/graph/") for n in data)
     assert not [n for n in data if n not in names]
     assert "realloop/launch/realloop.launch.py" in names
@@ -144,19 +182,32 @@ def test_collect_train_launch_from_the_install(install: Install) -> None:
     assert (work / "d.zarr").is_dir()
     assert json.loads((work / "d.collect.json").read_text())["episodes"] == 2
 
-    install.run("realloop-train", "policy=bc", f"dataset.path={work / 'd.zarr'}", "steps=2", "batch_size=8",
-                "device=cpu", f"out={work / 'train'}")
+    install.run(
+        "realloop-train",
+        "policy=bc",
+        f"dataset.path={work / 'd.zarr'}",
+        "steps=2",
+        "batch_size=8",
+        "device=cpu",
+        f"out={work / 'train'}",
+    )
     assert (work / "train" / "checkpoints" / "last").exists()
 
     # the shipped sim_arm_policy graph: 4 node processes (the installed interpreter) over Cyclone DDS; stopped
     # with SIGTERM (exit 0) once the recorder committed the scripted policy's episode, else after `duration`
     rec = work / "rec.zarr"
     domain = 50 + os.getpid() % 40  # away from the sim's default 42... mostly, and from tests/robot's 100..229
-    cmd = [str(install.venv / "bin" / "realloop-launch"), "graph=sim_arm_policy", "duration=90",
-           f"domain_id={domain}", f"nodes.recorder.params.dataset={rec}", "nodes.sim_mirror.params.cameras=[]",
-           "nodes.recorder.params.streams.front=null", "nodes.recorder.params.streams.wrist=null"]
-    proc = subprocess.Popen(cmd, cwd=work, env=install.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    cmd = [
+        str(install.venv / "bin" / "realloop-launch"),
+        "graph=sim_arm_policy",
+        "duration=90",
+        f"domain_id={domain}",
+        f"nodes.recorder.params.dataset={rec}",
+        "nodes.sim_mirror.params.cameras=[]",
+        "nodes.recorder.params.streams.front=null",
+        "nodes.recorder.params.streams.wrist=null",
+    ]
+    proc = subprocess.Popen(cmd, cwd=work, env=install.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     committed = threading.Event()
 

@@ -19,8 +19,15 @@ def _registries() -> dict[str, Registry]:
     from realloop.sim.envs import TASKS
     from realloop.sim.experts import EXPERTS
 
-    return {"converters": CONVERTERS, "policies": POLICIES, "drivers": DRIVERS, "nodes": NODES,
-            "transports": TRANSPORTS, "tasks": TASKS, "experts": EXPERTS}
+    return {
+        "converters": CONVERTERS,
+        "policies": POLICIES,
+        "drivers": DRIVERS,
+        "nodes": NODES,
+        "transports": TRANSPORTS,
+        "tasks": TASKS,
+        "experts": EXPERTS,
+    }
 
 
 NAMES = ["converters", "policies", "drivers", "nodes", "transports", "tasks", "experts"]
@@ -73,8 +80,11 @@ def test_factories_keep_their_callers_messages() -> None:
 
     with pytest.raises(ValueError, match=re.escape("unknown transport 'zenoh'; known: auto, dds, rclpy")):
         make_transport("zenoh", "x")
-    with pytest.raises(ValueError, match=r"unknown policy kind 'bogus' in the policy config .*; available: "
-                                         r"expert, checkpoint$"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown policy kind 'bogus' in the policy config .*; available: "
+        r"expert, checkpoint$",
+    ):
         make_policy({"kind": "bogus"}, None)
     with pytest.raises(ValueError, match="unknown policy kind"):
         make_policy({"kind": ["expert"]}, None)  # an unhashable kind from YAML is refused, not a TypeError

@@ -121,9 +121,7 @@ def summary_path(dst: str | Path) -> Path:
 
 
 # -- shared helpers for the converters -----------------------------------------------------------------------
-def image_feature(
-    name: str, shape: tuple[int, ...], image_format: str = "jpeg", quality: int | None = None
-) -> Feature:
+def image_feature(name: str, shape: tuple[int, ...], image_format: str = "jpeg", quality: int | None = None) -> Feature:
     """An RGB uint8 image feature stored with ``image_format`` (``jpeg`` default, ``png`` lossless)."""
     return make_feature(name, dtype="uint8", shape=shape, image_format=image_format, image_quality=quality)
 
@@ -131,9 +129,7 @@ def image_feature(
 def _describe_difference(new: Feature, old: Feature) -> str:
     a, b = new.to_dict(), old.to_dict()
     diffs = [
-        f"{k}: {a.get(k)!r} here, {b.get(k)!r} in the dataset"
-        for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k)
+        f"{k}: {a.get(k)!r} here, {b.get(k)!r} in the dataset" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
     ]
     return "; ".join(diffs)
 
@@ -161,9 +157,7 @@ def open_destination(
         elif ds.features[name].to_dict() != f.to_dict():
             problems.append(f"{name} differs ({_describe_difference(f, ds.features[name])})")
     problems += [
-        f"{name} is in the dataset but not produced by this conversion"
-        for name in ds.features
-        if name not in features
+        f"{name} is in the dataset but not produced by this conversion" for name in ds.features if name not in features
     ]
     if problems:
         ds.close()
@@ -211,8 +205,7 @@ def conversion_errors(summary: ConvertSummary, where: str) -> Iterator[None]:
         yield
     except (SchemaError, ConvertError) as e:  # a DatasetWriteError says itself what is intact
         done = (
-            f"{len(summary.episodes)} episodes were committed before it "
-            f"(#{summary.episodes[0]}-{summary.episodes[-1]})"
+            f"{len(summary.episodes)} episodes were committed before it (#{summary.episodes[0]}-{summary.episodes[-1]})"
             if summary.episodes
             else "no episode was committed"
         )
@@ -244,9 +237,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         help="diffusion_policy replay buffers (.zarr directory or .zarr.zip), rosbag2 bags (bag "
         "directory, .db3 or .mcap file, or a directory of bag directories), or LeRobot v3 dataset directories",
     )
-    parser.add_argument(
-        "dst", metavar="DST", type=Path, help="realloop dataset to append to (created if missing)"
-    )
+    parser.add_argument("dst", metavar="DST", type=Path, help="realloop dataset to append to (created if missing)")
     g = parser.add_argument_group("episode metadata and storage")
     g.add_argument(
         "--task", default="", help="task description stored with every episode (lerobot: overrides its tasks)"

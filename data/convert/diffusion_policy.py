@@ -141,12 +141,7 @@ def open_replay_buffer(path: str | Path) -> ReplayBufferSource:
         if not isinstance(episode_ends, zarr.Array):
             raise ConvertError(f"{what}; meta/episode_ends is a group, not an array")
         ends = np.asarray(episode_ends[:])
-        if (
-            ends.ndim != 1
-            or ends.dtype.kind not in "iu"
-            or np.any(np.diff(ends) < 0)
-            or (len(ends) and ends[0] < 0)
-        ):
+        if ends.ndim != 1 or ends.dtype.kind not in "iu" or np.any(np.diff(ends) < 0) or (len(ends) and ends[0] < 0):
             raise ConvertError(
                 f"{p}: meta/episode_ends must be a 1-D non-decreasing integer array of cumulative "
                 f"episode ends, got {ends.dtype} of shape {ends.shape}"
@@ -178,9 +173,7 @@ def parse_key_map(items: Sequence[str]) -> dict[str, str | None]:
         key, sep, feature = item.partition("=")
         key, feature = key.strip(), feature.strip()
         if not sep or not key:
-            raise ConvertError(
-                f"--map {item!r}: write SRC_KEY=FEATURE, e.g. --map agent_pos=observation.state"
-            )
+            raise ConvertError(f"--map {item!r}: write SRC_KEY=FEATURE, e.g. --map agent_pos=observation.state")
         out[key] = feature or None
     return out
 
@@ -200,9 +193,7 @@ def resolve_mapping(
     key_map = dict(key_map or {})
     unknown = sorted(set(key_map) - set(keys))
     if unknown:
-        raise ConvertError(
-            f"--map names keys that are not in the buffer: {unknown}; its keys are {sorted(keys)}"
-        )
+        raise ConvertError(f"--map names keys that are not in the buffer: {unknown}; its keys are {sorted(keys)}")
     mapping: dict[str, str] = {}
     for key in keys:
         feature = key_map[key] if key in key_map else (default_feature_name(key) if use_default_map else None)
@@ -269,9 +260,7 @@ def _plan(
                         f"data/{key} holds {dtype} images; only uint8 (0..255) and float (0..1 or 0..255) "
                         "images convert"
                     )
-                plans[key] = _KeyPlan(
-                    key, image_feature(name, hw3, image_format, image_quality), layout, scale
-                )
+                plans[key] = _KeyPlan(key, image_feature(name, hw3, image_format, image_quality), layout, scale)
             else:
                 if dtype.kind not in "biuf":
                     raise ConvertError(
@@ -365,9 +354,7 @@ def convert_diffusion_policy(
                 rate_txt = f"{fps or DEFAULT_FPS:g} Hz"
                 summary.warn(f"{src.path}: no '{TIMESTAMP_KEY}' key; timestamps synthesised at {rate_txt}")
         rate = fps or DEFAULT_FPS
-        row_bytes = max(
-            int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize for f in features.values()
-        )
+        row_bytes = max(int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize for f in features.values())
         block = int(np.clip(BLOCK_BYTES // max(row_bytes, 1), 1, 1 << 16))
         bar = tqdm(
             total=sum(s.n_steps for s in opened),

@@ -108,14 +108,10 @@ class TopicMapping:
         if isinstance(spec, str):
             return parse_topic_option(f"{topic}={spec}")
         if not isinstance(spec, Mapping):
-            raise ConvertError(
-                f"{where}: topic {topic}: give a feature name or a mapping with 'feature', not {spec!r}"
-            )
+            raise ConvertError(f"{where}: topic {topic}: give a feature name or a mapping with 'feature', not {spec!r}")
         unknown = sorted(set(spec) - set(MAPPING_KEYS))
         if unknown:
-            raise ConvertError(
-                f"{where}: topic {topic}: unknown keys {unknown}; allowed: {list(MAPPING_KEYS)}"
-            )
+            raise ConvertError(f"{where}: topic {topic}: unknown keys {unknown}; allowed: {list(MAPPING_KEYS)}")
         if not isinstance(spec.get("feature"), str) or not spec["feature"]:
             raise ConvertError(f"{where}: topic {topic}: 'feature' (e.g. observation.state) is required")
 
@@ -128,12 +124,8 @@ class TopicMapping:
             return tuple(v)
 
         shape = spec.get("shape")
-        if shape is not None and (
-            not isinstance(shape, list) or not all(isinstance(s, int) and s > 0 for s in shape)
-        ):
-            raise ConvertError(
-                f"{where}: topic {topic}: 'shape' must be a list of positive integers, got {shape!r}"
-            )
+        if shape is not None and (not isinstance(shape, list) or not all(isinstance(s, int) and s > 0 for s in shape)):
+            raise ConvertError(f"{where}: topic {topic}: 'shape' must be a list of positive integers, got {shape!r}")
         stamp = spec.get("stamp")
         if stamp not in (None, "header", "receive"):
             raise ConvertError(f"{where}: topic {topic}: 'stamp' is 'header' or 'receive', not {stamp!r}")
@@ -161,9 +153,7 @@ class TopicMapping:
 
 def _check_topic(topic: str, where: str) -> str:
     if not isinstance(topic, str) or not topic.startswith("/"):
-        raise ConvertError(
-            f"{where}: {topic!r} is not a topic name; topics start with '/', e.g. /joint_states"
-        )
+        raise ConvertError(f"{where}: {topic!r} is not a topic name; topics start with '/', e.g. /joint_states")
     return topic
 
 
@@ -173,8 +163,7 @@ def parse_topic_option(text: str) -> TopicMapping:
     feature, _, fld = rest.partition(":")
     if not sep or not topic or not feature:
         raise ConvertError(
-            f"--topic {text!r}: write TOPIC=FEATURE[:FIELD], "
-            "e.g. --topic /joint_states=observation.state:position"
+            f"--topic {text!r}: write TOPIC=FEATURE[:FIELD], e.g. --topic /joint_states=observation.state:position"
         )
     return TopicMapping(
         topic=_check_topic(topic.strip(), "--topic"), feature=feature.strip(), field=fld.strip() or None
@@ -237,9 +226,7 @@ def find_bags(paths: Sequence[str | Path]) -> list[Path]:
         if not p.exists():
             raise ConvertError(f"{p} does not exist; give a rosbag2 bag directory or a .db3/.mcap file")
         if p.suffix == ".bag":
-            raise ConvertError(
-                f"{p} is a ROS 1 bag; convert it to rosbag2 first (`rosbags-convert --src {p}`)"
-            )
+            raise ConvertError(f"{p} is a ROS 1 bag; convert it to rosbag2 first (`rosbags-convert --src {p}`)")
         if _is_bag(p):
             found = [p]
         elif p.is_dir():
@@ -282,9 +269,7 @@ def _topic_types(reader: AnyReader, path: Path) -> tuple[dict[str, str], dict[st
     counts: dict[str, int] = {}
     for c in reader.connections:
         if types.setdefault(c.topic, c.msgtype) != c.msgtype:
-            raise ConvertError(
-                f"{path}: topic {c.topic} carries two message types ({types[c.topic]}, {c.msgtype})"
-            )
+            raise ConvertError(f"{path}: topic {c.topic} carries two message types ({types[c.topic]}, {c.msgtype})")
         counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
     return types, counts
 
@@ -323,9 +308,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
 def compressed_image_to_rgb(msg: Any) -> np.ndarray:
     """A ``sensor_msgs/msg/CompressedImage`` (JPEG, PNG, ...) decoded to ``H x W x 3`` RGB uint8."""
     if "compresseddepth" in msg.format.lower():
-        raise UnsupportedMessage(
-            f"compressed depth images ({msg.format!r}) do not fit an RGB uint8 image feature"
-        )
+        raise UnsupportedMessage(f"compressed depth images ({msg.format!r}) do not fit an RGB uint8 image feature")
     img = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ConvertError(f"OpenCV could not decode a CompressedImage of format {msg.format!r}")
@@ -335,9 +318,7 @@ def compressed_image_to_rgb(msg: Any) -> np.ndarray:
 class _Extractor:
     """Turns the messages of one topic into samples of one feature; the first message fixes the feature."""
 
-    def __init__(
-        self, m: TopicMapping, msgtype: str, first: Any, image_format: str, quality: int | None
-    ) -> None:
+    def __init__(self, m: TopicMapping, msgtype: str, first: Any, image_format: str, quality: int | None) -> None:
         self.m = m
         self.msgtype = msgtype
         self.size: tuple[int, int] | None = None  # (W, H) to resize images to
@@ -359,23 +340,18 @@ class _Extractor:
                 raise ConvertError(f"{m.topic}: ':{m.field}' applies to JointState topics only; remove it")
             if not m.feature.startswith(IMAGE_PREFIX):
                 raise ConvertError(
-                    f"{m.topic} is an image topic: map it to a feature named {IMAGE_PREFIX}<camera>, "
-                    f"not {m.feature}"
+                    f"{m.topic} is an image topic: map it to a feature named {IMAGE_PREFIX}<camera>, not {m.feature}"
                 )
             shape: tuple[int, ...] = self._image(first).shape
             if m.shape is not None:
                 if len(m.shape) not in (2, 3) or (len(m.shape) == 3 and m.shape[2] != 3):
-                    raise ConvertError(
-                        f"{m.topic}: an image shape is [H, W] or [H, W, 3], not {list(m.shape)}"
-                    )
+                    raise ConvertError(f"{m.topic}: an image shape is [H, W] or [H, W, 3], not {list(m.shape)}")
                 shape = (m.shape[0], m.shape[1], 3)
                 self.size = (shape[1], shape[0])
             self.feature = image_feature(m.feature, shape, image_format, quality)
             return
         if m.feature.startswith(IMAGE_PREFIX):
-            raise ConvertError(
-                f"{m.topic} ({msgtype}) is not an image topic; {m.feature} is an image feature name"
-            )
+            raise ConvertError(f"{m.topic} ({msgtype}) is not an image topic; {m.feature} is an image feature name")
         names = m.names
         if msgtype == JOINT_STATE:
             fld = m.field or "position"
@@ -387,24 +363,18 @@ class _Extractor:
             elif len(first.name):
                 self.order = tuple(first.name)
             if len(getattr(first, fld)) == 0:
-                raise ConvertError(
-                    f"{m.topic}: the JointState field '{fld}' is empty; map position or velocity"
-                )
+                raise ConvertError(f"{m.topic}: the JointState field '{fld}' is empty; map position or velocity")
             shape = (len(self.order) if self.order else len(getattr(first, fld)),)
             names = names or self.order
             if m.shape is not None and tuple(m.shape) != shape:
-                raise ConvertError(
-                    f"{m.topic}: config shape {list(m.shape)} but the messages give {list(shape)}"
-                )
+                raise ConvertError(f"{m.topic}: config shape {list(m.shape)} but the messages give {list(shape)}")
         else:  # Float64MultiArray
             if m.field not in (None, "data"):
                 raise ConvertError(f"{m.topic}: Float64MultiArray has the field 'data' only, not {m.field!r}")
             n = len(first.data)
             shape = tuple(m.shape) if m.shape is not None else (n,)
             if int(np.prod(shape)) != n:
-                raise ConvertError(
-                    f"{m.topic}: config shape {list(shape)} does not hold the {n} values of 'data'"
-                )
+                raise ConvertError(f"{m.topic}: config shape {list(shape)} does not hold the {n} values of 'data'")
         try:
             self.feature = make_feature(
                 m.feature, dtype=m.dtype or DEFAULT_DTYPE, shape=shape, names=names, units=m.units
@@ -433,8 +403,7 @@ class _Extractor:
         if names not in self._index:
             if len(names) != len(values):
                 raise ConvertError(
-                    f"{self.m.topic}: a JointState has {len(names)} names but {len(values)} "
-                    f"{self.field} values"
+                    f"{self.m.topic}: a JointState has {len(names)} names but {len(values)} {self.field} values"
                 )
             pos = {n: i for i, n in enumerate(names)}
             missing = [j for j in self.order if j not in pos]
@@ -537,14 +506,11 @@ def convert_rosbag2(
                 if m.feature in extractors:
                     if extractors[m.feature].msgtype != msgtype:
                         raise ConvertError(
-                            f"{m.topic} is {extractors[m.feature].msgtype} in an earlier bag but {msgtype} "
-                            f"in {path}"
+                            f"{m.topic} is {extractors[m.feature].msgtype} in an earlier bag but {msgtype} in {path}"
                         )
                     continue
                 if msgtype not in SUPPORTED_TYPES:
-                    skipped[m.feature] = (
-                        f"{msgtype} is not supported (supported: {', '.join(SUPPORTED_TYPES)})"
-                    )
+                    skipped[m.feature] = f"{msgtype} is not supported (supported: {', '.join(SUPPORTED_TYPES)})"
                 elif msgtype not in reader.typestore.fielddefs:
                     skipped[m.feature] = f"{msgtype} has no message definition in the bag or the typestore"
                 elif counts.get(m.topic, 0) > 0:
@@ -614,8 +580,7 @@ def convert_rosbag2(
                 "ros_distro": info.distro,
                 "topics": {f: ex.m.topic for f, ex in present.items()},
                 "timestamp_source": {
-                    f: "header.stamp" if ex.stamp == "header" else "bag receive time"
-                    for f, ex in present.items()
+                    f: "header.stamp" if ex.stamp == "header" else "bag receive time" for f, ex in present.items()
                 },
             }
             ep = ds.begin_episode(task=task, source=source, robot=robot_name, **attrs)
@@ -637,8 +602,7 @@ def convert_rosbag2(
                     if batches.dropped:
                         ep.meta["attributes"]["dropped_samples"] = dict(batches.dropped)
                         summary.warn(
-                            f"{info.path}: dropped samples whose timestamp did not increase: "
-                            f"{batches.dropped}"
+                            f"{info.path}: dropped samples whose timestamp did not increase: {batches.dropped}"
                         )
                     finish_episode(ep, summary, str(info.path))
             finally:

@@ -82,6 +82,10 @@ class DiffusionPolicy(ChunkPolicy):
         cond = self.encoder(obs)
         shape = (cond.shape[0], self.horizon, self.action_dim)
         return self.scheduler.sample(
-            lambda x, t: self.unet(x, t, cond), shape, self.num_inference_steps, generator=generator,
-            device=cond.device, dtype=cond.dtype,
+            lambda x, t: self.unet(x, t, cond),
+            shape,
+            self.num_inference_steps,
+            generator=generator,
+            device=cond.device,
+            dtype=cond.dtype,
         )

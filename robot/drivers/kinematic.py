@@ -70,8 +70,13 @@ class KinematicDriver:
             n_fingers = len(self.names) - len(pos)
             pos += [self.gripper] * n_fingers  # coupled fingers each open by the gripper's opening
             vel += [0.0] * n_fingers
-        return JointReading(float(self.t if self.t is not None else self.clock()), list(self.names),
-                            np.array(pos), np.array(vel), np.zeros(0))
+        return JointReading(
+            float(self.t if self.t is not None else self.clock()),
+            list(self.names),
+            np.array(pos),
+            np.array(vel),
+            np.zeros(0),
+        )
 
     def write_command(self, positions: np.ndarray, gripper: float | None = None) -> None:
         self._advance()

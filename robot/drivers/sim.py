@@ -62,8 +62,9 @@ class SimDriver:
             n = len(self.names) - len(pos)
             pos += [r.gripper_opening()] * n
             vel += [0.0] * n
-        return JointReading(self._wall0 + float(r.data.time), list(self.names), np.array(pos), np.array(vel),
-                            np.zeros(0))
+        return JointReading(
+            self._wall0 + float(r.data.time), list(self.names), np.array(pos), np.array(vel), np.zeros(0)
+        )
 
     def write_command(self, positions: np.ndarray, gripper: float | None = None) -> None:
         self._advance().command(check_command(self.spec, positions, gripper), gripper)

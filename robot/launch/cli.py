@@ -57,16 +57,22 @@ class Launcher:
         env = self.graph.env(os.environ)
         for node in self.graph.nodes:
             proc = subprocess.Popen(
-                node_command(node), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                node_command(node),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 stdin=None if node.terminal else subprocess.DEVNULL,
-                start_new_session=not node.terminal)  # Ctrl-C reaches the launcher, which forwards it in order
+                start_new_session=not node.terminal,
+            )  # Ctrl-C reaches the launcher, which forwards it in order
             run = Running(node, proc, time.monotonic())
             run.reader = threading.Thread(target=_pump, args=(node.name, proc.stdout, self.out), daemon=True)
             run.reader.start()
             self.running.append(run)
         names = ", ".join(f"{r.node.name}({r.proc.pid})" for r in self.running)
-        self.out.write(f"[launch] graph {self.graph.name}: started {names} on domain "
-                       f"{self.graph.domain_id if self.graph.domain_id is not None else 'from ROS_DOMAIN_ID'}\n")
+        self.out.write(
+            f"[launch] graph {self.graph.name}: started {names} on domain "
+            f"{self.graph.domain_id if self.graph.domain_id is not None else 'from ROS_DOMAIN_ID'}\n"
+        )
 
     def supervise(self, duration: float | None = None) -> None:
         """Return when asked to stop, after ``duration`` s, or when a required node exits."""
@@ -113,15 +119,27 @@ class Launcher:
 
     def summary(self) -> dict:
         return {
-            "graph": self.graph.name, "reason": self.reason,
-            "nodes": [{"name": r.node.name, "kind": r.node.kind, "pid": r.proc.pid, "returncode": r.returncode,
-                       "seconds": round((r.ended or time.monotonic()) - r.started, 3)} for r in self.running],
+            "graph": self.graph.name,
+            "reason": self.reason,
+            "nodes": [
+                {
+                    "name": r.node.name,
+                    "kind": r.node.kind,
+                    "pid": r.proc.pid,
+                    "returncode": r.returncode,
+                    "seconds": round((r.ended or time.monotonic()) - r.started, 3),
+                }
+                for r in self.running
+            ],
         }
 
 
 # realloop-launch's own parameters; every other key=value overrides the graph (GRAPH_SCHEMA's keys)
-LAUNCH_SCHEMA = Schema({"graph": "", "duration": None, **GRAPH_SCHEMA.defaults}, open=frozenset({"nodes"}),
-                       types={"duration": ("number", "null"), **GRAPH_SCHEMA.types})
+LAUNCH_SCHEMA = Schema(
+    {"graph": "", "duration": None, **GRAPH_SCHEMA.defaults},
+    open=frozenset({"nodes"}),
+    types={"duration": ("number", "null"), **GRAPH_SCHEMA.types},
+)
 USAGE = "usage: realloop-launch graph=NAME [duration=SECONDS] [nodes.<node>.params.<key>=VALUE ...]"
 
 
@@ -177,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     failed = [n["name"] for n in summary["nodes"] if n["returncode"] not in (0, None)]
-    print(f"realloop-launch: graph {graph.name} stopped ({launcher.reason}); "
-          f"{len(summary['nodes']) - len(failed)}/{len(summary['nodes'])} nodes exited cleanly"
-          + (f", failed: {', '.join(failed)}" if failed else "") + f"; summary in {out}")
+    print(
+        f"realloop-launch: graph {graph.name} stopped ({launcher.reason}); "
+        f"{len(summary['nodes']) - len(failed)}/{len(summary['nodes'])} nodes exited cleanly"
+        + (f", failed: {', '.join(failed)}" if failed else "")
+        + f"; summary in {out}"
+    )
     if failed:
         return 1
     return 130 if launcher.reason == "interrupted" else 0

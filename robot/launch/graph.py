@@ -34,11 +34,16 @@ from ..nodes import NODES
 GRAPH_DIR = config_dir("graph")  # realloop.configs: the checkout's configs/graph, or the installed copy
 
 # the keys of a graph and of each of its nodes (the node's params: configs/node/<kind>.yaml)
-GRAPH_SCHEMA = Schema({"name": "graph", "description": "", "domain_id": None, "localhost_only": False, "nodes": {}},
-                      open=frozenset({"nodes"}), types={"domain_id": ("int", "null")})
-NODE_SCHEMA = Schema({"kind": "", "params": {}, "remaps": {}, "terminal": False, "required": True, "enabled": True},
-                     open=frozenset({"params", "remaps"}),
-                     types={"params": ("mapping", "null"), "remaps": ("mapping", "null")})
+GRAPH_SCHEMA = Schema(
+    {"name": "graph", "description": "", "domain_id": None, "localhost_only": False, "nodes": {}},
+    open=frozenset({"nodes"}),
+    types={"domain_id": ("int", "null")},
+)
+NODE_SCHEMA = Schema(
+    {"kind": "", "params": {}, "remaps": {}, "terminal": False, "required": True, "enabled": True},
+    open=frozenset({"params", "remaps"}),
+    types={"params": ("mapping", "null"), "remaps": ("mapping", "null")},
+)
 
 
 @dataclass
@@ -47,8 +52,8 @@ class NodeEntry:
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
     remaps: dict[str, str] = field(default_factory=dict)
-    terminal: bool = False   # inherits the launcher's stdin (keyboard teleop)
-    required: bool = True    # when it exits, the whole graph shuts down (as ros2 launch's on_exit=Shutdown)
+    terminal: bool = False  # inherits the launcher's stdin (keyboard teleop)
+    required: bool = True  # when it exits, the whole graph shuts down (as ros2 launch's on_exit=Shutdown)
 
 
 @dataclass
@@ -79,8 +84,9 @@ def graph_path(name: str) -> Path:
     try:
         return config_file("graph", name)
     except ConfigNotFoundError as e:
-        raise FileNotFoundError(f"no graph {name!r}: expected {e.path} or a .yaml path; graphs: {', '.join(e.known)}"
-                                ) from None
+        raise FileNotFoundError(
+            f"no graph {name!r}: expected {e.path} or a .yaml path; graphs: {', '.join(e.known)}"
+        ) from None
 
 
 def load_graph(name: str, overrides: Sequence[str] = ()) -> Graph:
@@ -120,12 +126,25 @@ def graph_from_dict(d: Mapping[str, Any]) -> Graph:
             check_params(kind, dict(spec.get("params") or {}), node_name)
         except ValueError as e:
             raise ConfigError(f"{where}: {e}") from None
-        nodes.append(NodeEntry(node_name, kind, dict(spec.get("params") or {}), dict(spec.get("remaps") or {}),
-                               bool(spec.get("terminal", False)), bool(spec.get("required", True))))
+        nodes.append(
+            NodeEntry(
+                node_name,
+                kind,
+                dict(spec.get("params") or {}),
+                dict(spec.get("remaps") or {}),
+                bool(spec.get("terminal", False)),
+                bool(spec.get("required", True)),
+            )
+        )
     if not nodes:
         raise ValueError(f"graph {d.get('name')!r} has no nodes")
-    return Graph(str(d.get("name", "graph")), nodes, d.get("domain_id"), bool(d.get("localhost_only", False)),
-                 str(d.get("description", "")))
+    return Graph(
+        str(d.get("name", "graph")),
+        nodes,
+        d.get("domain_id"),
+        bool(d.get("localhost_only", False)),
+        str(d.get("description", "")),
+    )
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -142,8 +161,16 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 def node_command(node: NodeEntry, python: str = sys.executable) -> list[str]:
     """The command line of one node: what both realloop-launch and ros2 launch execute."""
-    cmd = [python, "-m", "realloop.robot.nodes", node.kind, *flatten(node.params), "--ros-args", "-r",
-           f"__node:={node.name}"]
+    cmd = [
+        python,
+        "-m",
+        "realloop.robot.nodes",
+        node.kind,
+        *flatten(node.params),
+        "--ros-args",
+        "-r",
+        f"__node:={node.name}",
+    ]
     for src, dst in node.remaps.items():
         cmd += ["-r", f"{src}:={dst}"]
     return cmd

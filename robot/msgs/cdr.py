@@ -17,9 +17,19 @@ import numpy as np
 
 # ROS primitive -> (struct format char, numpy dtype)
 PRIMITIVES: dict[str, tuple[str, str]] = {
-    "bool": ("?", "?"), "byte": ("B", "u1"), "char": ("B", "u1"), "int8": ("b", "i1"), "uint8": ("B", "u1"),
-    "int16": ("h", "i2"), "uint16": ("H", "u2"), "int32": ("i", "i4"), "uint32": ("I", "u4"),
-    "int64": ("q", "i8"), "uint64": ("Q", "u8"), "float32": ("f", "f4"), "float64": ("d", "f8"),
+    "bool": ("?", "?"),
+    "byte": ("B", "u1"),
+    "char": ("B", "u1"),
+    "int8": ("b", "i1"),
+    "uint8": ("B", "u1"),
+    "int16": ("h", "i2"),
+    "uint16": ("H", "u2"),
+    "int32": ("i", "i4"),
+    "uint32": ("I", "u4"),
+    "int64": ("q", "i8"),
+    "uint64": ("Q", "u8"),
+    "float32": ("f", "f4"),
+    "float64": ("d", "f8"),
 }
 _BYTES_TYPES = ("uint8", "byte", "char")
 HEADER_LE = b"\x00\x01\x00\x00"  # CDR_LE encapsulation
@@ -229,7 +239,7 @@ def _field_decoder(ft: FieldType, endian: Endian) -> Decoder:
             return "", pos
         if pos + n > len(mv):  # a slice past the end would silently yield a shorter string
             raise CdrError(f"truncated message: a string of {n} bytes at offset {pos} runs past the end ({len(mv)})")
-        return bytes(mv[pos:pos + n - 1]).decode(), pos + n
+        return bytes(mv[pos : pos + n - 1]).decode(), pos + n
 
     if ft.is_message:
         sub = _decoder(ft.base, endian)
@@ -308,7 +318,8 @@ def decode(cls: type[M], data: bytes | bytearray | memoryview) -> M:
     if len(mv) < 4 or mv[0] != 0 or mv[1] not in (0, 1):
         raise CdrError(
             f"not a plain CDR {cls.__name__} message (header {bytes(mv[:4]).hex()}); "
-            "XCDR2/PL_CDR payloads are not supported: ROS 2 types are final XCDR1 structs")
+            "XCDR2/PL_CDR payloads are not supported: ROS 2 types are final XCDR1 structs"
+        )
     try:
         msg, _ = _decoder(cls, "<" if mv[1] == 1 else ">")(mv, 4)
     except (struct.error, UnicodeDecodeError, ValueError) as e:

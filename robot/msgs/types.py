@@ -44,6 +44,7 @@ def ros_type_of(cls_or_msg: Any) -> str:
 
 # --- builtin_interfaces, std_msgs, rosgraph_msgs ----------------------------------------------------------------
 
+
 def _split_sec(t: float) -> tuple[int, int]:
     """Float seconds as (sec, nanosec), rounded to the nanosecond."""
     ns = round(t * 1e9)
@@ -120,6 +121,7 @@ class Clock:
 
 # --- geometry_msgs ----------------------------------------------------------------------------------------------
 
+
 @message("geometry_msgs/msg/Vector3")
 class Vector3:
     x: float = field("float64")
@@ -167,6 +169,7 @@ class TwistStamped:
 
 
 # --- sensor_msgs ------------------------------------------------------------------------------------------------
+
 
 @message("sensor_msgs/msg/Image")
 class Image:
@@ -238,6 +241,7 @@ class Imu:
 
 
 # --- trajectory_msgs --------------------------------------------------------------------------------------------
+
 
 @message("trajectory_msgs/msg/JointTrajectoryPoint")
 class JointTrajectoryPoint:

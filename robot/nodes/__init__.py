@@ -16,10 +16,13 @@ from realloop.registry import Registry
 from ..args import check_params, load_node_config, merge, parse_node_args
 from ..node import Node
 
-NODES = Registry("node kind", {
-    kind: f"realloop.robot.nodes.{kind}:main"
-    for kind in ("camera", "driver", "sim_mirror", "recorder", "teleop", "policy_runner", "safety_filter")
-})
+NODES = Registry(
+    "node kind",
+    {
+        kind: f"realloop.robot.nodes.{kind}:main"
+        for kind in ("camera", "driver", "sim_mirror", "recorder", "teleop", "policy_runner", "safety_filter")
+    },
+)
 
 
 def run_node(kind: str, factory: Callable[..., Node], argv: list[str] | None = None) -> int:
@@ -31,13 +34,16 @@ def run_node(kind: str, factory: Callable[..., Node], argv: list[str] | None = N
     except (ValueError, OSError) as e:
         print(f"realloop-node {kind}: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=(args.log_level or "info").upper(),
-                        format=f"[%(levelname)s] [{kind}] %(message)s")
+    logging.basicConfig(level=(args.log_level or "info").upper(), format=f"[%(levelname)s] [{kind}] %(message)s")
     params = merge(load_node_config(kind), args.overrides)
     try:
         check_params(kind, params)
-        node = factory(name=args.name or params.pop("name", None) or kind, params=params, namespace=args.namespace,
-                       remaps=args.remaps)
+        node = factory(
+            name=args.name or params.pop("name", None) or kind,
+            params=params,
+            namespace=args.namespace,
+            remaps=args.remaps,
+        )
     except (ValueError, FileNotFoundError, KeyError) as e:
         logging.getLogger(kind).error("%s", e)
         return 2

@@ -79,8 +79,9 @@ class Intrinsics:
     @classmethod
     def from_params(cls, cfg: Mapping[str, Any]) -> Intrinsics:
         if cfg.get("file"):
-            return cls.from_calibration_file(Path(str(cfg["file"])).expanduser(), _positive(
-                cfg.get("hfov_deg", 69.0), "camera_info.hfov_deg"))
+            return cls.from_calibration_file(
+                Path(str(cfg["file"])).expanduser(), _positive(cfg.get("hfov_deg", 69.0), "camera_info.hfov_deg")
+            )
         w, h = cfg.get("width"), cfg.get("height")
         if (w is None) != (h is None):
             raise ValueError("params 'camera_info.width' and 'camera_info.height' go together")
@@ -93,7 +94,10 @@ class Intrinsics:
             d=_floats(cfg.get("d") or [], None, "camera_info.d"),
             r=np.eye(3).ravel() if cfg.get("r") is None else _floats(cfg["r"], 9, "camera_info.r"),
             p=None if cfg.get("p") is None else _floats(cfg["p"], 12, "camera_info.p"),
-            distortion_model=str(cfg.get("distortion_model") or "plumb_bob"), size=size, hfov_deg=hfov)
+            distortion_model=str(cfg.get("distortion_model") or "plumb_bob"),
+            size=size,
+            hfov_deg=hfov,
+        )
 
     @classmethod
     def from_calibration_file(cls, path: Path, hfov_deg: float = 69.0) -> Intrinsics:
@@ -105,15 +109,22 @@ class Intrinsics:
             return cls(
                 k=_floats(cal["camera_matrix"]["data"], 9, "camera_matrix"),
                 d=_floats(cal.get("distortion_coefficients", {}).get("data", []), None, "distortion_coefficients"),
-                r=_floats(cal.get("rectification_matrix", {}).get("data", np.eye(3).ravel()), 9,
-                          "rectification_matrix"),
-                p=(_floats(cal["projection_matrix"]["data"], 12, "projection_matrix")
-                   if "projection_matrix" in cal else None),
+                r=_floats(
+                    cal.get("rectification_matrix", {}).get("data", np.eye(3).ravel()), 9, "rectification_matrix"
+                ),
+                p=(
+                    _floats(cal["projection_matrix"]["data"], 12, "projection_matrix")
+                    if "projection_matrix" in cal
+                    else None
+                ),
                 distortion_model=str(cal.get("distortion_model", "plumb_bob")),
-                size=(int(cal["image_width"]), int(cal["image_height"])), hfov_deg=hfov_deg)
+                size=(int(cal["image_width"]), int(cal["image_height"])),
+                hfov_deg=hfov_deg,
+            )
         except (yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as e:
-            raise ValueError(f"calibration file {path} (param 'camera_info.file') is not a camera_calibration "
-                             f"YAML: {e}") from None
+            raise ValueError(
+                f"calibration file {path} (param 'camera_info.file') is not a camera_calibration YAML: {e}"
+            ) from None
 
     def camera_info(self, width: int, height: int) -> CameraInfo:
         """The CameraInfo for frames of ``width`` x ``height`` (intrinsics scaled from the calibrated size)."""
@@ -133,8 +144,15 @@ class Intrinsics:
             p = self.p.copy()
             p[[0, 2, 3]] *= sx  # fx', cx', Tx (= -fx' * baseline)
             p[[5, 6, 7]] *= sy
-        return CameraInfo(height=height, width=width, distortion_model=self.distortion_model, d=self.d.copy(),
-                          k=k, r=self.r.copy(), p=p)
+        return CameraInfo(
+            height=height,
+            width=width,
+            distortion_model=self.distortion_model,
+            d=self.d.copy(),
+            k=k,
+            r=self.r.copy(),
+            p=p,
+        )
 
 
 def output_size(src_w: int, src_h: int, width: int | None, height: int | None) -> tuple[int, int]:
@@ -177,8 +195,15 @@ def open_source(params: Mapping[str, Any]) -> tuple[cv2.VideoCapture, str, bool]
 class CameraNode(Node):
     """See the module docstring; parameters are in configs/node/camera.yaml."""
 
-    def __init__(self, name: str, params: Mapping[str, Any], namespace: str = "/",
-                 remaps: Mapping[str, str] | None = None, transport: str = "auto", **node_kwargs: Any):
+    def __init__(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        namespace: str = "/",
+        remaps: Mapping[str, str] | None = None,
+        transport: str = "auto",
+        **node_kwargs: Any,
+    ):
         params = dict(params)
         # validate everything and open the source before joining the ROS graph
         self.rate_hz = _positive(_get(params, "rate_hz", 30.0), "rate_hz")
@@ -207,8 +232,11 @@ class CameraNode(Node):
             self.cap.release()
             raise
         self.raw_pub = self.create_publisher(f"{prefix}/image_raw", Image, qos="sensor") if want_raw else None
-        self.jpeg_pub = (self.create_publisher(f"{prefix}/image_raw/compressed", CompressedImage, qos="sensor")
-                         if want_jpeg else None)
+        self.jpeg_pub = (
+            self.create_publisher(f"{prefix}/image_raw/compressed", CompressedImage, qos="sensor")
+            if want_jpeg
+            else None
+        )
         self.info_pub = self.create_publisher(f"{prefix}/camera_info", CameraInfo, qos="sensor")
         self.exit_code = 0
         self.frames = 0

@@ -50,8 +50,13 @@ class DriverNode(Node):
         if not rate > 0:
             raise ValueError(f"param 'state_rate_hz' must be > 0, got {rate}")
         self.create_timer(1.0 / rate, self._publish_state)
-        self.log.info("driver %s serving robot %s: /joint_states at %g Hz, commands on /%s/commands",
-                      driver_cfg["kind"], self.spec.name, rate, self.spec.command.controller)
+        self.log.info(
+            "driver %s serving robot %s: /joint_states at %g Hz, commands on /%s/commands",
+            driver_cfg["kind"],
+            self.spec.name,
+            rate,
+            self.spec.command.controller,
+        )
         self._status()
 
     def _write(self, q: np.ndarray, g: float | None) -> None:
@@ -81,13 +86,20 @@ class DriverNode(Node):
 
     def _publish_state(self) -> None:
         r = self.driver.read_state()
-        self.state_pub.publish(JointState(header=Header(stamp=Time.from_sec(r.stamp), frame_id=self.frame_id),
-                                          name=list(r.names), position=r.position, velocity=r.velocity,
-                                          effort=r.effort))
+        self.state_pub.publish(
+            JointState(
+                header=Header(stamp=Time.from_sec(r.stamp), frame_id=self.frame_id),
+                name=list(r.names),
+                position=r.position,
+                velocity=r.velocity,
+                effort=r.effort,
+            )
+        )
 
     def _status(self) -> None:
-        self.status_pub.publish(String(json.dumps({"robot": self.spec.name, "written": self.written,
-                                                   "refused": self.refused})))
+        self.status_pub.publish(
+            String(json.dumps({"robot": self.spec.name, "written": self.written, "refused": self.refused}))
+        )
 
     def close(self) -> None:
         self.driver.close()

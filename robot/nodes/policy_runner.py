@@ -125,8 +125,11 @@ class FilterEcho:
     def on_forwarded(self, values: Any) -> None:
         self.forwarded = np.array(values, dtype=float)
         last = self.last_sent
-        self.echoed = (last is not None and last.shape == self.forwarded.shape
-                       and bool(np.allclose(last, self.forwarded, rtol=0.0, atol=1e-9)))
+        self.echoed = (
+            last is not None
+            and last.shape == self.forwarded.shape
+            and bool(np.allclose(last, self.forwarded, rtol=0.0, atol=1e-9))
+        )
 
     def actual(self) -> np.ndarray | None:
         """The robot's target when it is not what this node last sent (None: it took that, or nothing is known).
@@ -153,8 +156,10 @@ class PolicyRunner(Node):
             if not robot:
                 raise ValueError("param 'robot' (a robot spec name or path) is needed when 'task' is null")
             if policy_cfg.get("kind") != "checkpoint":
-                raise ValueError(f"policy kind {policy_cfg.get('kind')!r} needs a task model: set 'task', or run a "
-                                 "checkpoint (policy.kind=checkpoint policy.path=RUN)")
+                raise ValueError(
+                    f"policy kind {policy_cfg.get('kind')!r} needs a task model: set 'task', or run a "
+                    "checkpoint (policy.kind=checkpoint policy.path=RUN)"
+                )
             self.env = self.u = None
             self.spec = load_robot_spec(str(robot))
         topics = topics or {c.name: f"/{c.name}/image_raw/compressed" for c in self.spec.cameras}
@@ -187,8 +192,10 @@ class PolicyRunner(Node):
             needed = [ENV_STATE] if self.u.env_state_names else []
         for key in needed:
             if key not in self.feature_topics:
-                raise ValueError(f"the policy needs feature {key!r}: map it to a Float64MultiArray topic in param "
-                                 f"'topics' (topics.{key.removeprefix('observation.')}=/my/topic)")
+                raise ValueError(
+                    f"the policy needs feature {key!r}: map it to a Float64MultiArray topic in param "
+                    f"'topics' (topics.{key.removeprefix('observation.')}=/my/topic)"
+                )
             buf = self.numeric[key] = StreamBuffer()
 
             def on_numeric(m: Float64MultiArray, b: StreamBuffer = buf) -> None:
@@ -199,7 +206,7 @@ class PolicyRunner(Node):
         shapes = self.policy.image_shapes() if hasattr(self.policy, "image_shapes") else {}
         self.cameras: dict[str, tuple[str, str, StreamBuffer, tuple[int, ...]]] = {}
         for key, shape in shapes.items():
-            cam = key[len(IMAGES):]
+            cam = key[len(IMAGES) :]
             topic = topics[cam]
             buf = StreamBuffer(maxlen=64)
             compressed = topic.rstrip("/").endswith("compressed")
@@ -218,8 +225,11 @@ class PolicyRunner(Node):
         prefix = str(self.param("command_prefix", "/unsafe")).rstrip("/")
         ctrl = self.spec.command.controller
         self.cmd_pub = self.create_publisher(f"{prefix}/{ctrl}/commands", Float64MultiArray)
-        self.grip_pub = (self.create_publisher(f"{prefix}/{self.spec.gripper.controller}/commands", Float64MultiArray)
-                         if self.robot.has_gripper and self.spec.gripper.controller else None)
+        self.grip_pub = (
+            self.create_publisher(f"{prefix}/{self.spec.gripper.controller}/commands", Float64MultiArray)
+            if self.robot.has_gripper and self.spec.gripper.controller
+            else None
+        )
         # behind a safety filter: its output says what the robot was really commanded
         self.arm_echo: FilterEcho | None = None
         self.grip_echo: FilterEcho | None = None
@@ -228,12 +238,16 @@ class PolicyRunner(Node):
             self.create_subscription(f"/{ctrl}/commands", Float64MultiArray, lambda m: arm_echo.on_forwarded(m.data))
             if self.grip_pub is not None:
                 grip_echo = self.grip_echo = FilterEcho()
-                self.create_subscription(f"/{self.spec.gripper.controller}/commands", Float64MultiArray,
-                                         lambda m: grip_echo.on_forwarded(m.data))
+                self.create_subscription(
+                    f"/{self.spec.gripper.controller}/commands",
+                    Float64MultiArray,
+                    lambda m: grip_echo.on_forwarded(m.data),
+                )
         self.status_pub = self.create_publisher("~/status", String, qos="latched")
         # sim graphs: the task's success (from /sim/status) ends the recorder's episode as a success
-        self.recorder_pub = (self.create_publisher("/recorder/command", String)
-                             if self.param("report_success", False) else None)
+        self.recorder_pub = (
+            self.create_publisher("/recorder/command", String) if self.param("report_success", False) else None
+        )
 
         lead = self.param("inference_lead")
         self.schedule = ChunkSchedule(self.rate, None if lead in (None, "auto") else int(lead))
@@ -286,8 +300,10 @@ class PolicyRunner(Node):
         else:
             self.robot = self.mode = JointTargets(self.spec, str(mode), self.rate)
         if list(self.mode.names) != action_names:
-            raise ValueError(f"the checkpoint's actions are {action_names}; control mode {mode!r} of robot "
-                             f"{self.spec.name!r} has {list(self.mode.names)}: set control_mode to the training data's")
+            raise ValueError(
+                f"the checkpoint's actions are {action_names}; control mode {mode!r} of robot "
+                f"{self.spec.name!r} has {list(self.mode.names)}: set control_mode to the training data's"
+            )
 
     def _set_workspace(self, margin: Any) -> None:
         """End-effector targets clipped into the spec's workspace box, ``margin`` m inside it (ee_delta): a step
@@ -330,8 +346,11 @@ class PolicyRunner(Node):
         self.done = True
         self.schedule.clear()
         self._status(state)
-        self.log.info("%s after %d steps; holding", "task success" if state == "success" else
-                      f"no success within max_episode_s={self.max_episode_s:g} s", self.steps)
+        self.log.info(
+            "%s after %d steps; holding",
+            "task success" if state == "success" else f"no success within max_episode_s={self.max_episode_s:g} s",
+            self.steps,
+        )
         if self.recorder_pub is not None:
             self.recorder_pub.publish(String(outcome))
 
@@ -385,8 +404,11 @@ class PolicyRunner(Node):
         if self.paused or self.done:
             return
         t = self.now()
-        if self.max_episode_s is not None and self.episode_start is not None \
-                and t - self.episode_start > self.max_episode_s:
+        if (
+            self.max_episode_s is not None
+            and self.episode_start is not None
+            and t - self.episode_start > self.max_episode_s
+        ):
             self._end_episode("timeout", "failure")
             return
         obs = self.observe(t)
@@ -394,8 +416,11 @@ class PolicyRunner(Node):
             self.stale += 1
             self.schedule.clear()
             if self.stale == 1 or self.stale % round(5 * self.rate) == 0:
-                self.log.warning("no fresh observation at t=%.3f (joint states, environment state or a camera "
-                                 "missing or older than its max age)", t)
+                self.log.warning(
+                    "no fresh observation at t=%.3f (joint states, environment state or a camera "
+                    "missing or older than its max age)",
+                    t,
+                )
             self._status("waiting")
             return
         if self.trace_path is not None and len(self.trace) < MAX_TRACE_TICKS:
@@ -439,13 +464,15 @@ class PolicyRunner(Node):
             return
         if q is not None and q.shape != (self.robot.n_joints,):
             return  # not this robot's command: leave the targets alone
-        self.robot.command(self.robot.joint_targets() if q is None else q,
-                           float(g[0]) if g is not None and g.size else None)
+        self.robot.command(
+            self.robot.joint_targets() if q is None else q, float(g[0]) if g is not None and g.size else None
+        )
         self.rebased += q is not None
         self.rebased_gripper += g is not None
         if q is not None and (self.rebased == 1 or self.rebased % 50 == 0):
-            self.log.info("the safety filter changed %d arm command(s): continuing from what it forwarded",
-                          self.rebased)
+            self.log.info(
+                "the safety filter changed %d arm command(s): continuing from what it forwarded", self.rebased
+            )
 
     def _inference_ms(self) -> list[float]:
         """The recent inference times of the schedule's window, in ms."""
@@ -455,11 +482,24 @@ class PolicyRunner(Node):
         self.state = state
         s = self.schedule
         ms = self._inference_ms()
-        self.status_pub.publish(String(json.dumps({
-            "state": state, "steps": self.steps, "chunks": s.chunks, "rebased": self.rebased,
-            "rebased_gripper": self.rebased_gripper,
-            "inference_ms_mean": float(np.mean(ms)) if ms else None, "inference_ms_max": max(ms) if ms else None,
-            "lead": s.lead, "dropped": s.dropped, "waits": s.waits})))
+        self.status_pub.publish(
+            String(
+                json.dumps(
+                    {
+                        "state": state,
+                        "steps": self.steps,
+                        "chunks": s.chunks,
+                        "rebased": self.rebased,
+                        "rebased_gripper": self.rebased_gripper,
+                        "inference_ms_mean": float(np.mean(ms)) if ms else None,
+                        "inference_ms_max": max(ms) if ms else None,
+                        "lead": s.lead,
+                        "dropped": s.dropped,
+                        "waits": s.waits,
+                    }
+                )
+            )
+        )
 
     def _write_trace(self, path: Path) -> None:
         """The observations this node built, per tick: ``t`` and one array per numeric feature (npz, no pickle)."""
@@ -473,10 +513,18 @@ class PolicyRunner(Node):
     def close(self) -> None:
         s = self.schedule
         ms = self._inference_ms()
-        self.log.info("totals: %d steps, %d chunks (inference %s ms mean of the last %d), %d actions dropped, "
-                      "%d waits; the safety filter changed %d arm and %d gripper commands", self.steps, s.chunks,
-                      f"{np.mean(ms):.0f}" if ms else "-", len(ms), s.dropped, s.waits, self.rebased,
-                      self.rebased_gripper)
+        self.log.info(
+            "totals: %d steps, %d chunks (inference %s ms mean of the last %d), %d actions dropped, "
+            "%d waits; the safety filter changed %d arm and %d gripper commands",
+            self.steps,
+            s.chunks,
+            f"{np.mean(ms):.0f}" if ms else "-",
+            len(ms),
+            s.dropped,
+            s.waits,
+            self.rebased,
+            self.rebased_gripper,
+        )
         self._status(self.state)  # the closing totals, as data (the state stays the episode's)
         self.schedule.close()
         if self.trace_path is not None:

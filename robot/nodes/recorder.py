@@ -100,9 +100,17 @@ def _seconds(params: Mapping[str, Any], key: str, default: float | None) -> floa
 class RecorderNode(Node):
     """The recorder: a :class:`~realloop.robot.recorder.recorder.Recorder` fed by subscriptions."""
 
-    def __init__(self, name: str = "recorder", params: Mapping[str, Any] | None = None, *, namespace: str = "/",
-                 remaps: Mapping[str, str] | None = None, transport: str = "auto", domain_id: int | None = None,
-                 localhost_only: bool | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "recorder",
+        params: Mapping[str, Any] | None = None,
+        *,
+        namespace: str = "/",
+        remaps: Mapping[str, str] | None = None,
+        transport: str = "auto",
+        domain_id: int | None = None,
+        localhost_only: bool | None = None,
+    ) -> None:
         params = dict(params or {})
         # everything that can be wrong with the config is checked before the node joins the DDS domain
         dataset = params.get("dataset")
@@ -121,12 +129,26 @@ class RecorderNode(Node):
         if domain_id is None and params.get("domain_id") is not None:
             domain_id = int(params["domain_id"])
 
-        super().__init__(name, params, transport=transport, domain_id=domain_id, localhost_only=localhost_only,
-                         namespace=namespace, remaps=remaps)
+        super().__init__(
+            name,
+            params,
+            transport=transport,
+            domain_id=domain_id,
+            localhost_only=localhost_only,
+            namespace=namespace,
+            remaps=remaps,
+        )
         try:
             self.recorder = Recorder(
-                dataset, specs, robot=robot_raw, task=str(params.get("task") or ""), source=source,
-                attributes=attributes, max_episode_s=max_s, durable=bool(params.get("durable", True)), log=self.log,
+                dataset,
+                specs,
+                robot=robot_raw,
+                task=str(params.get("task") or ""),
+                source=source,
+                attributes=attributes,
+                max_episode_s=max_s,
+                durable=bool(params.get("durable", True)),
+                log=self.log,
             )
         except DatasetLockedError as e:
             super().close()
@@ -145,8 +167,12 @@ class RecorderNode(Node):
         self.create_subscription("/recorder/command", String, self._on_command)
         self.create_timer(0.1, self._on_timer)
         self._last_status = -1.0
-        self.log.info("recording %s into %s (%s)", ", ".join(f"{s.topic} -> {s.feature}" for s in specs), dataset,
-                      "auto start" if params.get("auto_start") else "waiting for start on /recorder/command")
+        self.log.info(
+            "recording %s into %s (%s)",
+            ", ".join(f"{s.topic} -> {s.feature}" for s in specs),
+            dataset,
+            "auto start" if params.get("auto_start") else "waiting for start on /recorder/command",
+        )
         # with use_sim_time the clock reads 0 until the first /clock: start (and stamp) only once it runs
         self._auto_start = bool(params.get("auto_start"))
         if self._auto_start and self._clock_ready():
@@ -232,8 +258,10 @@ def _group_by_topic(specs: list[StreamSpec]) -> dict[str, list[StreamSpec]]:
     for s in specs:
         group = topics.setdefault(s.topic, [])
         if group and (group[0].msg_type != s.msg_type or group[0].qos != s.qos):
-            raise ValueError(f"streams {group[0].name} and {s.name} subscribe {s.topic} with different "
-                             f"{'types' if group[0].msg_type != s.msg_type else 'qos'}")
+            raise ValueError(
+                f"streams {group[0].name} and {s.name} subscribe {s.topic} with different "
+                f"{'types' if group[0].msg_type != s.msg_type else 'qos'}"
+            )
         group.append(s)
     return topics
 

@@ -68,8 +68,9 @@ class SafetyFilterNode(Node):
             self.gripper_pub = self.create_publisher(f"/{g.controller}/commands", Float64MultiArray)
             self.create_subscription(f"{prefix}/{g.controller}/commands", Float64MultiArray, self._on_gripper)
         elif g is not None:
-            self.log.warning("robot %s: the gripper has no controller in the spec; gripper commands are not filtered",
-                             self.spec.name)
+            self.log.warning(
+                "robot %s: the gripper has no controller in the spec; gripper commands are not filtered", self.spec.name
+            )
         # best effort matches both reliable and best-effort joint state publishers
         self.create_subscription("/joint_states", JointState, self._on_joint_states, qos="sensor")
         self.create_subscription("/estop", Bool, self._on_estop)
@@ -81,10 +82,16 @@ class SafetyFilterNode(Node):
         self._dirty = False
         self.create_timer(1.0 / float(rate), self._tick)
         cfg = self.filter.config
-        self.log.info("filtering %s commands %s/%s/commands -> /%s/commands: watchdog %g s, max step %s, "
-                      "workspace %s", self.spec.name, prefix, ctrl, ctrl, cfg.watchdog_timeout,
-                      np.round(self.filter.max_step, 4).tolist(),
-                      "off" if self.filter.box is None else [b.tolist() for b in self.filter.box])
+        self.log.info(
+            "filtering %s commands %s/%s/commands -> /%s/commands: watchdog %g s, max step %s, workspace %s",
+            self.spec.name,
+            prefix,
+            ctrl,
+            ctrl,
+            cfg.watchdog_timeout,
+            np.round(self.filter.max_step, 4).tolist(),
+            "off" if self.filter.box is None else [b.tolist() for b in self.filter.box],
+        )
         self.publish_status()
 
     # --- inputs ------------------------------------------------------------------------------------------------
@@ -93,8 +100,11 @@ class SafetyFilterNode(Node):
         layout = self._layouts.get(key)
         if layout is None:
             index = {n: i for i, n in enumerate(msg.name)}
-            arm = (np.array([index[n] for n in self.spec.joint_names])
-                   if all(n in index for n in self.spec.joint_names) else None)
+            arm = (
+                np.array([index[n] for n in self.spec.joint_names])
+                if all(n in index for n in self.spec.joint_names)
+                else None
+            )
             layout = self._layouts[key] = (arm, index.get(self._gripper_joint) if self._gripper_joint else None)
         arm, grip = layout
         pos = np.asarray(msg.position, dtype=float)
@@ -157,9 +167,17 @@ class SafetyFilterNode(Node):
 
     def close(self) -> None:
         c = self.filter.counters
-        self.log.info("totals: %d accepted (%d clamped), gripper %d accepted (%d clamped), rejected %s, "
-                      "%d watchdog holds, %d e-stops", c["accepted"], c["clamped"], c["gripper_accepted"],
-                      c["gripper_clamped"], json.dumps(c["rejected"], sort_keys=True), c["watchdog"], c["estops"])
+        self.log.info(
+            "totals: %d accepted (%d clamped), gripper %d accepted (%d clamped), rejected %s, "
+            "%d watchdog holds, %d e-stops",
+            c["accepted"],
+            c["clamped"],
+            c["gripper_accepted"],
+            c["gripper_clamped"],
+            json.dumps(c["rejected"], sort_keys=True),
+            c["watchdog"],
+            c["estops"],
+        )
         self.publish_status()  # the closing counters, as data
         super().close()
 

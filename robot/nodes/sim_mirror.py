@@ -55,8 +55,9 @@ def sim_domain_id(params: Mapping[str, Any]) -> int:
     return int(os.environ.get("REALLOOP_SIM_DOMAIN_ID", params.get("sim_domain_id", DEFAULT_SIM_DOMAIN)))
 
 
-def task_model_env(task: str, control_mode: str | None = None, seed: int | None = None,
-                   robot: str | None = None) -> gym.Env:
+def task_model_env(
+    task: str, control_mode: str | None = None, seed: int | None = None, robot: str | None = None
+) -> gym.Env:
     """A task's env (never terminating) in ``control_mode`` (default: the task config's); ``task`` is a task config
     name (arm_lift) or a gymnasium id; ``robot`` a robot spec name or path in place of the task's."""
     import realloop.sim  # noqa: F401 - registers the realloop/ ids
@@ -123,8 +124,9 @@ class SimMirror(Node):
         self.js_pub = self.create_publisher("/joint_states", JointState)
         self.env_pub = self.create_publisher("/sim/environment_state", Float64MultiArray)
         self.status_pub = self.create_publisher("/sim/status", String, qos="latched")
-        self.clock_pub = self.create_publisher("/clock", Clock, qos="clock") if self.param("publish_clock", True) \
-            else None
+        self.clock_pub = (
+            self.create_publisher("/clock", Clock, qos="clock") if self.param("publish_clock", True) else None
+        )
 
         self.q_cmd = self.robot.joint_targets().copy()
         self.g_cmd = self.robot.gripper_target() if self.robot.has_gripper else None
@@ -136,8 +138,7 @@ class SimMirror(Node):
         self.create_subscription(f"/{ctrl}/commands", Float64MultiArray, self._on_commands)
         self.create_subscription(f"/{ctrl}/joint_trajectory", JointTrajectory, self._on_trajectory)
         if self.spec.gripper is not None and self.spec.gripper.controller:
-            self.create_subscription(f"/{self.spec.gripper.controller}/commands", Float64MultiArray,
-                                     self._on_gripper)
+            self.create_subscription(f"/{self.spec.gripper.controller}/commands", Float64MultiArray, self._on_gripper)
         self.gait = None
         self.walker: QuadWalkEnv | None = None  # the task whose velocity command the gait follows
         if self.u.robot.ee_site_id < 0 and isinstance(self.u, QuadWalkEnv):
@@ -154,8 +155,14 @@ class SimMirror(Node):
         self.ticks = 0
         self._status_sent: tuple | None = None
         self._next_tick = time.monotonic()
-        self.log.info("sim mirror %s on domain %d: %d substeps per %.0f Hz tick, realtime=%s",
-                      self.spec.name, sim_domain_id(params), self.substeps, 1 / self.tick_dt, self.realtime)
+        self.log.info(
+            "sim mirror %s on domain %d: %d substeps per %.0f Hz tick, realtime=%s",
+            self.spec.name,
+            sim_domain_id(params),
+            self.substeps,
+            1 / self.tick_dt,
+            self.realtime,
+        )
         self._publish_state()
 
     # --- cameras -------------------------------------------------------------------------------------------
@@ -174,17 +181,30 @@ class SimMirror(Node):
             w, h = int(width or cam.width), int(height or cam.height)
             fps = float(self.param("camera_fps", None) or cam.fps)
             f = 0.5 * h / np.tan(np.deg2rad(self.model.cam_fovy[self.model.camera(cam.mount).id]) / 2)
-            info = CameraInfo(height=h, width=w, distortion_model="plumb_bob", d=np.zeros(5),
-                              k=np.array([f, 0, w / 2, 0, f, h / 2, 0, 0, 1.0]), r=np.eye(3).ravel(),
-                              p=np.array([f, 0, w / 2, 0, 0, f, h / 2, 0, 0, 0, 1.0, 0]))
-            out.append({
-                "spec": cam, "renderer": CameraRenderer(self.model, h, w), "every": 1.0 / fps, "next": 0.0,
-                "info": info, "frame_id": f"{cam.name}_optical_frame",
-                "raw": self.create_publisher(f"/{cam.name}/image_raw", Image, qos="sensor") if raw else None,
-                "jpeg": self.create_publisher(f"/{cam.name}/image_raw/compressed", CompressedImage, qos="sensor")
-                if compressed else None,
-                "info_pub": self.create_publisher(f"/{cam.name}/camera_info", CameraInfo, qos="sensor"),
-            })
+            info = CameraInfo(
+                height=h,
+                width=w,
+                distortion_model="plumb_bob",
+                d=np.zeros(5),
+                k=np.array([f, 0, w / 2, 0, f, h / 2, 0, 0, 1.0]),
+                r=np.eye(3).ravel(),
+                p=np.array([f, 0, w / 2, 0, 0, f, h / 2, 0, 0, 0, 1.0, 0]),
+            )
+            out.append(
+                {
+                    "spec": cam,
+                    "renderer": CameraRenderer(self.model, h, w),
+                    "every": 1.0 / fps,
+                    "next": 0.0,
+                    "info": info,
+                    "frame_id": f"{cam.name}_optical_frame",
+                    "raw": self.create_publisher(f"/{cam.name}/image_raw", Image, qos="sensor") if raw else None,
+                    "jpeg": self.create_publisher(f"/{cam.name}/image_raw/compressed", CompressedImage, qos="sensor")
+                    if compressed
+                    else None,
+                    "info_pub": self.create_publisher(f"/{cam.name}/camera_info", CameraInfo, qos="sensor"),
+                }
+            )
         return out
 
     def _publish_cameras(self, t: float) -> None:
@@ -294,9 +314,20 @@ class SimMirror(Node):
             if status != self._status_sent or self.ticks % round(1.0 / self.tick_dt) == 0:
                 self._status_sent = status
                 info = {k: float(v) for k, v in extra.items() if isinstance(v, (int, float, np.floating))}
-                self.status_pub.publish(String(json.dumps({
-                    "episode": self.episode, "success": bool(success), "reward": float(reward), "time": t,
-                    "rejected": self.rejected, **info})))
+                self.status_pub.publish(
+                    String(
+                        json.dumps(
+                            {
+                                "episode": self.episode,
+                                "success": bool(success),
+                                "reward": float(reward),
+                                "time": t,
+                                "rejected": self.rejected,
+                                **info,
+                            }
+                        )
+                    )
+                )
 
     def spin_once(self, timeout: float = 0.1) -> None:
         # physics runs here rather than in a timer: ticks catch up after a slow frame instead of being skipped

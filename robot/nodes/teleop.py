@@ -45,11 +45,27 @@ def _topic(prefix: str, name: str) -> str:
 class TeleopNode(Node):
     """The teleop node. ``stdin_fd`` is the terminal to read keys from (default: this process's stdin)."""
 
-    def __init__(self, name: str = "teleop", params: Mapping[str, Any] | None = None, *, namespace: str = "/",
-                 remaps: Mapping[str, str] | None = None, transport: str = "auto", domain_id: int | None = None,
-                 localhost_only: bool | None = None, stdin_fd: int | None = None):
-        super().__init__(name, params, transport=transport, domain_id=domain_id, localhost_only=localhost_only,
-                         namespace=namespace, remaps=remaps)
+    def __init__(
+        self,
+        name: str = "teleop",
+        params: Mapping[str, Any] | None = None,
+        *,
+        namespace: str = "/",
+        remaps: Mapping[str, str] | None = None,
+        transport: str = "auto",
+        domain_id: int | None = None,
+        localhost_only: bool | None = None,
+        stdin_fd: int | None = None,
+    ):
+        super().__init__(
+            name,
+            params,
+            transport=transport,
+            domain_id=domain_id,
+            localhost_only=localhost_only,
+            namespace=namespace,
+            remaps=remaps,
+        )
         try:
             self._setup(stdin_fd)
         except BaseException:
@@ -69,7 +85,8 @@ class TeleopNode(Node):
         if not self.rate_hz > 0:
             raise ValueError(f"teleop rate_hz must be > 0, got {self.rate_hz}")
         self.commander: ArmCommander | BaseCommander = make_commander(
-            self.spec, self.rate_hz, str(self.param("target", "auto")), self.param("speeds", {}))
+            self.spec, self.rate_hz, str(self.param("target", "auto")), self.param("speeds", {})
+        )
         self.is_arm = isinstance(self.commander, ArmCommander)
         prefix = str(self.param("command_prefix", "") or "")
         self.intervention_mode = bool(self.param("intervention_mode", False))
@@ -78,8 +95,9 @@ class TeleopNode(Node):
 
         self.arm_pub = self.gripper_pub = self.cmd_vel_pub = None
         if self.is_arm:
-            self.arm_pub = self.create_publisher(_topic(prefix, f"{self.spec.command.controller}/commands"),
-                                                 Float64MultiArray)
+            self.arm_pub = self.create_publisher(
+                _topic(prefix, f"{self.spec.command.controller}/commands"), Float64MultiArray
+            )
             g = self.spec.gripper
             if g is not None and g.controller:
                 self.gripper_pub = self.create_publisher(_topic(prefix, f"{g.controller}/commands"), Float64MultiArray)
@@ -96,9 +114,13 @@ class TeleopNode(Node):
         self._joy_events: list[Event] = []
 
         joy_cfg = self.param("joy", {}) or {}
-        self.joy_mapper = JoyMapper(str(joy_cfg.get("layout", "xbox")), joy_cfg.get("mapping") or {},
-                                    float(joy_cfg.get("deadzone", 0.1)), joy_cfg.get("enable_button"),
-                                    float(joy_cfg.get("timeout_s", 0.5)))
+        self.joy_mapper = JoyMapper(
+            str(joy_cfg.get("layout", "xbox")),
+            joy_cfg.get("mapping") or {},
+            float(joy_cfg.get("deadzone", 0.1)),
+            joy_cfg.get("enable_button"),
+            float(joy_cfg.get("timeout_s", 0.5)),
+        )
         self.pad: LocalGamepad | None = None
         self.pad_pub = None
         self.joy_topic = joy_topic = str(joy_cfg.get("topic", "/joy"))
@@ -110,8 +132,10 @@ class TeleopNode(Node):
                 raise ValueError(str(e)) from e
             self.log.info("local gamepad %r (%s layout)", self.pad.name, self.pad.layout)
             if self.pad.layout != "xbox":
-                self.log.warning("this gamepad is not in SDL's controller database: its axes and buttons come in "
-                                 "raw order; set joy.mapping for it")
+                self.log.warning(
+                    "this gamepad is not in SDL's controller database: its axes and buttons come in "
+                    "raw order; set joy.mapping for it"
+                )
             if js.get("publish", True):
                 self.pad_pub = self.create_publisher(joy_topic, Joy, qos="sensor")
         else:
@@ -136,22 +160,30 @@ class TeleopNode(Node):
             what = f"{self.spec.name} arm, {c.mode} mode"
         else:
             what = f"{self.spec.name} base (x forward, y left, yaw turn)"
-        lines = [f"teleop: {what} -> {', '.join(outs)}"
-                 + ("; commands only while intervening" if self.intervention_mode else "")]
+        lines = [
+            f"teleop: {what} -> {', '.join(outs)}"
+            + ("; commands only while intervening" if self.intervention_mode else "")
+        ]
         if self.keys is not None and isinstance(c, ArmCommander):
             events = [e for e in Event if e is not Event.GRIPPER or self.spec.gripper is not None]
             if c.ee is None:
                 events.remove(Event.MODE)
             if len(self.spec.joints) <= len(MOTION_AXES):
                 events.remove(Event.NEXT_JOINTS)
-            lines += ["  " + line for line in self.key_mapper.help_lines(
-                (*MOTION_AXES, "gripper") if self.spec.gripper else MOTION_AXES, events)]
+            lines += [
+                "  " + line
+                for line in self.key_mapper.help_lines(
+                    (*MOTION_AXES, "gripper") if self.spec.gripper else MOTION_AXES, events
+                )
+            ]
         elif self.keys is not None:
             base_events = [e for e in Event if e not in ROBOT_EVENTS or e is Event.HALT]
             lines += ["  " + line for line in self.key_mapper.help_lines(("x", "y", "yaw"), base_events)]
         src = f"local pad {self.pad.name!r}" if self.pad is not None else self.joy_topic
-        lines.append(f"  gamepad ({src}, {self.param('joy.layout', 'xbox')} layout) buttons: "
-                     + ", ".join(f"{e.value}={i}" for e, i in self.joy_mapper.buttons.items()))
+        lines.append(
+            f"  gamepad ({src}, {self.param('joy.layout', 'xbox')} layout) buttons: "
+            + ", ".join(f"{e.value}={i}" for e, i in self.joy_mapper.buttons.items())
+        )
         print("\n".join(lines), flush=True)
 
     # ------------------------------------------------------------------------------------------ inputs

@@ -135,8 +135,14 @@ class StreamStats:
         return d
 
     def status(self) -> dict[str, Any]:
-        return {"received": self.received, "written": self.written, "dropped": self.dropped,
-                "non_monotonic": self.non_monotonic, "invalid": self.invalid, "dead": self.dead}
+        return {
+            "received": self.received,
+            "written": self.written,
+            "dropped": self.dropped,
+            "non_monotonic": self.non_monotonic,
+            "invalid": self.invalid,
+            "dead": self.dead,
+        }
 
 
 class Recorder:
@@ -146,11 +152,20 @@ class Recorder:
     episode); ``task``, ``source`` and ``attributes`` go into every episode's metadata.
     """
 
-    def __init__(self, path: str | os.PathLike[str], specs: Sequence[StreamSpec], *,
-                 robot: Mapping[str, Any] | None = None, task: str = "", source: str = "teleop",
-                 attributes: Mapping[str, Any] | None = None, max_episode_s: float | None = None,
-                 report_path: str | os.PathLike[str] | None = None, durable: bool = True,
-                 log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        specs: Sequence[StreamSpec],
+        *,
+        robot: Mapping[str, Any] | None = None,
+        task: str = "",
+        source: str = "teleop",
+        attributes: Mapping[str, Any] | None = None,
+        max_episode_s: float | None = None,
+        report_path: str | os.PathLike[str] | None = None,
+        durable: bool = True,
+        log: logging.Logger | None = None,
+    ) -> None:
         self.path = Path(path)
         self.specs: dict[str, StreamSpec] = {s.feature: s for s in specs}
         self.robot = dict(robot) if robot else None
@@ -219,10 +234,15 @@ class Recorder:
             want = spec.feature_def().to_dict()
             got = have.to_dict()
             if want != got:
-                diff = "; ".join(f"{k}: dataset {got.get(k)!r}, config {want.get(k)!r}"
-                                 for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k))
-                raise ValueError(f"{self.path}: feature {name!r} differs from stream {spec.name} ({diff}); record "
-                                 "into a new dataset or make the config match")
+                diff = "; ".join(
+                    f"{k}: dataset {got.get(k)!r}, config {want.get(k)!r}"
+                    for k in sorted(set(want) | set(got))
+                    if want.get(k) != got.get(k)
+                )
+                raise ValueError(
+                    f"{self.path}: feature {name!r} differs from stream {spec.name} ({diff}); record "
+                    "into a new dataset or make the config match"
+                )
 
     def _create_if_ready(self) -> bool:
         if self.dataset is not None:
@@ -231,9 +251,16 @@ class Recorder:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         features = [s.feature_def() for s in self.specs.values()]
-        self.dataset = Dataset.create(self.path, features, robot=self.robot, durable=self.durable,
-                                      attributes={"recorded_by": "realloop recorder",
-                                                  "streams": {f: s.describe() for f, s in self.specs.items()}})
+        self.dataset = Dataset.create(
+            self.path,
+            features,
+            robot=self.robot,
+            durable=self.durable,
+            attributes={
+                "recorded_by": "realloop recorder",
+                "streams": {f: s.describe() for f, s in self.specs.items()},
+            },
+        )
         self.log.info("created dataset %s (%s)", self.path, ", ".join(self.specs))
         return True
 
@@ -280,8 +307,11 @@ class Recorder:
             st.heard(now)
         if feature not in self._warned:
             self._warned.add(feature)
-            self.log.warning("stream %s: %s (such messages are counted as invalid and not recorded)",
-                             self.specs[feature].name, reason)
+            self.log.warning(
+                "stream %s: %s (such messages are counted as invalid and not recorded)",
+                self.specs[feature].name,
+                reason,
+            )
 
     def _write(self, feature: str, t: float, value: np.ndarray | EncodedImage, now: float) -> None:
         assert self.episode is not None
@@ -320,8 +350,10 @@ class Recorder:
             return False
         if self.dataset is None:
             self.start_pending = True
-            self.log.info("start: waiting for the first frame of %s to learn the image size",
-                          ", ".join(self.specs[f].topic for f in self.waiting_for))
+            self.log.info(
+                "start: waiting for the first frame of %s to learn the image size",
+                ", ".join(self.specs[f].topic for f in self.waiting_for),
+            )
             return False
         self.start_pending = False
         idx = self.dataset.episode_indices
@@ -363,9 +395,7 @@ class Recorder:
             return self.discard(now, reason="no samples")
         report = self._report(now, ended_by)
         try:
-            index = self.episode.commit(
-                success, attributes={**self.episode.meta["attributes"], "recorder": report}
-            )
+            index = self.episode.commit(success, attributes={**self.episode.meta["attributes"], "recorder": report})
         except DatasetWriteError as e:
             self._write_failed(e, now)
             return self.last
@@ -389,10 +419,18 @@ class Recorder:
         for st in self.stats.values():
             if st.check_silence(now):
                 changed = True
-                self.log.warning("stream %s is dead: no message on %s for %.1f s", st.spec.name, st.spec.topic,
-                                 now - (st.last_receive if st.last_receive is not None else st.start))
-        if check_duration and self.max_episode_s and self.start_time is not None \
-                and now - self.start_time >= self.max_episode_s:
+                self.log.warning(
+                    "stream %s is dead: no message on %s for %.1f s",
+                    st.spec.name,
+                    st.spec.topic,
+                    now - (st.last_receive if st.last_receive is not None else st.start),
+                )
+        if (
+            check_duration
+            and self.max_episode_s
+            and self.start_time is not None
+            and now - self.start_time >= self.max_episode_s
+        ):
             self.log.info("episode reached max_episode_s = %g s", self.max_episode_s)
             self.commit(now, None, ended_by="max_episode_s")
             changed = True
@@ -416,8 +454,16 @@ class Recorder:
             "streams": {f: st.to_dict() for f, st in self.stats.items()},
         }
 
-    def _finish(self, now: float, *, outcome: str, success: bool | None, ended_by: str,
-                index: int | None = None, error: str | None = None) -> dict[str, Any]:
+    def _finish(
+        self,
+        now: float,
+        *,
+        outcome: str,
+        success: bool | None,
+        ended_by: str,
+        index: int | None = None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
         report = {
             "episode": index,
             "outcome": outcome,
@@ -434,10 +480,12 @@ class Recorder:
         self._buffers = {}
         self.last = report
         self.reports.append(report)
-        problems = any(s["dead"] or s.get("dropped") or s["invalid"] or s["non_monotonic"]
-                       for s in report["streams"].values())
-        self.log.log(logging.WARNING if problems or outcome == "write_error" else logging.INFO, "%s",
-                     summary_line(report))
+        problems = any(
+            s["dead"] or s.get("dropped") or s["invalid"] or s["non_monotonic"] for s in report["streams"].values()
+        )
+        self.log.log(
+            logging.WARNING if problems or outcome == "write_error" else logging.INFO, "%s", summary_line(report)
+        )
         try:
             append_report(self.report_path, report, self.path)
         except OSError as e:
@@ -456,8 +504,9 @@ class Recorder:
             "streams": {
                 f: {**(self.stats[f].status() if recording else {}), "heard": self.heard[f]} for f in self.specs
             },
-            "last": None if self.last is None else {k: self.last[k] for k in ("episode", "outcome", "success",
-                                                                              "ended_by")},
+            "last": None
+            if self.last is None
+            else {k: self.last[k] for k in ("episode", "outcome", "success", "ended_by")},
         }
         if self.state == WAITING:
             st["waiting_for"] = self.waiting_for
@@ -467,8 +516,11 @@ class Recorder:
 
 def summary_line(report: Mapping[str, Any]) -> str:
     """One line per episode: outcome, length, and per stream what arrived and what went wrong."""
-    head = {"committed": f"episode {report['episode']} committed", "discarded": "episode discarded",
-            "write_error": "episode lost (write error)"}.get(report["outcome"], report["outcome"])
+    head = {
+        "committed": f"episode {report['episode']} committed",
+        "discarded": "episode discarded",
+        "write_error": "episode lost (write error)",
+    }.get(report["outcome"], report["outcome"])
     succ = {True: "success, ", False: "failure, ", None: "success unknown, "}[report["success"]]
     if report["outcome"] != "committed":
         succ = ""
@@ -487,8 +539,7 @@ def summary_line(report: Mapping[str, Any]) -> str:
         if s["dead"]:
             extra.append("DEAD " + ", ".join(f"{a}-{'end' if b is None else b} s" for a, b in s["silences"]))
         parts.append(txt + (f" ({'; '.join(extra)})" if extra else ""))
-    return (f"{head} ({succ}{report['duration_s']:.1f} s, ended by {report['ended_by']}): "
-            + ", ".join(parts))
+    return f"{head} ({succ}{report['duration_s']:.1f} s, ended by {report['ended_by']}): " + ", ".join(parts)
 
 
 def append_report(path: Path, report: Mapping[str, Any], dataset: Path) -> None:

@@ -73,13 +73,30 @@ from ..msgs import (
 
 MSG_TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (JointState, Float64MultiArray, Image, CompressedImage, Imu, TwistStamped, Twist, PoseStamped, Joy,
-                Bool)
+    for cls in (JointState, Float64MultiArray, Image, CompressedImage, Imu, TwistStamped, Twist, PoseStamped, Joy, Bool)
 }
 IMAGE_TYPES = ("Image", "CompressedImage")
-SPEC_KEYS = ("feature", "topic", "type", "field", "joints", "names", "shape", "dtype", "units", "description",
-             "rate_hz", "stamp", "qos", "depth", "image_format", "image_quality", "passthrough", "latch",
-             "dead_after")
+SPEC_KEYS = (
+    "feature",
+    "topic",
+    "type",
+    "field",
+    "joints",
+    "names",
+    "shape",
+    "dtype",
+    "units",
+    "description",
+    "rate_hz",
+    "stamp",
+    "qos",
+    "depth",
+    "image_format",
+    "image_quality",
+    "passthrough",
+    "latch",
+    "dead_after",
+)
 ROBOT_ALIASES = ("robot.joints", "robot.joint_states")
 DEFAULT_DTYPE = "float32"
 
@@ -128,12 +145,28 @@ class FieldDef:
 
 
 _QUAT = ("qx", "qy", "qz", "qw")
-_IMU = _vec("orientation.x", "orientation.y", "orientation.z", "orientation.w", "angular_velocity.x",
-            "angular_velocity.y", "angular_velocity.z", "linear_acceleration.x", "linear_acceleration.y",
-            "linear_acceleration.z")
+_IMU = _vec(
+    "orientation.x",
+    "orientation.y",
+    "orientation.z",
+    "orientation.w",
+    "angular_velocity.x",
+    "angular_velocity.y",
+    "angular_velocity.z",
+    "linear_acceleration.x",
+    "linear_acceleration.y",
+    "linear_acceleration.z",
+)
 _TWIST = ("vx", "vy", "vz", "wx", "wy", "wz")
-_POSE = _vec("pose.position.x", "pose.position.y", "pose.position.z", "pose.orientation.x", "pose.orientation.y",
-             "pose.orientation.z", "pose.orientation.w")
+_POSE = _vec(
+    "pose.position.x",
+    "pose.position.y",
+    "pose.position.z",
+    "pose.orientation.x",
+    "pose.orientation.y",
+    "pose.orientation.z",
+    "pose.orientation.w",
+)
 
 
 def _twist_fields(prefix: str) -> dict[str, FieldDef]:
@@ -148,9 +181,11 @@ def _twist_fields(prefix: str) -> dict[str, FieldDef]:
 
 # Per message type: its fields, the first being the default. Images have the single field "image".
 FIELDS: dict[str, dict[str, FieldDef]] = {
-    "JointState": {**{f: FieldDef(operator.attrgetter(f)) for f in ("position", "velocity", "effort")},
-                   # the robot's observation.state (realloop.robot.observation.JointStateObserver), built per stream
-                   "state": FieldDef(lambda m: m)},
+    "JointState": {
+        **{f: FieldDef(operator.attrgetter(f)) for f in ("position", "velocity", "effort")},
+        # the robot's observation.state (realloop.robot.observation.JointStateObserver), built per stream
+        "state": FieldDef(lambda m: m),
+    },
     "Float64MultiArray": {"data": FieldDef(lambda m: m.data)},
     "Image": {"image": FieldDef(lambda m: m)},
     "CompressedImage": {"image": FieldDef(lambda m: m)},
@@ -167,8 +202,10 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
         "position": FieldDef(_vec(*(f"pose.position.{a}" for a in "xyz")), ("x", "y", "z")),
         "orientation": FieldDef(_vec(*(f"pose.orientation.{a}" for a in "xyzw")), _QUAT),
     },
-    "Joy": {"axes": FieldDef(lambda m: m.axes, source="float32"),
-            "buttons": FieldDef(lambda m: m.buttons, dtype="int32", source="int32")},
+    "Joy": {
+        "axes": FieldDef(lambda m: m.axes, source="float32"),
+        "buttons": FieldDef(lambda m: m.buttons, dtype="int32", source="int32"),
+    },
     "Bool": {"data": FieldDef(lambda m: np.asarray(m.data, dtype=bool), (), "bool", "bool")},
 }
 HAS_HEADER = {name: any(f.name == "header" for f in dataclasses.fields(cls)) for name, cls in MSG_TYPES.items()}
@@ -264,8 +301,10 @@ class StreamSpec:
             return None
         st = msg.header.stamp
         if st.sec == 0 and st.nanosec == 0:
-            raise InvalidSample(f"{self.topic}: header.stamp is zero (the publisher does not stamp its messages); "
-                                f"set 'stamp: receive' for stream {self.name} to use the receive time")
+            raise InvalidSample(
+                f"{self.topic}: header.stamp is zero (the publisher does not stamp its messages); "
+                f"set 'stamp: receive' for stream {self.name} to use the receive time"
+            )
         return st.sec + st.nanosec * 1e-9
 
     def value_of(self, msg: Any) -> np.ndarray | EncodedImage:
@@ -284,8 +323,10 @@ class StreamSpec:
             value = self._reorder(msg, value)
         if self.shape is not None and value.shape != self.shape:
             if value.size != int(np.prod(self.shape)):
-                raise InvalidSample(f"{self.topic}: {self.field} has {value.size} values, stream {self.name} "
-                                    f"expects shape {list(self.shape)}")
+                raise InvalidSample(
+                    f"{self.topic}: {self.field} has {value.size} values, stream {self.name} "
+                    f"expects shape {list(self.shape)}"
+                )
             value = value.reshape(self.shape)
         return value
 
@@ -293,8 +334,9 @@ class StreamSpec:
         assert self.joints is not None
         names = msg.name
         if len(names) != len(values):
-            raise InvalidSample(f"{self.topic}: a JointState with {len(names)} names and {len(values)} "
-                                f"{self.field} values")
+            raise InvalidSample(
+                f"{self.topic}: a JointState with {len(names)} names and {len(values)} {self.field} values"
+            )
         if tuple(names[: len(self.joints)]) == self.joints:
             return values[: len(self.joints)]  # the common case: the driver's order, maybe more joints after
         pos = {n: i for i, n in enumerate(names)}
@@ -309,8 +351,10 @@ class StreamSpec:
 
     def _check_size(self, shape: tuple[int, ...]) -> None:
         if self.shape is not None and shape != self.shape:
-            raise InvalidSample(f"{self.topic}: a {shape[1]}x{shape[0]} frame, stream {self.name} records "
-                                f"{self.shape[1]}x{self.shape[0]} (set its 'shape', or record into a new dataset)")
+            raise InvalidSample(
+                f"{self.topic}: a {shape[1]}x{shape[0]} frame, stream {self.name} records "
+                f"{self.shape[1]}x{self.shape[0]} (set its 'shape', or record into a new dataset)"
+            )
 
     def _compressed(self, msg: Any) -> np.ndarray | EncodedImage:
         fmt = compressed_format(msg.format)
@@ -440,8 +484,10 @@ def parse_stream(name: str, spec: Any, robot: Any = None, dead_after: float | No
         raise fail(f"{msg_type} has no field {fld!r} to record; choose one of {list(fields)}")
     is_image = msg_type in IMAGE_TYPES
     if is_image != feature.startswith(IMAGE_PREFIX):
-        raise fail(f"an image topic records into a feature named {IMAGE_PREFIX}<camera> and only an image topic "
-                   f"does; {msg_type} -> {feature!r} does not fit")
+        raise fail(
+            f"an image topic records into a feature named {IMAGE_PREFIX}<camera> and only an image topic "
+            f"does; {msg_type} -> {feature!r} does not fit"
+        )
     stamp = spec.get("stamp") or ("header" if HAS_HEADER[msg_type] else "receive")
     if stamp not in ("header", "receive"):
         raise fail(f"'stamp' is 'header' or 'receive', not {stamp!r}")
@@ -479,12 +525,21 @@ def parse_stream(name: str, spec: Any, robot: Any = None, dead_after: float | No
         return tuple(v)
 
     shape_cfg = spec.get("shape")
-    if shape_cfg is not None and (not isinstance(shape_cfg, (list, tuple))
-                                  or not all(isinstance(s, int) and s > 0 for s in shape_cfg)):
+    if shape_cfg is not None and (
+        not isinstance(shape_cfg, (list, tuple)) or not all(isinstance(s, int) and s > 0 for s in shape_cfg)
+    ):
         raise fail(f"'shape' must be a list of positive integers, got {shape_cfg!r}")
     common: dict[str, Any] = {
-        "name": name, "feature": feature, "topic": topic, "msg_type": msg_type, "field": fld,
-        "rate_hz": float(rate) if rate else None, "stamp": stamp, "qos": qos, "depth": depth, "latch": latch,
+        "name": name,
+        "feature": feature,
+        "topic": topic,
+        "msg_type": msg_type,
+        "field": fld,
+        "rate_hz": float(rate) if rate else None,
+        "stamp": stamp,
+        "qos": qos,
+        "depth": depth,
+        "latch": latch,
         "dead_after": float(stream_dead) if stream_dead is not None else None,
         "description": str(spec.get("description") or ""),
     }
@@ -500,8 +555,14 @@ def parse_stream(name: str, spec: Any, robot: Any = None, dead_after: float | No
         fmt = spec.get("image_format") or "jpeg"
         if fmt not in FORMATS:
             raise fail(f"'image_format' {fmt!r} is unknown; use one of {sorted(FORMATS)}")
-        out = StreamSpec(**common, shape=shape, dtype="uint8", image_format=fmt,
-                         image_quality=spec.get("image_quality"), passthrough=bool(spec.get("passthrough", True)))
+        out = StreamSpec(
+            **common,
+            shape=shape,
+            dtype="uint8",
+            image_format=fmt,
+            image_quality=spec.get("image_quality"),
+            passthrough=bool(spec.get("passthrough", True)),
+        )
     else:
         for key in ("image_format", "image_quality", "passthrough"):
             if spec.get(key) is not None:
@@ -534,8 +595,7 @@ def parse_stream(name: str, spec: Any, robot: Any = None, dead_after: float | No
             raise fail(f"dtype {dtype!r} is not a numpy dtype") from None
         if not np.can_cast(fdef.source, dtype, casting="same_kind"):
             raise fail(f"{msg_type}.{fld} holds {fdef.source}, which cannot be stored as {dtype}")
-        out = StreamSpec(**common, shape=shape, dtype=dtype, names=names, joints=joints,
-                         units=spec.get("units"))
+        out = StreamSpec(**common, shape=shape, dtype=dtype, names=names, joints=joints, units=spec.get("units"))
     if out.shape is not None:
         try:
             out.feature_def()
@@ -544,8 +604,9 @@ def parse_stream(name: str, spec: Any, robot: Any = None, dead_after: float | No
     return out
 
 
-def _state_stream(common: dict[str, Any], spec: Mapping[str, Any], robot: Any,
-                  fail: Callable[[str], StreamConfigError]) -> StreamSpec:
+def _state_stream(
+    common: dict[str, Any], spec: Mapping[str, Any], robot: Any, fail: Callable[[str], StreamConfigError]
+) -> StreamSpec:
     """A JointState stream recorded as the robot's ``observation.state`` (``names``: its entries, default the
     robot's full state), built as the policy runner builds it live."""
     from realloop.robot.observation import JointStateObserver
@@ -562,5 +623,6 @@ def _state_stream(common: dict[str, Any], spec: Mapping[str, Any], robot: Any,
         observer = JointStateObserver(robot, names)
     except ValueError as e:
         raise fail(str(e)) from None
-    return StreamSpec(**common, shape=(len(observer.names),), dtype="float32", names=tuple(observer.names),
-                      convert=observer)
+    return StreamSpec(
+        **common, shape=(len(observer.names),), dtype="float32", names=tuple(observer.names), convert=observer
+    )

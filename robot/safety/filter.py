@@ -145,15 +145,17 @@ class SafetyFilter:
             self.max_step = self.velocity * period
         elif isinstance(cfg.max_step, tuple):
             if len(cfg.max_step) != n:
-                raise ValueError(f"safety_filter: max_step has {len(cfg.max_step)} values, robot {spec.name!r} "
-                                 f"has {n} joints")
+                raise ValueError(
+                    f"safety_filter: max_step has {len(cfg.max_step)} values, robot {spec.name!r} has {n} joints"
+                )
             self.max_step = np.array(cfg.max_step, dtype=float)
         else:
             self.max_step = np.full(n, float(cfg.max_step))
         g = spec.gripper
         self.gripper_velocity = None if g is None else g.velocity * cfg.velocity_scale
-        self.gripper_max_step = None if self.gripper_velocity is None else (
-            cfg.gripper_max_step or self.gripper_velocity * period)
+        self.gripper_max_step = (
+            None if self.gripper_velocity is None else (cfg.gripper_max_step or self.gripper_velocity * period)
+        )
 
         self._fk = None
         self.box: tuple[np.ndarray, np.ndarray] | None = None
@@ -161,8 +163,16 @@ class SafetyFilter:
             self.box = (np.array(spec.workspace.min), np.array(spec.workspace.max))
             self._fk = _ForwardKinematics(spec)
 
-        self.counters: dict[str, Any] = {"accepted": 0, "clamped": 0, "watchdog": 0, "estops": 0, "resets": 0,
-                                         "gripper_accepted": 0, "gripper_clamped": 0, "rejected": {}}
+        self.counters: dict[str, Any] = {
+            "accepted": 0,
+            "clamped": 0,
+            "watchdog": 0,
+            "estops": 0,
+            "resets": 0,
+            "gripper_accepted": 0,
+            "gripper_clamped": 0,
+            "rejected": {},
+        }
         self._logs: dict[str, _RateLog] = {}
         self.estopped = False
         self.holding = True  # until the first accepted command
@@ -199,8 +209,9 @@ class SafetyFilter:
             "hold": None if self.hold is None or self.state == OK else [round(float(x), 6) for x in self.hold],
         }
 
-    def update_measured(self, positions: Sequence[float] | np.ndarray | None = None,
-                        gripper: float | None = None) -> None:
+    def update_measured(
+        self, positions: Sequence[float] | np.ndarray | None = None, gripper: float | None = None
+    ) -> None:
         """Record the robot's measured joint positions (spec order) and gripper opening."""
         if positions is not None:
             q = np.asarray(positions, dtype=float)
@@ -210,8 +221,9 @@ class SafetyFilter:
             self.measured_gripper = float(gripper)
 
     # ------------------------------------------------------------------------------------------------ arm
-    def filter_arm(self, command: Sequence[float] | np.ndarray, t: float,
-                   measured: Sequence[float] | np.ndarray | None = None) -> Decision:
+    def filter_arm(
+        self, command: Sequence[float] | np.ndarray, t: float, measured: Sequence[float] | np.ndarray | None = None
+    ) -> Decision:
         """Check one arm command (joint positions, spec order) received at time ``t`` (s)."""
         self.update_measured(measured)
         if self.estopped:
@@ -232,8 +244,9 @@ class SafetyFilter:
             return self._reject(NO_STATE, "no measured joint state yet to limit the step from")
 
         if self._allowance_t is not None:
-            self._allowance = np.minimum(self._allowance + self.velocity * max(t - self._allowance_t, 0.0),
-                                         BURST_STEPS * self.max_step)
+            self._allowance = np.minimum(
+                self._allowance + self.velocity * max(t - self._allowance_t, 0.0), BURST_STEPS * self.max_step
+            )
         self._allowance_t = t
         limit = np.minimum(self.max_step, self._allowance)
         delta = q - ref
@@ -270,8 +283,9 @@ class SafetyFilter:
         return f"puts the end effector at {_fmt(p, 3)}, outside the workspace box {_fmt(lo, 3)}..{_fmt(hi, 3)}"
 
     # ------------------------------------------------------------------------------------------------ gripper
-    def filter_gripper(self, opening: float | Sequence[float] | np.ndarray, t: float,
-                       measured: float | None = None) -> Decision:
+    def filter_gripper(
+        self, opening: float | Sequence[float] | np.ndarray, t: float, measured: float | None = None
+    ) -> Decision:
         """Check a gripper command (opening, e.g. m); the accepted target is approached at the gripper's rate."""
         self.update_measured(gripper=measured)
         g = self.spec.gripper
@@ -279,8 +293,9 @@ class SafetyFilter:
             return self._reject("gripper_" + NO_GRIPPER, f"robot {self.spec.name!r} has no gripper")
         if self.estopped:
             held = self.gripper_sent
-            return self._reject("gripper_" + ESTOPPED, "e-stop latched",
-                                command=None if held is None else np.array([held]))
+            return self._reject(
+                "gripper_" + ESTOPPED, "e-stop latched", command=None if held is None else np.array([held])
+            )
         v = np.asarray(opening, dtype=float).ravel()
         if v.size != 1:
             return self._reject("gripper_" + WRONG_LENGTH, f"{v.size} values, expected 1 (the opening)")
@@ -318,10 +333,10 @@ class SafetyFilter:
         self.update_measured(measured)
         res = TickOutput()
         fresh = self.last_fresh_t
-        if (not self.holding and not self.estopped and fresh is not None
-                and t - fresh > self.config.watchdog_timeout):
-            self._enter_hold(f"watchdog: no accepted command for {t - fresh:.3f} s "
-                             f"(timeout {self.config.watchdog_timeout:g} s)")
+        if not self.holding and not self.estopped and fresh is not None and t - fresh > self.config.watchdog_timeout:
+            self._enter_hold(
+                f"watchdog: no accepted command for {t - fresh:.3f} s (timeout {self.config.watchdog_timeout:g} s)"
+            )
             self.counters["watchdog"] += 1
             self.log.warning("%s; holding %s", self.hold_reason, _fmt(self.hold) if self.hold is not None else "-")
             res.state_changed = True
@@ -359,8 +374,10 @@ class SafetyFilter:
         # a ramping gripper stops where it is
         self.gripper_target = self.gripper_sent
         self.counters["estops"] += 1
-        self.log.error("E-STOP latched; holding %s until /estop_reset",
-                       _fmt(self.hold) if self.hold is not None else "(no joint state yet)")
+        self.log.error(
+            "E-STOP latched; holding %s until /estop_reset",
+            _fmt(self.hold) if self.hold is not None else "(no joint state yet)",
+        )
         return True
 
     def reset_estop(self, t: float) -> bool:
@@ -387,8 +404,9 @@ class SafetyFilter:
             entry.suppressed += 1
             return
         more = f" (+{entry.suppressed} more since the last message)" if entry.suppressed else ""
-        self.log.warning("rejected command [%s]: %s; total %d%s", reason, detail, self.counters["rejected"][reason],
-                         more)
+        self.log.warning(
+            "rejected command [%s]: %s; total %d%s", reason, detail, self.counters["rejected"][reason], more
+        )
         entry.last, entry.suppressed = now, 0
 
 

@@ -36,13 +36,27 @@ class ArmCommander:
     its velocity limit). ``mode`` is ``"ee"`` (needs the spec's ``ee_site``) or ``"joint"``.
     """
 
-    def __init__(self, spec: RobotSpec, rate_hz: float, *, linear_speed: float = 0.05, angular_speed: float = 0.5,
-                 joint_speed: float = 0.25, home_speed: float = 0.25, gripper_speed: float | None = None,
-                 mode: str = "ee", ik: IKConfig | None = None):
+    def __init__(
+        self,
+        spec: RobotSpec,
+        rate_hz: float,
+        *,
+        linear_speed: float = 0.05,
+        angular_speed: float = 0.5,
+        joint_speed: float = 0.25,
+        home_speed: float = 0.25,
+        gripper_speed: float | None = None,
+        mode: str = "ee",
+        ik: IKConfig | None = None,
+    ):
         if not rate_hz > 0:
             raise ValueError(f"teleop rate_hz must be > 0, got {rate_hz}")
-        for name, v in (("linear_speed", linear_speed), ("angular_speed", angular_speed),
-                        ("joint_speed", joint_speed), ("home_speed", home_speed)):
+        for name, v in (
+            ("linear_speed", linear_speed),
+            ("angular_speed", angular_speed),
+            ("joint_speed", joint_speed),
+            ("home_speed", home_speed),
+        ):
             if not v > 0:
                 raise ValueError(f"teleop {name} must be > 0, got {v}")
         model = load_model(spec, "teleoperating an arm by end-effector motion (differential IK)")
@@ -52,8 +66,11 @@ class ArmCommander:
         # per-step bounds (speed * dt, velocity limit * dt) must use
         robot.control_dt = 1.0 / rate_hz
         self.robot, self.spec, self.dt = robot, spec, robot.control_dt
-        self.ee = (EEDelta(robot, max_linear_speed=linear_speed, max_angular_speed=angular_speed, ik=ik or IKConfig())
-                   if robot.ee_site_id >= 0 else None)
+        self.ee = (
+            EEDelta(robot, max_linear_speed=linear_speed, max_angular_speed=angular_speed, ik=ik or IKConfig())
+            if robot.ee_site_id >= 0
+            else None
+        )
         self.linear_speed, self.angular_speed = float(linear_speed), float(angular_speed)
         self.joint_step = joint_speed * robot.velocity_limit * self.dt
         self.home_step = home_speed * robot.velocity_limit * self.dt
@@ -140,7 +157,7 @@ class ArmCommander:
 
     def _page_text(self) -> str:
         first = self.joint_page * len(MOTION_AXES)
-        names = self.spec.joint_names[first:first + len(MOTION_AXES)]
+        names = self.spec.joint_names[first : first + len(MOTION_AXES)]
         return ", ".join(f"{k + 1}:{n}" for k, n in enumerate(names))
 
     def step(self, intent: Intent) -> tuple[np.ndarray, float | None]:
@@ -168,7 +185,7 @@ class ArmCommander:
             first = self.joint_page * len(MOTION_AXES)
             k = min(len(MOTION_AXES), r.n_joints - first)
             q = q.copy()
-            q[first:first + k] += motion[:k] * self.joint_step[first:first + k]
+            q[first : first + k] += motion[:k] * self.joint_step[first : first + k]
         r.command(q, g)  # clips to the joint and gripper limits
         return self.targets()
 
@@ -188,12 +205,16 @@ class BaseCommander:
 
     def step(self, intent: Intent) -> tuple[float, float, float]:
         m = np.clip(np.asarray(intent.motion, dtype=float), -1.0, 1.0)
-        return (float(m[0] * self.linear_speed), float(m[1] * self.linear_speed),
-                float(m[MOTION_AXES.index("yaw")] * self.angular_speed))
+        return (
+            float(m[0] * self.linear_speed),
+            float(m[1] * self.linear_speed),
+            float(m[MOTION_AXES.index("yaw")] * self.angular_speed),
+        )
 
 
-def make_commander(spec: RobotSpec, rate_hz: float, target: str = "auto",
-                   speeds: Mapping[str, Any] | None = None) -> ArmCommander | BaseCommander:
+def make_commander(
+    spec: RobotSpec, rate_hz: float, target: str = "auto", speeds: Mapping[str, Any] | None = None
+) -> ArmCommander | BaseCommander:
     """``target``: ``arm`` (joint commands), ``base`` (``cmd_vel``) or ``auto``: arm when the spec names an
     ``ee_site``, else base (a quadruped's spec has joints but no end effector to steer)."""
     speeds = dict(speeds or {})

@@ -42,19 +42,51 @@ JOYSTICK_EXTRA = "joystick"
 LAYOUTS: dict[str, dict[str, Any]] = {
     "xbox": {
         "trigger_range": [0.0, -1.0],  # [released, pressed]
-        "motion": {"x": ["axis1"], "y": ["axis0"], "z": ["axis3"], "yaw": ["axis2"],
-                   "pitch": ["button11", "-button12"], "roll": ["button14", "-button13"]},
+        "motion": {
+            "x": ["axis1"],
+            "y": ["axis0"],
+            "z": ["axis3"],
+            "yaw": ["axis2"],
+            "pitch": ["button11", "-button12"],
+            "roll": ["button14", "-button13"],
+        },
         "gripper": ["trigger4", "-trigger5"],
-        "buttons": {"start": 6, "stop": 4, "success": 0, "failure": 1, "discard": 2, "intervention": 3,
-                    "gripper": 9, "mode": 10, "home": 8, "next_joints": 7},
+        "buttons": {
+            "start": 6,
+            "stop": 4,
+            "success": 0,
+            "failure": 1,
+            "discard": 2,
+            "intervention": 3,
+            "gripper": 9,
+            "mode": 10,
+            "home": 8,
+            "next_joints": 7,
+        },
     },
     "xbox_joy_node": {
         "trigger_range": [1.0, -1.0],
-        "motion": {"x": ["axis1"], "y": ["axis0"], "z": ["axis4"], "yaw": ["axis3"],
-                   "pitch": ["axis7"], "roll": ["-axis6"]},
+        "motion": {
+            "x": ["axis1"],
+            "y": ["axis0"],
+            "z": ["axis4"],
+            "yaw": ["axis3"],
+            "pitch": ["axis7"],
+            "roll": ["-axis6"],
+        },
         "gripper": ["trigger2", "-trigger5"],
-        "buttons": {"start": 7, "stop": 6, "success": 0, "failure": 1, "discard": 2, "intervention": 3,
-                    "gripper": 4, "mode": 5, "home": 10, "next_joints": 9},
+        "buttons": {
+            "start": 7,
+            "stop": 6,
+            "success": 0,
+            "failure": 1,
+            "discard": 2,
+            "intervention": 3,
+            "gripper": 4,
+            "mode": 5,
+            "home": 10,
+            "next_joints": 9,
+        },
     },
 }
 
@@ -98,8 +130,14 @@ class JoyMapper:
     dead-man switch); with ``timeout_s`` > 0, :meth:`current` reads no motion once messages stop coming (a
     driver that died, a pad out of range)."""
 
-    def __init__(self, layout: str = "xbox", mapping: Mapping[str, Any] | None = None, deadzone: float = 0.1,
-                 enable_button: int | None = None, timeout_s: float = 0.5):
+    def __init__(
+        self,
+        layout: str = "xbox",
+        mapping: Mapping[str, Any] | None = None,
+        deadzone: float = 0.1,
+        enable_button: int | None = None,
+        timeout_s: float = 0.5,
+    ):
         m = resolve_mapping(layout, mapping)
         unknown = sorted(set(m["motion"]) - set(MOTION_AXES))
         if unknown:
@@ -113,8 +151,9 @@ class JoyMapper:
             try:
                 ev = Event(name)
             except ValueError:
-                raise ValueError(f"unknown joy button action {name!r}; known: "
-                                 f"{', '.join(e.value for e in Event)}") from None
+                raise ValueError(
+                    f"unknown joy button action {name!r}; known: {', '.join(e.value for e in Event)}"
+                ) from None
             self.buttons[ev] = int(idx)
         released, pressed = (float(x) for x in m["trigger_range"])
         if released == pressed:
@@ -211,7 +250,8 @@ class LocalGamepad:
         except ImportError as e:
             raise RuntimeError(
                 f"reading a local gamepad needs pygame: pip install 'realloop[{JOYSTICK_EXTRA}]' "
-                f"(or subscribe to /joy from ROS 2's joy package with device=joy)") from e
+                f"(or subscribe to /joy from ROS 2's joy package with device=joy)"
+            ) from e
         self._pg = pygame
         pygame.display.init()  # the event queue (which feeds joystick state) lives in the video subsystem
         pygame.joystick.init()
@@ -229,11 +269,30 @@ class LocalGamepad:
             self.layout = "xbox"
             self.name = controller.name_forindex(index)
             # pygame's names for SDL_GameControllerAxis / SDL_GameControllerButton, in ROS 2 Joy order
-            self._axes = [getattr(pygame, f"CONTROLLER_AXIS_{a}") for a in
-                          ("LEFTX", "LEFTY", "RIGHTX", "RIGHTY", "TRIGGERLEFT", "TRIGGERRIGHT")]
-            self._buttons = [getattr(pygame, f"CONTROLLER_BUTTON_{b}") for b in
-                             ("A", "B", "X", "Y", "BACK", "GUIDE", "START", "LEFTSTICK", "RIGHTSTICK",
-                              "LEFTSHOULDER", "RIGHTSHOULDER", "DPAD_UP", "DPAD_DOWN", "DPAD_LEFT", "DPAD_RIGHT")]
+            self._axes = [
+                getattr(pygame, f"CONTROLLER_AXIS_{a}")
+                for a in ("LEFTX", "LEFTY", "RIGHTX", "RIGHTY", "TRIGGERLEFT", "TRIGGERRIGHT")
+            ]
+            self._buttons = [
+                getattr(pygame, f"CONTROLLER_BUTTON_{b}")
+                for b in (
+                    "A",
+                    "B",
+                    "X",
+                    "Y",
+                    "BACK",
+                    "GUIDE",
+                    "START",
+                    "LEFTSTICK",
+                    "RIGHTSTICK",
+                    "LEFTSHOULDER",
+                    "RIGHTSHOULDER",
+                    "DPAD_UP",
+                    "DPAD_DOWN",
+                    "DPAD_LEFT",
+                    "DPAD_RIGHT",
+                )
+            ]
         else:
             self._pad = pygame.joystick.Joystick(index)
             self.layout = "joystick"

@@ -26,11 +26,38 @@ from .intents import EPISODE_EVENTS, MOTION_AXES, Event, Intent, parse_action
 ESC = 0x1B
 
 # final byte of a CSI (ESC [) or SS3 (ESC O) sequence -> key name
-_CSI_FINAL = {"A": "up", "B": "down", "C": "right", "D": "left", "H": "home", "F": "end", "P": "f1", "Q": "f2",
-              "R": "f3", "S": "f4", "Z": "shift+tab"}
+_CSI_FINAL = {
+    "A": "up",
+    "B": "down",
+    "C": "right",
+    "D": "left",
+    "H": "home",
+    "F": "end",
+    "P": "f1",
+    "Q": "f2",
+    "R": "f3",
+    "S": "f4",
+    "Z": "shift+tab",
+}
 # ESC [ <n> ~ -> key name
-_CSI_TILDE = {1: "home", 2: "insert", 3: "delete", 4: "end", 5: "pageup", 6: "pagedown", 7: "home", 8: "end",
-              15: "f5", 17: "f6", 18: "f7", 19: "f8", 20: "f9", 21: "f10", 23: "f11", 24: "f12"}
+_CSI_TILDE = {
+    1: "home",
+    2: "insert",
+    3: "delete",
+    4: "end",
+    5: "pageup",
+    6: "pagedown",
+    7: "home",
+    8: "end",
+    15: "f5",
+    17: "f6",
+    18: "f7",
+    19: "f8",
+    20: "f9",
+    21: "f10",
+    23: "f11",
+    24: "f12",
+}
 _CONTROL = {0x09: "tab", 0x0A: "enter", 0x0D: "enter", 0x7F: "backspace", 0x08: "backspace", 0x00: "ctrl+space"}
 
 
@@ -69,11 +96,12 @@ def parse_keys(data: bytes, final: bool = False) -> tuple[list[str], bytes]:
                     i += 1
                     continue
                 fin = chr(data[j])
-                params = data[i + 2:j].decode("ascii", "replace")
+                params = data[i + 2 : j].decode("ascii", "replace")
                 if fin == "~":
                     first = params.split(";")[0]
-                    keys.append(_CSI_TILDE.get(int(first), f"unknown:{params}~") if first.isdigit()
-                                else f"unknown:{params}~")
+                    keys.append(
+                        _CSI_TILDE.get(int(first), f"unknown:{params}~") if first.isdigit() else f"unknown:{params}~"
+                    )
                 elif fin in _CSI_FINAL:
                     keys.append(_CSI_FINAL[fin])
                 else:
@@ -103,7 +131,7 @@ def parse_keys(data: bytes, final: bool = False) -> tuple[list[str], bytes]:
             size = 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
             if i + size > n and not final:
                 return keys, data[i:]
-            keys.append(data[i:i + size].decode("utf-8", "replace"))
+            keys.append(data[i : i + size].decode("utf-8", "replace"))
             i += size
     return keys, b""
 
@@ -123,8 +151,11 @@ class KeyReader:
     def __init__(self, fd: int | None = None, escape_timeout: float = 0.03):
         self.fd = sys.stdin.fileno() if fd is None else fd
         if not os.isatty(self.fd):
-            raise NotATerminal(f"stdin (fd {self.fd}) is not a terminal" if self.fd == 0
-                               else f"file descriptor {self.fd} is not a terminal")
+            raise NotATerminal(
+                f"stdin (fd {self.fd}) is not a terminal"
+                if self.fd == 0
+                else f"file descriptor {self.fd} is not a terminal"
+            )
         try:
             foreground = os.tcgetpgrp(self.fd)
         except OSError:
@@ -251,8 +282,9 @@ class KeyboardMapper:
         """Forget every held motion key."""
         self._until = dict.fromkeys(self._channels, -np.inf)
 
-    def help_lines(self, channels: Iterable[str] = (*MOTION_AXES, "gripper"),
-                   events: Iterable[Event] = tuple(Event)) -> list[str]:
+    def help_lines(
+        self, channels: Iterable[str] = (*MOTION_AXES, "gripper"), events: Iterable[Event] = tuple(Event)
+    ) -> list[str]:
         """A compact key help (motion pairs, gripper, episode keys, the rest) for the channels and events that
         the robot at hand uses."""
         channels, event_names = set(channels), {e.value for e in events}
@@ -275,12 +307,16 @@ class KeyboardMapper:
         for label, axes in (("move    ", MOTION_AXES[:3]), ("rotate  ", MOTION_AXES[3:])):
             if channels & set(axes):
                 lines.append(label + pairs(a for a in axes if a in channels))
-        grip = [f"{keys(n)} {label}" for n, label in (("gripper", "toggle"), ("+gripper", "open"),
-                                                     ("-gripper", "close")) if n in by_action]
+        grip = [
+            f"{keys(n)} {label}"
+            for n, label in (("gripper", "toggle"), ("+gripper", "open"), ("-gripper", "close"))
+            if n in by_action
+        ]
         if grip:
             lines.append("gripper " + ", ".join(grip))
-        lines.append("episode " + ", ".join(f"{keys(e.value)} {e.value}" for e in EPISODE_EVENTS
-                                             if e.value in by_action))
+        lines.append(
+            "episode " + ", ".join(f"{keys(e.value)} {e.value}" for e in EPISODE_EVENTS if e.value in by_action)
+        )
         rest = [f"{','.join(k)} {name}" for name, k in by_action.items() if name[:1] not in "+-"]
         lines.append("other   " + ", ".join(rest))
         return lines

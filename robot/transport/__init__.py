@@ -13,8 +13,18 @@ from realloop.registry import Registry
 
 from .qos import CLOCK, LATCHED, RELIABLE, SENSOR, QoS, qos_profile
 
-__all__ = ["CLOCK", "LATCHED", "RELIABLE", "SENSOR", "TRANSPORTS", "QoS", "Transport", "make_transport",
-           "qos_profile", "rclpy_available"]
+__all__ = [
+    "CLOCK",
+    "LATCHED",
+    "RELIABLE",
+    "SENSOR",
+    "TRANSPORTS",
+    "QoS",
+    "Transport",
+    "make_transport",
+    "qos_profile",
+    "rclpy_available",
+]
 
 
 class Transport(Protocol):
@@ -54,8 +64,9 @@ TRANSPORTS = Registry("transport", {
 })  # fmt: skip
 
 
-def make_transport(kind: str, node_name: str, domain_id: int | None = None,
-                   localhost_only: bool | None = None) -> Transport:
+def make_transport(
+    kind: str, node_name: str, domain_id: int | None = None, localhost_only: bool | None = None
+) -> Transport:
     """``kind`` is ``auto`` (rclpy when it imports, else dds), ``dds`` or ``rclpy`` (:data:`TRANSPORTS`).
     ``domain_id`` defaults to ROS_DOMAIN_ID (else 0); ``localhost_only`` to ROS_LOCALHOST_ONLY=1 or
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST."""
@@ -63,6 +74,8 @@ def make_transport(kind: str, node_name: str, domain_id: int | None = None,
     if domain_id is None:
         domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
     if localhost_only is None:
-        localhost_only = (os.environ.get("ROS_LOCALHOST_ONLY") == "1"
-                          or os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST")
+        localhost_only = (
+            os.environ.get("ROS_LOCALHOST_ONLY") == "1"
+            or os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST"
+        )
     return factory(node_name, domain_id, localhost_only)

@@ -30,16 +30,27 @@ from .qos import QoS
 
 # Loopback only, unicast discovery to the local ports: what ROS_LOCALHOST_ONLY=1 means.
 LOCALHOST_CONFIG = (
-    "<CycloneDDS><Domain Id=\"any\"><General><Interfaces>"
-    "<NetworkInterface address=\"127.0.0.1\" multicast=\"false\"/></Interfaces>"
+    '<CycloneDDS><Domain Id="any"><General><Interfaces>'
+    '<NetworkInterface address="127.0.0.1" multicast="false"/></Interfaces>'
     "<AllowMulticast>false</AllowMulticast></General>"
     "<Discovery><ParticipantIndex>auto</ParticipantIndex><MaxAutoParticipantIndex>120</MaxAutoParticipantIndex>"
-    "<Peers><Peer address=\"localhost\"/></Peers></Discovery></Domain></CycloneDDS>"
+    '<Peers><Peer address="localhost"/></Peers></Discovery></Domain></CycloneDDS>'
 )
 _IDL_PRIMITIVES = {
-    "bool": bool, "byte": idl.uint8, "char": idl.uint8, "int8": idl.int8, "uint8": idl.uint8,
-    "int16": idl.int16, "uint16": idl.uint16, "int32": idl.int32, "uint32": idl.uint32, "int64": idl.int64,
-    "uint64": idl.uint64, "float32": idl.float32, "float64": idl.float64, "string": str,
+    "bool": bool,
+    "byte": idl.uint8,
+    "char": idl.uint8,
+    "int8": idl.int8,
+    "uint8": idl.uint8,
+    "int16": idl.int16,
+    "uint16": idl.uint16,
+    "int32": idl.int32,
+    "uint32": idl.uint32,
+    "int64": idl.int64,
+    "uint64": idl.uint64,
+    "float32": idl.float32,
+    "float64": idl.float64,
+    "string": str,
 }
 _ANY = SampleState.Any | ViewState.Any | InstanceState.Any
 _LOCALHOST_DOMAINS: dict[int, Domain] = {}
@@ -59,8 +70,12 @@ def idl_struct(ros_type: str) -> type:
             base = idl.array[base, ft.length]  # type: ignore[misc]  # cyclonedds: an untyped __class_getitem__
         annotations[name] = base
     short = ros_type.rsplit("/", 1)[1] + "_"
-    struct = pytypes.new_class(short, (IdlStruct,), {"typename": dds_type_name(ros_type)},
-                               lambda ns: ns.update({"__annotations__": annotations}))
+    struct = pytypes.new_class(
+        short,
+        (IdlStruct,),
+        {"typename": dds_type_name(ros_type)},
+        lambda ns: ns.update({"__annotations__": annotations}),
+    )
     return final(dataclasses.dataclass(struct))
 
 
@@ -72,11 +87,16 @@ def dds_topic_name(topic: str) -> str:
 
 
 def dds_qos(qos: QoS, ros_type: str) -> Qos:
-    reliability = (Policy.Reliability.Reliable(duration(milliseconds=100)) if qos.reliable
-                   else Policy.Reliability.BestEffort)
+    reliability = (
+        Policy.Reliability.Reliable(duration(milliseconds=100)) if qos.reliable else Policy.Reliability.BestEffort
+    )
     durability = Policy.Durability.TransientLocal if qos.transient_local else Policy.Durability.Volatile
-    return Qos(reliability, durability, Policy.History.KeepLast(qos.depth),
-               Policy.Userdata(f"typehash={type_hash(ros_type)};".encode()))
+    return Qos(
+        reliability,
+        durability,
+        Policy.History.KeepLast(qos.depth),
+        Policy.Userdata(f"typehash={type_hash(ros_type)};".encode()),
+    )
 
 
 class DdsTransport:

@@ -14,9 +14,9 @@ class QoS:
     transient_local: bool = False
 
 
-SENSOR = QoS(reliable=False, depth=5)   # cameras, IMU: newest wins, never block the publisher
+SENSOR = QoS(reliable=False, depth=5)  # cameras, IMU: newest wins, never block the publisher
 RELIABLE = QoS(reliable=True, depth=10)  # joint states and commands
-CLOCK = QoS(reliable=False, depth=1)     # /clock
+CLOCK = QoS(reliable=False, depth=1)  # /clock
 LATCHED = QoS(reliable=True, depth=1, transient_local=True)  # late joiners get the last sample (status)
 
 PROFILES = {"sensor": SENSOR, "reliable": RELIABLE, "clock": CLOCK, "latched": LATCHED}

@@ -47,8 +47,11 @@ class RclpyTransport:
 
         kw = rclpy_qos_kwargs(qos)
         return rq.QoSProfile(
-            history=rq.HistoryPolicy[kw["history"]], depth=kw["depth"],
-            reliability=rq.ReliabilityPolicy[kw["reliability"]], durability=rq.DurabilityPolicy[kw["durability"]])
+            history=rq.HistoryPolicy[kw["history"]],
+            depth=kw["depth"],
+            reliability=rq.ReliabilityPolicy[kw["reliability"]],
+            durability=rq.DurabilityPolicy[kw["durability"]],
+        )
 
     @staticmethod
     def _msg_class(ros_type: str) -> type:

@@ -1,8 +1,8 @@
 """Gymnasium tasks of the sim mirror, registered as ``realloop/<Task>-v0`` when realloop.sim is imported.
 
-    import gymnasium as gym
-    import realloop.sim  # registers the ids
-    env = gym.make("realloop/ArmLift-v0", control_mode="ee_delta", cameras=["front"])
+import gymnasium as gym
+import realloop.sim  # registers the ids
+env = gym.make("realloop/ArmLift-v0", control_mode="ee_delta", cameras=["front"])
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from realloop.sim.envs.base import RobotEnv
 GOAL_RGBA = (0.2, 0.8, 0.3, 0.45)
 
 
-def _add_marker(scene: mujoco.MjSpec, name: str, shapes: list[tuple[list[float], list[float]]],
-                rgba: Sequence[float]) -> None:
+def _add_marker(
+    scene: mujoco.MjSpec, name: str, shapes: list[tuple[list[float], list[float]]], rgba: Sequence[float]
+) -> None:
     """A mocap body of visual-only boxes (half sizes, positions): goals the cameras see but nothing touches."""
     body = scene.worldbody.add_body(name=name, mocap=True)
     for i, (size, pos) in enumerate(shapes):
@@ -84,8 +85,15 @@ class ArmLiftEnv(ArmEnv):
     task_description = "lift the red cube"
     # the cube's pose, then where it is from the gripper (as robosuite's Lift gives gripper_to_cube_pos): the
     # offset a grasp must bring to zero, a feature a policy need not learn to compute from ee and cube poses
-    env_state_names = ("cube.x", "cube.y", "cube.z", *(f"cube.{n}" for n in ROT6D_NAMES),
-                       "cube_from_ee.x", "cube_from_ee.y", "cube_from_ee.z")
+    env_state_names = (
+        "cube.x",
+        "cube.y",
+        "cube.z",
+        *(f"cube.{n}" for n in ROT6D_NAMES),
+        "cube_from_ee.x",
+        "cube_from_ee.y",
+        "cube_from_ee.z",
+    )
     half = 0.025
     cube_low = np.array([0.3, -0.15])
     cube_high = np.array([0.5, 0.15])
@@ -115,8 +123,10 @@ class ArmLiftEnv(ArmEnv):
         state = np.asarray(state, dtype=float)
         pose = self.env_state_names[:9]
         if state.shape[-1] < len(pose):
-            raise ValueError(f"the arm lift task state starts with the cube's pose ({', '.join(pose)}); got "
-                             f"{state.shape[-1]} values: publish at least those {len(pose)}")
+            raise ValueError(
+                f"the arm lift task state starts with the cube's pose ({', '.join(pose)}); got "
+                f"{state.shape[-1]} values: publish at least those {len(pose)}"
+            )
         c0, c1 = state[3:6], state[6:9]
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, np.column_stack([c0, c1, np.cross(c0, c1)]).ravel())

@@ -123,8 +123,9 @@ class RobotEnv(gym.Env):
         if len(self.env_state_names) or len(state):
             raise NotImplementedError(f"{type(self).__name__} cannot be set from its environment state")
 
-    def sync_robot(self, positions: np.ndarray, velocities: np.ndarray | None = None,
-                   gripper: float | None = None) -> None:
+    def sync_robot(
+        self, positions: np.ndarray, velocities: np.ndarray | None = None, gripper: float | None = None
+    ) -> None:
         """Set the robot's measured joint state (spec order) and gripper opening, then update kinematics."""
         r = self.robot
         self.data.qpos[r.qpos_adr] = positions
@@ -158,10 +159,13 @@ class RobotEnv(gym.Env):
     def _state_readings(self) -> dict[str, np.ndarray]:
         r = self.robot
         sid = r.ee_site_id
-        return robot_readings(r.joint_positions(), r.joint_velocities(),
-                              r.gripper_opening() if r.has_gripper else None,
-                              self.data.site_xpos[sid] if sid >= 0 else None,
-                              self.data.site_xmat[sid] if sid >= 0 else None)
+        return robot_readings(
+            r.joint_positions(),
+            r.joint_velocities(),
+            r.gripper_opening() if r.has_gripper else None,
+            self.data.site_xpos[sid] if sid >= 0 else None,
+            self.data.site_xmat[sid] if sid >= 0 else None,
+        )
 
     @property
     def state_names(self) -> list[str]:

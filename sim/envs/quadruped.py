@@ -41,8 +41,12 @@ class QuadWalkEnv(RobotEnv):
     min_upright: ClassVar[float] = 0.5  # trunk z axis . world z (cos of 60 degrees tilt)
 
     def _state_groups(self) -> dict[str, list[str]]:
-        return {**super()._state_groups(), "imu.gyro": [f"imu.gyro.{a}" for a in AXES],
-                "gravity": [f"gravity.{a}" for a in AXES], "base.v": [f"base.v{a}" for a in AXES]}
+        return {
+            **super()._state_groups(),
+            "imu.gyro": [f"imu.gyro.{a}" for a in AXES],
+            "gravity": [f"gravity.{a}" for a in AXES],
+            "base.v": [f"base.v{a}" for a in AXES],
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,8 +64,12 @@ class QuadWalkEnv(RobotEnv):
 
     def _state_readings(self) -> dict[str, np.ndarray]:
         gravity = -self._trunk_rot()[2]  # world -z in the trunk frame: the last row of R, negated
-        return {**super()._state_readings(), "imu.gyro": self._sensor("imu_gyro"), "gravity": gravity,
-                "base.v": self._sensor("imu_vel")}
+        return {
+            **super()._state_readings(),
+            "imu.gyro": self._sensor("imu_gyro"),
+            "gravity": gravity,
+            "base.v": self._sensor("imu_vel"),
+        }
 
     def _reset_task(self) -> None:
         self.command = self.np_random.uniform(self.command_low, self.command_high)

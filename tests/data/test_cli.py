@@ -98,9 +98,7 @@ def test_info_text(pristine: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "episodes  2 (indices 0..1); success 1, failure 1, unknown 0" in out
     assert "robot     arm6" in out
     assert f"steps     {EPISODES * ACTION_N} (action samples)" in out
-    rows = {
-        line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("observation", "next"))
-    }
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("observation", "next"))}
     assert rows["observation.state"][1:] == ["float32", "(3,)", "500.0", str(EPISODES * STATE_N), "2"]
     assert rows["observation.images.front"][1:] == [
         "uint8",
@@ -138,14 +136,10 @@ def test_info_json(pristine: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_console_script_subprocess(pristine: Path) -> None:
     script = Path(sys.executable).parent / "realloop-dataset"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "realloop.data.cli"]
-    proc = subprocess.run(
-        [*cmd, "info", str(pristine), "--json"], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([*cmd, "info", str(pristine), "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["episodes"] == 2
-    proc = subprocess.run(
-        [*cmd, "info", str(pristine.parent / "nope")], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([*cmd, "info", str(pristine.parent / "nope")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, "does not exist")
 
@@ -182,9 +176,7 @@ def test_stats_computes_and_stores(ds_path: Path, capsys: pytest.CaptureFixture[
 
 def test_stats_no_store_and_unknown_feature(ds_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_json = ds_path.parent / "s.json"
-    code, _, _ = run(
-        capsys, "stats", str(ds_path), "--no-store", "--features", "action", "--json-out", str(out_json)
-    )
+    code, _, _ = run(capsys, "stats", str(ds_path), "--no-store", "--features", "action", "--json-out", str(out_json))
     assert code == 0
     assert Dataset.open(ds_path).stats is None
     assert set(json.loads(out_json.read_text())["stats"]) == {"action"}
@@ -196,9 +188,7 @@ def test_stats_no_store_and_unknown_feature(ds_path: Path, capsys: pytest.Captur
 # -- export-video / plot -------------------------------------------------------------------------------------
 def test_export_video(pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "front.mp4"
-    code, stdout, _ = run(
-        capsys, "export-video", str(pristine), "--episode", "1", "--camera", "front", str(out)
-    )
+    code, stdout, _ = run(capsys, "export-video", str(pristine), "--episode", "1", "--camera", "front", str(out))
     assert code == 0 and f"{FRAMES} frames, 32x32, 30.00 fps" in stdout
     cap = cv2.VideoCapture(str(out))
     assert cap.isOpened()
@@ -224,9 +214,7 @@ def test_plot(pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     img = cv2.imread(str(out))
     assert img is not None and img.shape == (4 * 250, 1000, 3)
     assert (img < 200).any(axis=2).mean() > 0.02  # lines and text were drawn on the white figure
-    code, stdout, _ = run(
-        capsys, "plot", str(pristine), "--episode", "1", "--keys", "action,next.reward", str(out)
-    )
+    code, stdout, _ = run(capsys, "plot", str(pristine), "--episode", "1", "--keys", "action,next.reward", str(out))
     assert code == 0 and "2 streams (action, next.reward)" in stdout
     assert cv2.imread(str(out)).shape == (2 * 250, 1000, 3)
 
@@ -257,9 +245,7 @@ def test_not_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert_one_line_error(err, "does not exist", "check the path")
 
 
-def test_missing_camera_episode_and_key(
-    pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_camera_episode_and_key(pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "x.mp4")
     code, _, err = run(capsys, "export-video", str(pristine), "--episode", "0", "--camera", "wrist", out)
     assert code == 2
@@ -267,9 +253,7 @@ def test_missing_camera_episode_and_key(
     code, _, err = run(capsys, "export-video", str(pristine), "--episode", "9", "--camera", "front", out)
     assert code == 2
     assert_one_line_error(err, "no episode 9", "0..1")
-    code, _, err = run(
-        capsys, "plot", str(pristine), "--episode", "0", "--keys", "observation.images.front", out
-    )
+    code, _, err = run(capsys, "plot", str(pristine), "--episode", "0", "--keys", "observation.images.front", out)
     assert code == 2
     assert_one_line_error(err, "image stream", "export-video")
     assert not os.listdir(tmp_path)

@@ -53,13 +53,9 @@ def make_replay_buffer(path: Path, lengths: list[int], seed: int = 0, **kinds: s
     group = root.require_group("data")
     for key, value in data.items():
         chunks = (1, *value.shape[1:]) if value.ndim == 4 else (max(1, n // 2), *value.shape[1:])
-        group.create_array(key, shape=value.shape, chunks=chunks, dtype=value.dtype, compressors=BLOSC)[:] = (
-            value
-        )
+        group.create_array(key, shape=value.shape, chunks=chunks, dtype=value.dtype, compressors=BLOSC)[:] = value
     meta = root.require_group("meta")
-    meta.create_array("episode_ends", shape=(len(lengths),), dtype=np.int64, compressors=None)[:] = np.cumsum(
-        lengths
-    )
+    meta.create_array("episode_ends", shape=(len(lengths),), dtype=np.int64, compressors=None)[:] = np.cumsum(lengths)
     return data
 
 
@@ -93,9 +89,7 @@ def test_pusht_style_buffer_with_synthesised_timestamps(tmp_path: Path) -> None:
         sl = slice(start, start + n)
         np.testing.assert_array_equal(ep.stream("observation.state").read(), src["state"][sl])
         np.testing.assert_array_equal(ep.stream("action").read(), src["action"][sl])
-        np.testing.assert_array_equal(
-            ep.stream("observation.images.image").read(), src["img"][sl]
-        )  # png: exact
+        np.testing.assert_array_equal(ep.stream("observation.images.image").read(), src["img"][sl])  # png: exact
         for name in ds.features:
             np.testing.assert_allclose(ep.stream(name).timestamps, np.arange(n) / 10.0)
         assert ep.meta["task"] == "push the T" and ep.meta["source"] == "teleop"
@@ -106,9 +100,7 @@ def test_pusht_style_buffer_with_synthesised_timestamps(tmp_path: Path) -> None:
 
 
 def test_real_robot_buffer_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = make_replay_buffer(
-        tmp_path / "real.zarr", [6, 3], camera_0="uint8", timestamp="yes", robot_eef_pose="yes"
-    )
+    src = make_replay_buffer(tmp_path / "real.zarr", [6, 3], camera_0="uint8", timestamp="yes", robot_eef_pose="yes")
     args = parse(
         [
             "--from", "diffusion-policy", str(tmp_path / "real.zarr"), str(tmp_path / "out"),
@@ -139,9 +131,7 @@ def test_real_robot_buffer_through_the_cli(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.parametrize("kind", ["unit", "byte"])
 def test_float_images_become_uint8(tmp_path: Path, kind: str) -> None:
     src = make_replay_buffer(tmp_path / "f.zarr", [4], image=kind)
-    convert_diffusion_policy(
-        [tmp_path / "f.zarr"], tmp_path / "out", fps=20, image_format="png", progress=False
-    )
+    convert_diffusion_policy([tmp_path / "f.zarr"], tmp_path / "out", fps=20, image_format="png", progress=False)
     got = Dataset.open(tmp_path / "out").episode(0).stream("observation.images.image").read()
     expected = np.rint(src["image"] * (255.0 if kind == "unit" else 1.0)).clip(0, 255).astype(np.uint8)
     np.testing.assert_array_equal(got, expected)
@@ -151,9 +141,7 @@ def test_zip_store_and_append(tmp_path: Path) -> None:
     make_replay_buffer(tmp_path / "a.zarr", [3, 2])
     store = zarr.storage.ZipStore(tmp_path / "b.zarr.zip", mode="w")
     root = zarr.open_group(store, mode="w", zarr_format=2)
-    root.require_group("data").create_array("state", shape=(4, 5), dtype="float32", compressors=BLOSC)[:] = (
-        1.0
-    )
+    root.require_group("data").create_array("state", shape=(4, 5), dtype="float32", compressors=BLOSC)[:] = 1.0
     root["data"].create_array("action", shape=(4, 2), dtype="float32", compressors=BLOSC)[:] = 2.0
     root.require_group("meta").create_array("episode_ends", shape=(1,), dtype="int64")[:] = [4]
     store.close()
@@ -200,20 +188,13 @@ def test_bad_sources_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFix
         convert_diffusion_policy([tmp_path / "no_meta.zarr"], tmp_path / "out")
 
     root["meta"].create_array("episode_ends", shape=(1,), dtype="int64")[:] = [5]
-    with pytest.raises(
-        ConvertError, match=r"ends at step 5 but these data arrays have other lengths: \{'action': 3\}"
-    ):
+    with pytest.raises(ConvertError, match=r"ends at step 5 but these data arrays have other lengths: \{'action': 3\}"):
         convert_diffusion_policy([tmp_path / "no_meta.zarr"], tmp_path / "out")
 
-    assert (
-        run_convert(parse(["--from", "diffusion-policy", str(tmp_path / "empty"), str(tmp_path / "out")]))
-        == 2
-    )
+    assert run_convert(parse(["--from", "diffusion-policy", str(tmp_path / "empty"), str(tmp_path / "out")])) == 2
     assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written when the input is bad
 
-    args = parse(
-        ["--from", "diffusion-policy", "--topic", "/a=action", str(tmp_path / "empty"), str(tmp_path / "o")]
-    )
+    args = parse(["--from", "diffusion-policy", "--topic", "/a=action", str(tmp_path / "empty"), str(tmp_path / "o")])
     assert run_convert(args) == 2
     assert "--topic do(es) not apply to --from diffusion-policy" in capsys.readouterr().err

@@ -50,9 +50,7 @@ def frame(k: int, h: int = H, w: int = W) -> np.ndarray:
     return np.stack(chans, axis=-1).astype(np.uint8)
 
 
-def write_bag(
-    path: Path, storage: str, n: int = 6, t0: float = 1_700_000_000.25, skip: tuple[str, ...] = ()
-) -> dict:
+def write_bag(path: Path, storage: str, n: int = 6, t0: float = 1_700_000_000.25, skip: tuple[str, ...] = ()) -> dict:
     """A bag like a robot records: cameras (raw bgr8 + JPEG), joint states, commands, and topics we don't map.
 
     Returns what was written: header stamps, receive times and values per topic.
@@ -83,9 +81,7 @@ def write_bag(
                 "/wrist/image_raw/compressed": T["sensor_msgs/msg/CompressedImage"](
                     header=header(stamp + 0.01),
                     format="bgr8; jpeg compressed bgr8",
-                    data=cv2.imencode(".jpg", frame(k + 3)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[
-                        1
-                    ].reshape(-1),
+                    data=cv2.imencode(".jpg", frame(k + 3)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].reshape(-1),
                 ),
                 # the driver lists joints in its own order, which changes between messages
                 "/joint_states": T["sensor_msgs/msg/JointState"](
@@ -176,9 +172,7 @@ def test_bag_to_episode(tmp_path: Path, storage: str, caplog: pytest.LogCaptureF
 
     front = sent["/front/image_raw"]
     np.testing.assert_array_equal(ep.stream("observation.images.front").timestamps, front["stamp"])
-    np.testing.assert_array_equal(
-        ep.stream("observation.images.front").read(), np.stack([frame(k) for k in range(6)])
-    )
+    np.testing.assert_array_equal(ep.stream("observation.images.front").read(), np.stack([frame(k) for k in range(6)]))
     wrist = ep.stream("observation.images.wrist")
     np.testing.assert_array_equal(wrist.timestamps, sent["/wrist/image_raw/compressed"]["stamp"])
     err = np.abs(wrist.read().astype(int) - np.stack([frame(k + 3) for k in range(6)]))
@@ -221,9 +215,7 @@ def test_cli_several_bags_with_topic_options(tmp_path: Path, capsys: pytest.Capt
         str(tmp_path / "bags" / "run_b"),
     ]
     assert ds.episode(1).meta["source"] == "intervention"
-    np.testing.assert_allclose(
-        ds.episode(1).stream("observation.state").read()[3], [-3, -3.1, -3.2, -3.3], rtol=1e-6
-    )
+    np.testing.assert_allclose(ds.episode(1).stream("observation.state").read()[3], [-3, -3.1, -3.2, -3.3], rtol=1e-6)
 
     # the bag without joint states, written anyway when asked
     mappings, _ = load_mappings(None, args.topics)
@@ -256,12 +248,8 @@ def test_image_encodings() -> None:
 
     np.testing.assert_array_equal(image_to_rgb(image("rgb8", rgb, pad=3)), rgb)
     np.testing.assert_array_equal(image_to_rgb(image("bgr8", rgb[..., ::-1])), rgb)
-    np.testing.assert_array_equal(
-        image_to_rgb(image("rgba8", np.dstack([rgb, np.full((5, 7), 9, np.uint8)]))), rgb
-    )
-    np.testing.assert_array_equal(
-        image_to_rgb(image("bgra8", np.dstack([rgb[..., ::-1], rgb[..., :1]]))), rgb
-    )
+    np.testing.assert_array_equal(image_to_rgb(image("rgba8", np.dstack([rgb, np.full((5, 7), 9, np.uint8)]))), rgb)
+    np.testing.assert_array_equal(image_to_rgb(image("bgra8", np.dstack([rgb[..., ::-1], rgb[..., :1]]))), rgb)
     gray = rgb[..., 0]
     np.testing.assert_array_equal(image_to_rgb(image("mono8", gray, pad=1)), np.dstack([gray] * 3))
     with pytest.raises(UnsupportedMessage, match=r"encoding '16UC1' is not supported"):
@@ -270,9 +258,7 @@ def test_image_encodings() -> None:
         header=header(1.0), format="png", data=cv2.imencode(".png", rgb[..., ::-1])[1].reshape(-1)
     )
     np.testing.assert_array_equal(compressed_image_to_rgb(png), rgb)  # lossless
-    broken = T["sensor_msgs/msg/CompressedImage"](
-        header=header(1.0), format="jpeg", data=np.zeros(10, np.uint8)
-    )
+    broken = T["sensor_msgs/msg/CompressedImage"](header=header(1.0), format="jpeg", data=np.zeros(10, np.uint8))
     with pytest.raises(ConvertError, match="could not decode"):
         compressed_image_to_rgb(broken)
 
@@ -292,29 +278,17 @@ def test_bad_input_gives_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     write_bag(tmp_path / "bag", "sqlite3", n=2)
     with pytest.raises(ConvertError, match=r"no topic is mapped.*--config PATH"):
         convert_rosbag2([tmp_path / "bag"], tmp_path / "out", mappings=[])
-    with pytest.raises(
-        ConvertError, match=r"/joint_state .*in none of the bags; their topics: .*/joint_states"
-    ):
+    with pytest.raises(ConvertError, match=r"/joint_state .*in none of the bags; their topics: .*/joint_states"):
         convert_rosbag2([tmp_path / "bag"], tmp_path / "out", mappings=[TopicMapping("/joint_state", "x")])
     with pytest.raises(ConvertError, match=r"field 'effort' is empty"):
-        convert_rosbag2(
-            [tmp_path / "bag"], tmp_path / "out", mappings=[TopicMapping("/joint_states", "s", "effort")]
-        )
-    with pytest.raises(
-        ConvertError, match=r"image topic: map it to a feature named observation.images.<camera>"
-    ):
-        convert_rosbag2(
-            [tmp_path / "bag"], tmp_path / "out", mappings=[TopicMapping("/front/image_raw", "front")]
-        )
+        convert_rosbag2([tmp_path / "bag"], tmp_path / "out", mappings=[TopicMapping("/joint_states", "s", "effort")])
+    with pytest.raises(ConvertError, match=r"image topic: map it to a feature named observation.images.<camera>"):
+        convert_rosbag2([tmp_path / "bag"], tmp_path / "out", mappings=[TopicMapping("/front/image_raw", "front")])
     with pytest.raises(ConvertError, match=r"none of the mapped topics can be converted"):
-        convert_rosbag2(
-            [tmp_path / "bag"], tmp_path / "out", mappings=[TopicMapping("/chatter", "observation.x")]
-        )
+        convert_rosbag2([tmp_path / "bag"], tmp_path / "out", mappings=[TopicMapping("/chatter", "observation.x")])
     assert not (tmp_path / "out").exists()
 
-    (tmp_path / "bad.yaml").write_text(
-        "topics:\n  /joint_states: {feature: observation.state, feld: position}\n"
-    )
+    (tmp_path / "bad.yaml").write_text("topics:\n  /joint_states: {feature: observation.state, feld: position}\n")
     with pytest.raises(ConvertError, match=r"unknown keys \['feld'\]"):
         load_mappings(tmp_path / "bad.yaml")
     assert (
@@ -391,9 +365,7 @@ def test_stamps_drops_and_resize(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     np.testing.assert_allclose(ep.stream("observation.state").timestamps, [5.0, 5.1, 5.2])
     np.testing.assert_array_equal(ep.stream("observation.state").read()[:, 0], [0, 1, 4])
     assert ep.meta["attributes"]["dropped_samples"] == {"observation.state": 2}
-    assert any("dropped" in w for w in summary.warnings) and any(
-        "dropped" in r.getMessage() for r in caplog.records
-    )
+    assert any("dropped" in w for w in summary.warnings) and any("dropped" in r.getMessage() for r in caplog.records)
     np.testing.assert_array_equal(ep.stream("observation.gripper").timestamps, np.arange(10, 15, dtype=float))
     assert ep.meta["attributes"]["timestamp_source"]["observation.gripper"] == "bag receive time"
     resized = cv2.resize(big, (16, 12), interpolation=cv2.INTER_AREA)

@@ -26,10 +26,7 @@ def smooth_images(n: int, h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
     phase = rng.uniform(0, 6, size=3)
-    frames = [
-        np.stack([127 + 100 * np.sin(xx / 7 + yy / 11 + i * 0.2 + p) for p in phase], axis=-1)
-        for i in range(n)
-    ]
+    frames = [np.stack([127 + 100 * np.sin(xx / 7 + yy / 11 + i * 0.2 + p) for p in phase], axis=-1) for i in range(n)]
     return np.clip(frames, 0, 255).astype(np.uint8)
 
 

@@ -53,9 +53,7 @@ def write_dataset(path: Path) -> dict[str, list[np.ndarray]]:
         with ds.begin_episode(task="t", source="sim") as ep:
             for name, (ts, values) in streams.items():
                 if values is None:
-                    values = (rng.normal(size=(len(ts), *ds.features[name].shape)) * (e + 1) + e).astype(
-                        np.float32
-                    )
+                    values = (rng.normal(size=(len(ts), *ds.features[name].shape)) * (e + 1) + e).astype(np.float32)
                 ep.extend(name, ts, values)
                 written[name].append(values)
     ds.close()

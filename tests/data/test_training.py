@@ -184,9 +184,7 @@ def test_dataloader_workers_yield_the_same_batches(dataset: tuple[Path, dict]) -
     assert all(torch.equal(v, copy[5][k]) for k, v in w[5].items())
 
 
-def test_frames_read_from_shards_match_zarr_and_are_checked(
-    tmp_path: Path, dataset: tuple[Path, dict]
-) -> None:
+def test_frames_read_from_shards_match_zarr_and_are_checked(tmp_path: Path, dataset: tuple[Path, dict]) -> None:
     path = tmp_path / "ds.zarr"
     shutil.copytree(dataset[0], path)
     data = Dataset.open(path).episode(1).stream(FRONT).data

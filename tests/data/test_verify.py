@@ -33,9 +33,7 @@ def write_dataset(path: Path, episodes: int = 2) -> Path:
         t0 = 100.0 + 10 * e
         with ds.begin_episode(task="pick", source="teleop") as ep:
             jitter = rng.uniform(-2e-4, 2e-4, STATE_N)
-            ep.extend(
-                "observation.state", t0 + np.arange(STATE_N) / 500 + jitter, rng.normal(size=(STATE_N, 3))
-            )
+            ep.extend("observation.state", t0 + np.arange(STATE_N) / 500 + jitter, rng.normal(size=(STATE_N, 3)))
             ta = t0 + np.arange(ACTION_N) / 10
             ep.extend("action", ta, rng.normal(size=(ACTION_N, 2)))
             ep.extend("next.reward", ta, rng.normal(size=ACTION_N))
@@ -149,9 +147,7 @@ def test_clean_dataset_passes(pristine: Path, capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_damage_is_reported_with_its_file(
-    ds_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_damage_is_reported_with_its_file(ds_path: Path, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
     make, stream, words = DAMAGE[damage]
     damaged = make(ds_path)
     report = verify(ds_path)

@@ -28,8 +28,12 @@ FEATURES = {
 }
 STATS = {
     "observation.state": {"min": np.full(5, -2.0), "max": np.full(5, 4.0), "mean": np.ones(5), "std": np.ones(5)},
-    "action": {"min": np.array([-1.0, 0.0, 5.0]), "max": np.array([1.0, 2.0, 5.0]), "mean": np.zeros(3),
-               "std": np.ones(3)},
+    "action": {
+        "min": np.array([-1.0, 0.0, 5.0]),
+        "max": np.array([1.0, 2.0, 5.0]),
+        "mean": np.zeros(3),
+        "std": np.ones(3),
+    },
 }
 
 

@@ -341,8 +341,9 @@ def test_cli_writes_json_and_videos(tiny_lift_checkpoint: tuple[Path, Any]) -> N
     assert len(videos) == 1 and videos[0].parent == folder / "realloop_ArmLift-v0" and videos[0].is_file()
 
 
-def test_cli_errors_exit_2_with_one_line(tiny_pendulum_checkpoint: Path, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_cli_errors_exit_2_with_one_line(
+    tiny_pendulum_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     res = subprocess.run([str(REPO / ".venv/bin/realloop-eval"), f"checkpoint={tmp_path / 'nothing'}"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 2 and "Traceback" not in res.stderr
@@ -377,14 +378,16 @@ def test_run_in_process_matches_evaluate(tiny_pendulum_checkpoint: Path, pendulu
     assert result.per_episode == direct.per_episode
 
 
-def test_n_action_steps_sets_how_often_the_policy_replans(tiny_pendulum_checkpoint: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_n_action_steps_sets_how_often_the_policy_replans(
+    tiny_pendulum_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from realloop.policies.chunk_policy import ChunkPolicy
 
     calls = []
     original = ChunkPolicy.predict_action_chunk
-    monkeypatch.setattr(ChunkPolicy, "predict_action_chunk", lambda self, *a, **k: calls.append(1) or original(
-        self, *a, **k))
+    monkeypatch.setattr(
+        ChunkPolicy, "predict_action_chunk", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
     counts = {}
     for n in (None, 1):
         calls.clear()
@@ -398,12 +401,28 @@ def test_n_action_steps_sets_how_often_the_policy_replans(tiny_pendulum_checkpoi
 
 
 @pytest.mark.slow
-def test_eval_graph_runs_the_checkpoint_on_the_sim_graph(tiny_lift_checkpoint: tuple[Path, Any], tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_graph_runs_the_checkpoint_on_the_sim_graph(
+    tiny_lift_checkpoint: tuple[Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run, _ = tiny_lift_checkpoint
     out = tmp_path / "graph"
-    argv = [str(run), "--episodes", "1", "--seed", "3", "--episode-s", "3", "--timeout", "60", "--out", str(out),
-            "--domain-id", str(150 + os.getpid() % 60), "--set", "nodes.safety_filter.params.velocity_scale=0.5"]
+    argv = [
+        str(run),
+        "--episodes",
+        "1",
+        "--seed",
+        "3",
+        "--episode-s",
+        "3",
+        "--timeout",
+        "60",
+        "--out",
+        str(out),
+        "--domain-id",
+        str(150 + os.getpid() % 60),
+        "--set",
+        "nodes.safety_filter.params.velocity_scale=0.5",
+    ]
     assert evaluate_graph.main(argv) == 0
     summary = json.loads((out / "eval_graph.json").read_text())
     (episode,) = summary["results"]
@@ -446,8 +465,9 @@ def test_make_policy_needs_every_image_feature_observed_or_provided(tiny_lift_im
         env.close()
 
 
-def test_config_errors_exit_2_with_one_line_naming_the_key(monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_errors_exit_2_with_one_line_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     cases = [
         (["episodes=ten"], "key 'episodes' of the eval config must be an integer, got 'ten'"),
         (["episodes=-3"], "episodes=-3 must be >= 1"),

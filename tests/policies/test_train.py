@@ -31,10 +31,22 @@ def lift_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(path: Path, out: Path, *extra: str, steps: int = 12) -> dict:
-    cfg = compose_config([
-        *TINY_DIFFUSION, f"dataset.path={path}", f"steps={steps}", "batch_size=8", "log_every=4", "val_every=6",
-        "val_batches=2", "checkpoint_every=6", "optim.warmup_steps=2", f"out={out}", "device=cpu", *extra,
-    ])
+    cfg = compose_config(
+        [
+            *TINY_DIFFUSION,
+            f"dataset.path={path}",
+            f"steps={steps}",
+            "batch_size=8",
+            "log_every=4",
+            "val_every=6",
+            "val_batches=2",
+            "checkpoint_every=6",
+            "optim.warmup_steps=2",
+            f"out={out}",
+            "device=cpu",
+            *extra,
+        ]
+    )
     return train(cfg, progress=False)
 
 
@@ -103,11 +115,23 @@ def test_existing_run_is_not_overwritten_without_resume(lift_dataset: Path, tmp_
 
 
 def test_training_reduces_the_loss_and_the_checkpoint_acts(lift_dataset: Path, tmp_path: Path) -> None:
-    cfg = compose_config([
-        *TINY_BC, f"dataset.path={lift_dataset}", "steps=400", "batch_size=16", "log_every=25", "val_every=0",
-        "checkpoint_every=400", "optim.lr=1e-3", "optim.warmup_steps=10", "policy.dropout=0.0",
-        "policy.hidden_dims=[128,128]", f"out={tmp_path / 'bc'}", "device=cpu",
-    ])
+    cfg = compose_config(
+        [
+            *TINY_BC,
+            f"dataset.path={lift_dataset}",
+            "steps=400",
+            "batch_size=16",
+            "log_every=25",
+            "val_every=0",
+            "checkpoint_every=400",
+            "optim.lr=1e-3",
+            "optim.warmup_steps=10",
+            "policy.dropout=0.0",
+            "policy.hidden_dims=[128,128]",
+            f"out={tmp_path / 'bc'}",
+            "device=cpu",
+        ]
+    )
     summary = train(cfg, progress=False)
     losses = [r["train_loss"] for r in summary.history if "train_loss" in r]
     assert losses[-1] < 0.5 * losses[0], losses
@@ -139,9 +163,21 @@ def test_cli_prints_one_summary_line(lift_dataset: Path, tmp_path: Path) -> None
     exe = Path(sys.executable).with_name("realloop-train")
     out = tmp_path / "cli"
     proc = subprocess.run(
-        [str(exe), *TINY_BC, f"dataset.path={lift_dataset}", "steps=4", "batch_size=8", "log_every=2",
-         "val_every=0", "checkpoint_every=4", f"out={out}", "device=cpu"],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(exe),
+            *TINY_BC,
+            f"dataset.path={lift_dataset}",
+            "steps=4",
+            "batch_size=8",
+            "log_every=2",
+            "val_every=0",
+            "checkpoint_every=4",
+            f"out={out}",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("trained bc ") and "-> " in proc.stdout
@@ -150,8 +186,9 @@ def test_cli_prints_one_summary_line(lift_dataset: Path, tmp_path: Path) -> None
     assert "dataset.path" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_config_errors_exit_2_with_one_line_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_errors_exit_2_with_one_line_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     cases = [
         (["steps=ten"], "key 'steps' of the train config must be an integer, got 'ten'"),
         (["steps=-3"], "steps=-3 must be >= 1"),
@@ -213,7 +250,10 @@ def test_bf16_autocast_and_torch_compile_train_on_cpu(lift_dataset: Path, tmp_pa
     weights = load_file(str(Path(fast.checkpoint) / "model.safetensors"))
     assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
     loaded = load_policy(fast.checkpoint)
-    obs = {k: torch.zeros(1, loaded.policy.n_obs_steps, *f.shape) for k, f in loaded.policy.features.items()
-           if k != "action"}
+    obs = {
+        k: torch.zeros(1, loaded.policy.n_obs_steps, *f.shape)
+        for k, f in loaded.policy.features.items()
+        if k != "action"
+    }
     chunk = loaded.policy.predict_action_chunk(obs)
     assert chunk.shape[-1] == 7 and torch.isfinite(chunk).all()

@@ -83,8 +83,11 @@ def test_a_dataset_attribute_naming_a_module_is_refused_and_never_imported(
     meta = json.loads((probe_checkpoint / "policy.json").read_text())
     assert meta["dataset"]["attributes"]["env_id"] == f"{name}:Env"  # training copied it from the dataset
 
-    monkeypatch.setattr(sys, "argv", ["realloop-eval", f"checkpoint={probe_checkpoint}", "episodes=1", "device=cpu",
-                                      f"out={tmp_path / 'res.json'}"])  # env=auto: the env the checkpoint records
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["realloop-eval", f"checkpoint={probe_checkpoint}", "episodes=1", "device=cpu", f"out={tmp_path / 'res.json'}"],
+    )  # env=auto: the env the checkpoint records
     with pytest.raises(SystemExit) as exc:
         main()
     err = capsys.readouterr().err.strip()
@@ -95,10 +98,21 @@ def test_a_dataset_attribute_naming_a_module_is_refused_and_never_imported(
     assert not (tmp_path / "res.json").exists()
 
 
-@pytest.mark.parametrize("env_id", ["os:Env", "mymod:Env", "probe", "gymnasium/CartPole-v1", "CartPole-v1",
-                                    "realloop/NoSuchTask-v0", ["realloop/ArmLift-v0"]])
-def test_a_checkpoint_naming_a_non_realloop_env_is_refused(probe_checkpoint: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch, env_id: Any) -> None:
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "os:Env",
+        "mymod:Env",
+        "probe",
+        "gymnasium/CartPole-v1",
+        "CartPole-v1",
+        "realloop/NoSuchTask-v0",
+        ["realloop/ArmLift-v0"],
+    ],
+)
+def test_a_checkpoint_naming_a_non_realloop_env_is_refused(
+    probe_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env_id: Any
+) -> None:
     name, marker = _probe(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     if env_id == "probe":
@@ -109,8 +123,9 @@ def test_a_checkpoint_naming_a_non_realloop_env_is_refused(probe_checkpoint: Pat
     assert not marker.exists() and name not in sys.modules
 
 
-def test_the_chunk_latency_benchmark_checks_the_checkpoint_too(probe_checkpoint: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_chunk_latency_benchmark_checks_the_checkpoint_too(
+    probe_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name, marker = _probe(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = importlib.util.spec_from_file_location("chunk_latency", REPO / "benchmarks" / "chunk_latency.py")
@@ -147,18 +162,28 @@ def test_malformed_attributes_are_explained() -> None:
 def test_realloop_tasks_and_their_recorded_kwargs_pass() -> None:
     for task in ("realloop/ArmReach-v0", LIFT, "realloop/ArmPushT-v0", "realloop/QuadWalk-v0"):
         assert check_env_id(task, "f") == task
-    kwargs = {"control_mode": "ee_delta", "max_episode_steps": 100, "cameras": ["front"], "image_size": [96, 96],
-              "randomize": {"friction": [0.8, 1.2], "com": 0.005}, "robot": "arm6", "render_mode": None}
+    kwargs = {
+        "control_mode": "ee_delta",
+        "max_episode_steps": 100,
+        "cameras": ["front"],
+        "image_size": [96, 96],
+        "randomize": {"friction": [0.8, 1.2], "com": 0.005},
+        "robot": "arm6",
+        "render_mode": None,
+    }
     assert check_env_kwargs(kwargs, "f") == kwargs
     meta = {"dataset": {"attributes": {"env_id": LIFT, "control_mode": "joint_delta",
                                        "collect_config": {"task": {"env": {"max_episode_steps": 7}}}}},
             "features": {"observation.images.front": {"shape": [32, 48, 3]}}}  # fmt: skip
-    assert env_kwargs_from_checkpoint(meta) == (LIFT, {"max_episode_steps": 7, "control_mode": "joint_delta",
-                                                       "cameras": ["front"], "image_size": [32, 48]})
+    assert env_kwargs_from_checkpoint(meta) == (
+        LIFT,
+        {"max_episode_steps": 7, "control_mode": "joint_delta", "cameras": ["front"], "image_size": [32, 48]},
+    )
 
 
-def test_an_id_the_user_types_is_theirs_even_module_env(probe_checkpoint: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_id_the_user_types_is_theirs_even_module_env(
+    probe_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The command line is the user's: ``env=module:Env`` imports their module (what the probe would show, were
     a file's id not checked), and the checkpoint's refused id is then not consulted."""
     name, marker = _probe(tmp_path)

@@ -44,8 +44,13 @@ def domain_id() -> int:
 
 
 def node_env(domain_id: int) -> dict[str, str]:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), REALLOOP_SIM_DOMAIN_ID=str(domain_id), ROS_LOCALHOST_ONLY="1",
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(domain_id),
+        REALLOOP_SIM_DOMAIN_ID=str(domain_id),
+        ROS_LOCALHOST_ONLY="1",
+        PYTHONUNBUFFERED="1",
+    )
     env.setdefault("MUJOCO_GL", "egl")
     return env
 
@@ -57,8 +62,13 @@ def start_node(domain_id: int, tmp_path: Path) -> Iterator[Callable[..., subproc
     (read with ``proc.log_text()``)."""
     procs: list[subprocess.Popen] = []
 
-    def start(kind: str, *overrides: str, ros_args: list[str] | None = None, stdin: int = subprocess.DEVNULL,
-              executable: list[str] | None = None) -> subprocess.Popen:
+    def start(
+        kind: str,
+        *overrides: str,
+        ros_args: list[str] | None = None,
+        stdin: int = subprocess.DEVNULL,
+        executable: list[str] | None = None,
+    ) -> subprocess.Popen:
         log = tmp_path / f"{kind}{len(procs)}.log"
         cmd = [*(executable or [sys.executable, "-m", "realloop.robot.nodes", kind]), *overrides]
         if ros_args:
@@ -66,8 +76,9 @@ def start_node(domain_id: int, tmp_path: Path) -> Iterator[Callable[..., subproc
         fh = open(log, "w")  # noqa: SIM115 - closed with the process
         # a new session: a pty given as stdin is not its controlling terminal (Ctrl-C bytes are data), and
         # signals go by pid
-        proc = subprocess.Popen(cmd, env=node_env(domain_id), stdin=stdin, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=node_env(domain_id), stdin=stdin, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
         proc.log_path = log
         proc.log_text = log.read_text
         procs.append(proc)

@@ -30,7 +30,7 @@ def make_frames(n: int, w: int = W, h: int = H) -> list[np.ndarray]:
     for i in range(n):
         f = np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, (i * 37) % 256)], axis=-1).astype(np.uint8)
         x0 = (i * 11) % (w - 24)
-        f[20:44, x0:x0 + 24] = (255, 255, 255)
+        f[20:44, x0 : x0 + 24] = (255, 255, 255)
         frames.append(f)
     return frames
 
@@ -79,8 +79,9 @@ def stop(proc: subprocess.Popen) -> int:
     return proc.wait(15)
 
 
-def test_file_source_publishes_all_three_topics(start_node: Callable[..., subprocess.Popen], test_node: Node,
-                                                video: tuple[Path, list[np.ndarray]]) -> None:
+def test_file_source_publishes_all_three_topics(
+    start_node: Callable[..., subprocess.Popen], test_node: Node, video: tuple[Path, list[np.ndarray]]
+) -> None:
     path, refs = video
     rate = 20.0
     got = collect(test_node, "/cam")
@@ -88,7 +89,7 @@ def test_file_source_publishes_all_three_topics(start_node: Callable[..., subpro
     proc = start_node("camera", "name=cam", "source=file", f"file={path}", f"rate_hz={rate}", "jpeg_quality=95")
     want = N_FRAMES + 6  # more frames than the file holds: it must loop
     ok = test_node.spin_until(lambda: proc.poll() is not None or all(len(v) >= want for v in got.values()), 40)
-    assert ok and proc.poll() is None, f"got {({k: len(v) for k, v in got.items()})}: {proc.log_text()}"
+    assert ok and proc.poll() is None, f"got { ({k: len(v) for k, v in got.items()}) }: {proc.log_text()}"
     assert stop(proc) == 0, proc.log_text()
     assert re.search(r"published \d+ frames", proc.log_text())
 
@@ -130,8 +131,9 @@ def test_file_source_publishes_all_three_topics(start_node: Callable[..., subpro
         assert 0.5 / rate < period < 2.0 / rate, f"median period {period:.3f}s at {rate} Hz"
 
 
-def test_file_resized_compressed_only_stops_at_end(start_node: Callable[..., subprocess.Popen], test_node: Node,
-                                                   video: tuple[Path, list[np.ndarray]], tmp_path: Path) -> None:
+def test_file_resized_compressed_only_stops_at_end(
+    start_node: Callable[..., subprocess.Popen], test_node: Node, video: tuple[Path, list[np.ndarray]], tmp_path: Path
+) -> None:
     path, refs = video
     got = collect(test_node, "/front")
     calib = tmp_path / "front.yaml"  # what ROS's camera_calibration writes, calibrated at the source size
@@ -141,11 +143,30 @@ def test_file_resized_compressed_only_stops_at_end(start_node: Callable[..., sub
         "distortion_model: plumb_bob\n"
         "distortion_coefficients: {rows: 1, cols: 5, data: [-0.1, 0.01, 0.001, 0.002, 0.0]}\n"
         "rectification_matrix: {rows: 3, cols: 3, data: [1, 0, 0, 0, 1, 0, 0, 0, 1]}\n"
-        "projection_matrix: {rows: 3, cols: 4, data: [98.0, 0, 80.0, 0, 0, 99.0, 60.0, 0, 0, 0, 1, 0]}\n")
+        "projection_matrix: {rows: 3, cols: 4, data: [98.0, 0, 80.0, 0, 0, 99.0, 60.0, 0, 0, 0, 1, 0]}\n"
+    )
     # configured through --ros-args, as ros2 launch does; the node name gives the topic prefix
-    proc = start_node("camera", "source=file", f"file={path}", ros_args=[
-        "-r", "__node:=front", "-p", "loop:=false", "-p", "rate_hz:=10", "-p", "width:=80", "-p", "image_raw:=false",
-        "-p", "frame_id:=front_link", "-p", f"camera_info.file:={calib}"])
+    proc = start_node(
+        "camera",
+        "source=file",
+        f"file={path}",
+        ros_args=[
+            "-r",
+            "__node:=front",
+            "-p",
+            "loop:=false",
+            "-p",
+            "rate_hz:=10",
+            "-p",
+            "width:=80",
+            "-p",
+            "image_raw:=false",
+            "-p",
+            "frame_id:=front_link",
+            "-p",
+            f"camera_info.file:={calib}",
+        ],
+    )
     ended = test_node.spin_until(lambda: proc.poll() is not None, 40)
     test_node.spin(0.3)
     assert ended and proc.returncode == 0, proc.log_text()
@@ -169,8 +190,7 @@ def test_file_resized_compressed_only_stops_at_end(start_node: Callable[..., sub
     np.testing.assert_allclose(m.d, [-0.1, 0.01, 0.001, 0.002, 0.0])
 
 
-def test_bad_sources_exit_2_naming_the_parameter(start_node: Callable[..., subprocess.Popen],
-                                                 tmp_path: Path) -> None:
+def test_bad_sources_exit_2_naming_the_parameter(start_node: Callable[..., subprocess.Popen], tmp_path: Path) -> None:
     missing = tmp_path / "no_such_clip.mp4"
     not_video = tmp_path / "notes.txt"
     not_video.write_text("not a video")
@@ -192,8 +212,9 @@ def test_bad_sources_exit_2_naming_the_parameter(start_node: Callable[..., subpr
         assert "Traceback" not in log
 
 
-def test_device_that_stops_delivering_exits_nonzero(start_node: Callable[..., subprocess.Popen],
-                                                    video: tuple[Path, list[np.ndarray]]) -> None:
+def test_device_that_stops_delivering_exits_nonzero(
+    start_node: Callable[..., subprocess.Popen], video: tuple[Path, list[np.ndarray]]
+) -> None:
     """A device read failure mid-stream (unplugged camera): a capture 'device' that OpenCV opens from a URL-like
     path ends after a few frames, like a camera pulled out."""
     path, _ = video

@@ -52,8 +52,7 @@ def test_driver_node_serves_the_robot_and_refuses_what_it_cannot_execute(start_n
     states: list[JointState] = []
     status: list[dict] = []
     test_node.create_subscription("/joint_states", JointState, states.append)
-    test_node.create_subscription("/driver/status", String, lambda m: status.append(json.loads(m.data)),
-                                  qos="latched")
+    test_node.create_subscription("/driver/status", String, lambda m: status.append(json.loads(m.data)), qos="latched")
     arm = test_node.create_publisher("/arm_controller/commands", Float64MultiArray)
     grip = test_node.create_publisher("/gripper_controller/commands", Float64MultiArray)
     assert test_node.spin_until(lambda: len(states) > 5 and bool(status), 30), "no /joint_states from the driver"
@@ -66,8 +65,10 @@ def test_driver_node_serves_the_robot_and_refuses_what_it_cannot_execute(start_n
     arm.publish(Float64MultiArray(data=np.full(6, np.nan)))
     arm.publish(Float64MultiArray(data=np.zeros(4)))
     assert test_node.spin_until(lambda: status[-1]["refused"] >= 2, 10), status[-1]
-    assert test_node.spin_until(lambda: np.abs(states[-1].position[:6] - target).max() < 1e-3, 10), \
-        (states[-1].position, target)
+    assert test_node.spin_until(lambda: np.abs(states[-1].position[:6] - target).max() < 1e-3, 10), (
+        states[-1].position,
+        target,
+    )
     np.testing.assert_allclose(states[-1].position[:6], target, atol=1e-3)  # the bad commands moved nothing
     assert states[-1].position[6] == pytest.approx(0.02, abs=1e-3)
     assert status[-1]["written"] >= 2 and status[-1]["robot"] == "arm6"

@@ -23,25 +23,49 @@ def test_trained_checkpoint_runs_in_the_policy_runner(domain_id: int, test_node:
     data = tmp_path / "lift.zarr"
     collect(collect_config(["task=arm_lift", "episodes=4", f"out={data}"]), progress=False)
     run = tmp_path / "run"
-    train(compose_config([
-        "policy=bc", "policy.hidden_dims=[64,64]", f"dataset.path={data}", "steps=300", "batch_size=16",
-        "val_every=0", "log_every=100", "checkpoint_every=300", f"out={run}", "device=cpu",
-    ]), progress=False)
+    train(
+        compose_config(
+            [
+                "policy=bc",
+                "policy.hidden_dims=[64,64]",
+                f"dataset.path={data}",
+                "steps=300",
+                "batch_size=16",
+                "val_every=0",
+                "log_every=100",
+                "checkpoint_every=300",
+                f"out={run}",
+                "device=cpu",
+            ]
+        ),
+        progress=False,
+    )
 
-    overrides = [f"domain_id={domain_id}", f"nodes.recorder.params.dataset={tmp_path / 'rec.zarr'}",
-                 "nodes.sim_mirror.params.seed=5", "nodes.sim_mirror.params.cameras=[]",
-                 "nodes.recorder.params.streams.wrist=null", "nodes.recorder.params.streams.front=null",
-                 "nodes.policy_runner.params.policy.kind=checkpoint", f"nodes.policy_runner.params.policy.path={run}"]
-    launch = subprocess.Popen([sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
-                              cwd=tmp_path, env=node_env(domain_id), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    overrides = [
+        f"domain_id={domain_id}",
+        f"nodes.recorder.params.dataset={tmp_path / 'rec.zarr'}",
+        "nodes.sim_mirror.params.seed=5",
+        "nodes.sim_mirror.params.cameras=[]",
+        "nodes.recorder.params.streams.wrist=null",
+        "nodes.recorder.params.streams.front=null",
+        "nodes.policy_runner.params.policy.kind=checkpoint",
+        f"nodes.policy_runner.params.policy.path={run}",
+    ]
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
+        cwd=tmp_path,
+        env=node_env(domain_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     runner: list[dict] = []
     safety: list[dict] = []
     joints: list[np.ndarray] = []
-    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
-                                  qos="latched")
-    test_node.create_subscription("/safety/status", String, lambda m: safety.append(json.loads(m.data)),
-                                  qos="latched")
+    test_node.create_subscription(
+        "/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)), qos="latched"
+    )
+    test_node.create_subscription("/safety/status", String, lambda m: safety.append(json.loads(m.data)), qos="latched")
     test_node.create_subscription("/joint_states", JointState, lambda m: joints.append(np.array(m.position)))
     try:
         # 3 chunks of 8 actions: the runner predicted, executed chunks on time, and kept going
@@ -73,17 +97,29 @@ def test_image_policy_sees_the_camera_topics(domain_id: int, test_node: Node, tm
         "policy.obs_keys=[observation.state,observation.environment_state,observation.images.wrist]",
     ]), progress=False)  # fmt: skip
 
-    overrides = [f"domain_id={domain_id}", f"nodes.recorder.params.dataset={tmp_path / 'rec.zarr'}",
-                 "nodes.sim_mirror.params.seed=5", "nodes.sim_mirror.params.cameras=[wrist]",
-                 "nodes.sim_mirror.params.image_width=320", "nodes.sim_mirror.params.image_height=240",
-                 "nodes.recorder.params.streams.front=null",
-                 "nodes.policy_runner.params.policy.kind=checkpoint", f"nodes.policy_runner.params.policy.path={run}"]
-    launch = subprocess.Popen([sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
-                              cwd=tmp_path, env=node_env(domain_id), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    overrides = [
+        f"domain_id={domain_id}",
+        f"nodes.recorder.params.dataset={tmp_path / 'rec.zarr'}",
+        "nodes.sim_mirror.params.seed=5",
+        "nodes.sim_mirror.params.cameras=[wrist]",
+        "nodes.sim_mirror.params.image_width=320",
+        "nodes.sim_mirror.params.image_height=240",
+        "nodes.recorder.params.streams.front=null",
+        "nodes.policy_runner.params.policy.kind=checkpoint",
+        f"nodes.policy_runner.params.policy.path={run}",
+    ]
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
+        cwd=tmp_path,
+        env=node_env(domain_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     runner: list[dict] = []
-    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
-                                  qos="latched")
+    test_node.create_subscription(
+        "/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)), qos="latched"
+    )
     try:
         # a status per chunk; under load, late actions are dropped, so wait on executed steps, not on chunks
         ok = test_node.spin_until(lambda: bool(runner) and runner[-1]["steps"] >= 16, 120)

@@ -42,8 +42,9 @@ def test_sim_mirror_to_recorder(start_node, test_node: Node, tmp_path: Path) -> 
     start_node("sim_mirror", "task=arm_lift", "seed=0")  # both cameras, 320x240 JPEG at 30 fps, state at 100 Hz
     rec = start_node("recorder", f"dataset={path}", "auto_start=true", "source=sim", "task=lift the red cube")
     status = _status_watch(test_node, "/recorder/status")
-    assert test_node.spin_until(lambda: (s := status()) is not None and s["state"] == "recording"
-                                and (s["elapsed_s"] or 0) >= 6.0, 90), status()
+    assert test_node.spin_until(
+        lambda: (s := status()) is not None and s["state"] == "recording" and (s["elapsed_s"] or 0) >= 6.0, 90
+    ), status()
     cmd = test_node.create_publisher("/recorder/command", String)
     for _ in range(10):
         cmd.publish(String("success"))
@@ -68,16 +69,26 @@ def test_sim_mirror_to_recorder(start_node, test_node: Node, tmp_path: Path) -> 
     assert verify(path).ok
 
 
-def test_scripted_policy_lifts_the_cube_through_the_safety_filter(domain_id: int, test_node: Node,
-                                                                   tmp_path: Path) -> None:
+def test_scripted_policy_lifts_the_cube_through_the_safety_filter(
+    domain_id: int, test_node: Node, tmp_path: Path
+) -> None:
     """The sim_arm_policy graph as shipped (configs/graph), started by realloop-launch."""
     path = tmp_path / "policy.zarr"
-    overrides = [f"domain_id={domain_id}", f"nodes.recorder.params.dataset={path}",
-                 "nodes.sim_mirror.params.seed=5", "nodes.sim_mirror.params.cameras=[front]",
-                 "nodes.recorder.params.streams.wrist=null"]
-    launch = subprocess.Popen([sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
-                              cwd=tmp_path, env=node_env(domain_id), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    overrides = [
+        f"domain_id={domain_id}",
+        f"nodes.recorder.params.dataset={path}",
+        "nodes.sim_mirror.params.seed=5",
+        "nodes.sim_mirror.params.cameras=[front]",
+        "nodes.recorder.params.streams.wrist=null",
+    ]
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
+        cwd=tmp_path,
+        env=node_env(domain_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     sim = _status_watch(test_node, "/sim/status")
     rec = _status_watch(test_node, "/recorder/status")
     safety = _status_watch(test_node, "/safety/status")

@@ -58,8 +58,23 @@ def test_overrides_and_bad_graphs() -> None:
 
 
 def test_ros_args_suffix_overrides_config_params() -> None:
-    args = parse_node_args(["rate_hz=10", "a.b=1", "--ros-args", "-p", "rate_hz:=30", "-p", "a.c:=x",
-                            "-r", "__node:=cam", "-r", "image:=/front/image", "--log-level", "debug"])
+    args = parse_node_args(
+        [
+            "rate_hz=10",
+            "a.b=1",
+            "--ros-args",
+            "-p",
+            "rate_hz:=30",
+            "-p",
+            "a.c:=x",
+            "-r",
+            "__node:=cam",
+            "-r",
+            "image:=/front/image",
+            "--log-level",
+            "debug",
+        ]
+    )
     merged = merge({"rate_hz": 1, "a": {"b": 0, "d": 2}}, args.overrides)
     assert merged == {"rate_hz": 30, "a": {"b": 1, "c": "x", "d": 2}}
     assert args.name == "cam" and args.remaps == {"image": "/front/image"} and args.log_level == "debug"
@@ -74,11 +89,15 @@ def test_ros2_launch_file_compiles() -> None:
 
 def _write_graph(tmp_path: Path, domain_id: int) -> Path:
     graph = {
-        "name": "test_graph", "domain_id": domain_id, "localhost_only": True,
+        "name": "test_graph",
+        "domain_id": domain_id,
+        "localhost_only": True,
         "nodes": {
             "sim_mirror": {"kind": "sim_mirror", "params": {"task": "arm_lift", "seed": 2, "cameras": []}},
-            "policy_runner": {"kind": "policy_runner",
-                              "params": {"task": "arm_lift", "command_prefix": "", "use_sim_time": True}},
+            "policy_runner": {
+                "kind": "policy_runner",
+                "params": {"task": "arm_lift", "command_prefix": "", "use_sim_time": True},
+            },
         },
     }
     path = tmp_path / "test_graph.yaml"
@@ -87,8 +106,14 @@ def _write_graph(tmp_path: Path, domain_id: int) -> Path:
 
 
 def _launch(tmp_path: Path, graph: Path, domain_id: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "realloop.robot.launch.cli", f"graph={graph}"], cwd=tmp_path,
-                            env=node_env(domain_id), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "realloop.robot.launch.cli", f"graph={graph}"],
+        cwd=tmp_path,
+        env=node_env(domain_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_launch_runs_graph_and_stops_cleanly_on_ctrl_c(tmp_path: Path, domain_id: int, test_node) -> None:
@@ -117,8 +142,9 @@ def test_launch_shuts_the_graph_down_when_a_required_node_dies(tmp_path: Path, d
         runner_pid = None
         deadline = time.monotonic() + 30
         while runner_pid is None and time.monotonic() < deadline:
-            ps = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "nodes policy_runner"], capture_output=True,
-                                text=True)
+            ps = subprocess.run(
+                ["pgrep", "-P", str(proc.pid), "-f", "nodes policy_runner"], capture_output=True, text=True
+            )
             runner_pid = int(ps.stdout.split()[0]) if ps.stdout.strip() else None
             time.sleep(0.2)
         assert runner_pid is not None

@@ -139,8 +139,15 @@ def assert_same(ours: Any, other: Any, path: str = "") -> None:
             assert_same(a, b, where)
         elif ft.length is None:
             assert same_scalar(a, b), f"{where}: {a!r} != {b!r}"
-            assert type(a) is (str if ft.base == "string" else bool if ft.base == "bool" else
-                               float if ft.base.startswith("float") else int), f"{where}: {type(a)}"
+            assert type(a) is (
+                str
+                if ft.base == "string"
+                else bool
+                if ft.base == "bool"
+                else float
+                if ft.base.startswith("float")
+                else int
+            ), f"{where}: {type(a)}"
         elif ft.base == "string":
             assert list(a) == list(b), where
         elif isinstance(a, bytes) or isinstance(b, bytes):
@@ -153,6 +160,7 @@ def assert_same(ours: Any, other: Any, path: str = "") -> None:
 
 
 # --- definitions ------------------------------------------------------------------------------------------------
+
 
 def rosbags_fielddef(ft: FieldType) -> tuple:
     inner = (Nodetype.NAME, ros_type_of(ft.base)) if ft.is_message else (Nodetype.BASE, (ft.base, 0))
@@ -174,15 +182,28 @@ def test_fields_match_typestore(store: Any, ros_type: str) -> None:
 
 
 def test_registry_covers_the_issue_types() -> None:
-    wanted = ["builtin_interfaces/msg/Time", "std_msgs/msg/Header", "std_msgs/msg/Float64MultiArray",
-              "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
-              "sensor_msgs/msg/JointState", "sensor_msgs/msg/Joy", "sensor_msgs/msg/Imu", "geometry_msgs/msg/Twist",
-              "geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Pose", "geometry_msgs/msg/PoseStamped",
-              "trajectory_msgs/msg/JointTrajectory", "rosgraph_msgs/msg/Clock"]
+    wanted = [
+        "builtin_interfaces/msg/Time",
+        "std_msgs/msg/Header",
+        "std_msgs/msg/Float64MultiArray",
+        "sensor_msgs/msg/Image",
+        "sensor_msgs/msg/CompressedImage",
+        "sensor_msgs/msg/CameraInfo",
+        "sensor_msgs/msg/JointState",
+        "sensor_msgs/msg/Joy",
+        "sensor_msgs/msg/Imu",
+        "geometry_msgs/msg/Twist",
+        "geometry_msgs/msg/TwistStamped",
+        "geometry_msgs/msg/Pose",
+        "geometry_msgs/msg/PoseStamped",
+        "trajectory_msgs/msg/JointTrajectory",
+        "rosgraph_msgs/msg/Clock",
+    ]
     assert set(wanted) <= set(msgs.REGISTRY)
 
 
 # --- bytes both ways --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("ros_type", TYPES)
 def test_encode_matches_rosbags(store: Any, ros_type: str) -> None:
@@ -223,13 +244,16 @@ def test_golden_bytes() -> None:
     assert encode(msgs.String("")).hex() == "000100000100000000"
     assert decode(msgs.String, bytes.fromhex("000000000000000668656c6c6f00")).data == "hello"
     js = msgs.JointState(msgs.Header(msgs.Time(1, 2), "base"), ["j1", "j2"], np.array([0.5, -1.0]))
-    golden = ("00010000010000000200000005000000626173650000000002000000030000006a310000030000006a32000002000000"
-              "00000000000000000000e03f000000000000f0bf0000000000000000")
+    golden = (
+        "00010000010000000200000005000000626173650000000002000000030000006a310000030000006a32000002000000"
+        "00000000000000000000e03f000000000000f0bf0000000000000000"
+    )
     assert encode(js).hex() == golden
     assert_same(decode(msgs.JointState, bytes.fromhex(golden)), js)
     fma = msgs.Float64MultiArray(data=np.array([0.25, -0.5, 1.0]))
-    assert encode(fma).hex() == ("0001000000000000000000000300000000000000000000000000d03f000000000000e0bf"
-                                 "000000000000f03f")
+    assert encode(fma).hex() == (
+        "0001000000000000000000000300000000000000000000000000d03f000000000000e0bf000000000000f03f"
+    )
 
 
 def test_sequences_accept_lists_and_images() -> None:
@@ -242,8 +266,10 @@ def test_sequences_accept_lists_and_images() -> None:
 
 
 def test_nested_message_sequences_roundtrip() -> None:
-    pts = [msgs.JointTrajectoryPoint(positions=np.arange(k, dtype=float), time_from_start=msgs.Duration(k, 7))
-           for k in range(4)]
+    pts = [
+        msgs.JointTrajectoryPoint(positions=np.arange(k, dtype=float), time_from_start=msgs.Duration(k, 7))
+        for k in range(4)
+    ]
     traj = msgs.JointTrajectory(msgs.header(12.5, "world"), ["a", "bb", "ccc"], pts)
     got = decode(msgs.JointTrajectory, encode(traj))
     assert_same(got, traj)
@@ -253,8 +279,22 @@ def test_nested_message_sequences_roundtrip() -> None:
 
 # --- type hashes ------------------------------------------------------------------------------------------------
 
-TYPE_IDS = {"int8": 2, "uint8": 3, "int16": 4, "uint16": 5, "int32": 6, "uint32": 7, "int64": 8, "uint64": 9,
-            "float32": 10, "float64": 11, "char": 13, "bool": 15, "byte": 16, "string": 17}
+TYPE_IDS = {
+    "int8": 2,
+    "uint8": 3,
+    "int16": 4,
+    "uint16": 5,
+    "int32": 6,
+    "uint32": 7,
+    "int64": 8,
+    "uint64": 9,
+    "float32": 10,
+    "float64": 11,
+    "char": 13,
+    "bool": 15,
+    "byte": 16,
+    "string": 17,
+}
 
 
 def rihs01_from_our_definitions(ros_type: str) -> str:
@@ -270,15 +310,25 @@ def rihs01_from_our_definitions(ros_type: str) -> str:
                 if ft.is_message:
                     describe(ft.base)
                 tid = offset + (1 if ft.is_message else TYPE_IDS[ft.base])
-                fields.append({"name": fname, "type": {
-                    "type_id": tid, "capacity": ft.length if ft.length and ft.length > 0 else 0,
-                    "string_capacity": 0, "nested_type_name": ros_type_of(ft.base) if ft.is_message else ""}})
+                fields.append(
+                    {
+                        "name": fname,
+                        "type": {
+                            "type_id": tid,
+                            "capacity": ft.length if ft.length and ft.length > 0 else 0,
+                            "string_capacity": 0,
+                            "nested_type_name": ros_type_of(ft.base) if ft.is_message else "",
+                        },
+                    }
+                )
             described[name] = {"type_name": name, "fields": fields}
         return described[name]
 
     top = describe(msgs.REGISTRY[ros_type])
-    doc = {"type_description": top,
-           "referenced_type_descriptions": [d for n, d in sorted(described.items()) if n != ros_type]}
+    doc = {
+        "type_description": top,
+        "referenced_type_descriptions": [d for n, d in sorted(described.items()) if n != ros_type],
+    }
     return "RIHS01_" + sha256(json.dumps(doc, separators=(", ", ": ")).encode()).hexdigest()
 
 
@@ -292,6 +342,7 @@ def test_type_hash(ros_type: str) -> None:
 
 
 # --- bad input --------------------------------------------------------------------------------------------------
+
 
 def bad_input_samples() -> list[Any]:
     rng = np.random.default_rng(7)

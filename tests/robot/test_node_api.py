@@ -110,8 +110,14 @@ def test_timers_and_sim_time(domain_id: int, test_node: Node) -> None:
 
 
 def test_remaps_params_and_type_checks(domain_id: int) -> None:
-    node = Node("n", {"limits": {"velocity": 2.0}}, transport="dds", domain_id=domain_id, localhost_only=True,
-                remaps={"image": "/front/image_raw"})
+    node = Node(
+        "n",
+        {"limits": {"velocity": 2.0}},
+        transport="dds",
+        domain_id=domain_id,
+        localhost_only=True,
+        remaps={"image": "/front/image_raw"},
+    )
     pub = node.create_publisher("image", msgs.Image, qos=SENSOR)
     assert pub.topic == "/front/image_raw"
     assert node.param("limits.velocity") == 2.0 and node.param("limits.missing", 7) == 7
@@ -137,7 +143,11 @@ def test_localhost_only_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_rclpy_translations() -> None:
     assert ros_class_path("sensor_msgs/msg/Image") == ("sensor_msgs.msg", "Image")
     assert rclpy_qos_kwargs(qos_profile("sensor")) == {
-        "history": "KEEP_LAST", "depth": 5, "reliability": "BEST_EFFORT", "durability": "VOLATILE"}
+        "history": "KEEP_LAST",
+        "depth": 5,
+        "reliability": "BEST_EFFORT",
+        "durability": "VOLATILE",
+    }
     assert rclpy_qos_kwargs(qos_profile("latched"))["durability"] == "TRANSIENT_LOCAL"
 
 

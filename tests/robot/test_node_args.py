@@ -38,8 +38,11 @@ def test_unknown_key_is_refused_with_the_known_ones() -> None:
 
 
 def test_nested_unknown_key_is_named_with_its_path() -> None:
-    with pytest.raises(ConfigError, match=r"unknown parameter 'camera_info\.fle' for node camera "
-                                          r"\(did you mean 'camera_info\.file'\?\); known: camera_info\.d, "):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown parameter 'camera_info\.fle' for node camera "
+        r"\(did you mean 'camera_info\.file'\?\); known: camera_info\.d, ",
+    ):
         check_params("camera", {"camera_info": {"fle": "cal.yaml"}})
     with pytest.raises(ConfigError, match=r"unknown parameter 'speeds\.linear' for node teleop"):
         check_params("teleop", {"speeds": {"linear": 0.1}})
@@ -69,8 +72,13 @@ def test_declared_types_accept_what_they_declare() -> None:
 
 
 def test_open_mappings_take_any_key_but_stay_mappings() -> None:
-    check_params("recorder", {"attributes": {"operator": "ana", "scene": {"table": 2}},
-                              "streams": {"gripper": None, "extra": {"topic": "/x", "type": "Bool"}}})
+    check_params(
+        "recorder",
+        {
+            "attributes": {"operator": "ana", "scene": {"table": 2}},
+            "streams": {"gripper": None, "extra": {"topic": "/x", "type": "Bool"}},
+        },
+    )
     check_params("policy_runner", {"policy": {"kind": "checkpoint", "path": "runs/x", "num_inference_steps": 4}})
     check_params("teleop", {"keyboard": {"keymap": {"ctrl+x": "quit"}, "hold_s": 0.1}, "joy": {"mapping": {}}})
     with pytest.raises(ConfigError, match=r"unknown parameter 'keyboard\.hold'"):
@@ -86,8 +94,9 @@ def test_declaration_mistakes_name_the_file() -> None:
         Schema.from_declaration({"stream": {}, "_open": ["streams"]}, "x.yaml")
 
 
-def test_run_node_refuses_bad_parameters_before_building_the_node(caplog: pytest.LogCaptureFixture,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_node_refuses_bad_parameters_before_building_the_node(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     built = []
 
     def factory(**kwargs: object) -> None:
@@ -105,16 +114,26 @@ def test_run_node_refuses_bad_parameters_before_building_the_node(caplog: pytest
 
 
 def test_a_graph_with_a_misspelt_parameter_is_refused_at_load(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"^graph 'sim_arm_policy': unknown parameter 'polcy' for node "
-                                         r"policy_runner \(did you mean 'policy'\?\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^graph 'sim_arm_policy': unknown parameter 'polcy' for node "
+        r"policy_runner \(did you mean 'policy'\?\)",
+    ):
         load_graph("sim_arm_policy", ["nodes.policy_runner.params.polcy.kind=checkpoint"])
-    graph = {"name": "typo", "nodes": {
-        "front": {"kind": "camera", "params": {"rate_hz": 30, "jpg_quality": 80}},
-        "sim_mirror": {"kind": "sim_mirror", "params": {"task": "arm_lift"}}}}
+    graph = {
+        "name": "typo",
+        "nodes": {
+            "front": {"kind": "camera", "params": {"rate_hz": 30, "jpg_quality": 80}},
+            "sim_mirror": {"kind": "sim_mirror", "params": {"task": "arm_lift"}},
+        },
+    }
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(graph))
-    with pytest.raises(ValueError, match=r"^graph 'typo': unknown parameter 'jpg_quality' for node front \(camera\) "
-                                         r"\(did you mean 'jpeg_quality'\?\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^graph 'typo': unknown parameter 'jpg_quality' for node front \(camera\) "
+        r"\(did you mean 'jpeg_quality'\?\)",
+    ):
         load_graph(str(path))
     with pytest.raises(ValueError, match="key 'domain_id' of graph 'sim_arm_policy' must be an integer or null"):
         load_graph("sim_arm_policy", ["domain_id=abc"])
@@ -129,8 +148,13 @@ def test_a_graph_with_a_misspelt_parameter_is_refused_at_load(tmp_path: Path) ->
 ])  # fmt: skip
 def test_launch_refuses_a_bad_own_parameter_at_once(arg: str, message: str, tmp_path: Path) -> None:
     start = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_teleop", arg],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_teleop", arg],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.strip() == message and res.stdout == ""
     assert time.monotonic() - start < 30  # refused, not run until a duration that never comes

@@ -19,19 +19,35 @@ from realloop.robot.observation import JointStateObserver, robot_state_names
 from realloop.robot.spec import load_robot_spec
 
 
-def test_recorded_state_and_the_runners_live_state_are_the_same_arrays(start_node, test_node: Node,
-                                                                       tmp_path: Path) -> None:
+def test_recorded_state_and_the_runners_live_state_are_the_same_arrays(
+    start_node, test_node: Node, tmp_path: Path
+) -> None:
     data, trace = tmp_path / "lift.zarr", tmp_path / "trace.npz"
     status: list[dict] = []
-    test_node.create_subscription("/recorder/status", String, lambda m: status.append(json.loads(m.data)),
-                                  qos="latched")
+    test_node.create_subscription(
+        "/recorder/status", String, lambda m: status.append(json.loads(m.data)), qos="latched"
+    )
     procs = [
         start_node("sim_mirror", "task=arm_lift", "cameras=[]", "seed=3"),
         start_node("safety_filter"),
-        start_node("recorder", f"dataset={data}", "auto_start=true", "use_sim_time=true", "source=policy",
-                   "streams.front=null", "streams.wrist=null"),
-        start_node("policy_runner", "task=arm_lift", "policy.kind=expert", "use_sim_time=true",
-                   "report_success=true", "max_episode_s=20", f"trace={trace}"),
+        start_node(
+            "recorder",
+            f"dataset={data}",
+            "auto_start=true",
+            "use_sim_time=true",
+            "source=policy",
+            "streams.front=null",
+            "streams.wrist=null",
+        ),
+        start_node(
+            "policy_runner",
+            "task=arm_lift",
+            "policy.kind=expert",
+            "use_sim_time=true",
+            "report_success=true",
+            "max_episode_s=20",
+            f"trace={trace}",
+        ),
     ]
     assert test_node.spin_until(lambda: bool(status) and status[-1].get("last") is not None, 150), status[-1:]
     for p in procs:

@@ -31,10 +31,12 @@ class Watch:
         self.recorder: list[str] = []
         self.joints: list[JointState] = []
         node.create_subscription("/unsafe/arm_controller/commands", Float64MultiArray, self._on_command)
-        node.create_subscription("/policy_runner/status", String, lambda m: self.runner.append(json.loads(m.data)),
-                                 qos="latched")
-        node.create_subscription("/safety/status", String, lambda m: self.safety.append(json.loads(m.data)),
-                                 qos="latched")
+        node.create_subscription(
+            "/policy_runner/status", String, lambda m: self.runner.append(json.loads(m.data)), qos="latched"
+        )
+        node.create_subscription(
+            "/safety/status", String, lambda m: self.safety.append(json.loads(m.data)), qos="latched"
+        )
         node.create_subscription("/recorder/command", String, lambda m: self.recorder.append(m.data))
         if joints:
             node.create_subscription("/joint_states", JointState, self.joints.append)
@@ -51,18 +53,27 @@ def start_behind_floor(start_node, domain_id: int, arm6_variant, floor: float, *
     return [
         start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"),
         start_node("safety_filter", f"robot={spec}"),
-        start_node("policy_runner", "task=arm_lift", f"robot={spec}", "policy.kind=expert", "command_prefix=/unsafe",
-                   "use_sim_time=true", *runner_params),
+        start_node(
+            "policy_runner",
+            "task=arm_lift",
+            f"robot={spec}",
+            "policy.kind=expert",
+            "command_prefix=/unsafe",
+            "use_sim_time=true",
+            *runner_params,
+        ),
     ]
 
 
-FK = SafetyFilter(dataclasses.replace(load_robot_spec("arm6"), workspace=WorkspaceSpec((-9, -9, -9), (9, 9, 9))),
-                  SafetyConfig())
+FK = SafetyFilter(
+    dataclasses.replace(load_robot_spec("arm6"), workspace=WorkspaceSpec((-9, -9, -9), (9, 9, 9))), SafetyConfig()
+)
 
 
 def ee_z(q: np.ndarray) -> float:
     """Height of the end effector (m) at joint positions ``q``."""
     return float(FK.ee_position(np.asarray(q[:6]))[2])
+
 
 def test_fit_image_crops_to_the_training_aspect_then_resizes() -> None:
     img = np.zeros((240, 320, 3), np.uint8)
@@ -101,8 +112,9 @@ def test_filter_echo_reports_what_the_robot_really_got() -> None:
     assert echo.actual() is None
 
 
-def test_runner_steps_from_the_filtered_target_not_its_own(start_node, test_node: Node, domain_id: int,
-                                                           arm6_variant) -> None:
+def test_runner_steps_from_the_filtered_target_not_its_own(
+    start_node, test_node: Node, domain_id: int, arm6_variant
+) -> None:
     """A workspace floor at z = 0.10 (the lift expert hovers at 0.09..0.15, then descends to ~0.03): the filter
     rejects every step down. Each runner command must stay within one descent step of the floor; a runner that
     stepped from its own targets walks them down to the grasp height, every command rejected."""
@@ -145,8 +157,9 @@ def test_fit_image_frames_a_wide_sim_render_as_the_training_render() -> None:
     assert fitted < 2.0 and fitted < squeezed / 5, (fitted, squeezed)  # measured: 0.35 vs 6.9
 
 
-def test_an_episode_without_success_ends_as_a_failure_after_max_episode_s(start_node, test_node: Node,
-                                                                          domain_id: int, arm6_variant) -> None:
+def test_an_episode_without_success_ends_as_a_failure_after_max_episode_s(
+    start_node, test_node: Node, domain_id: int, arm6_variant
+) -> None:
     """A workspace floor above the cube: the expert cannot grasp, so the task never succeeds. After
     ``max_episode_s`` of sim time from its first action the runner holds (no more commands) and tells the recorder
     the episode failed."""
@@ -165,8 +178,9 @@ def test_an_episode_without_success_ends_as_a_failure_after_max_episode_s(start_
     assert "no success within max_episode_s=3 s" in procs[2].log_text()
 
 
-def test_runner_clips_its_targets_into_the_workspace_so_the_filter_rejects_none(start_node, test_node: Node,
-                                                                                domain_id: int, arm6_variant) -> None:
+def test_runner_clips_its_targets_into_the_workspace_so_the_filter_rejects_none(
+    start_node, test_node: Node, domain_id: int, arm6_variant
+) -> None:
     """The same floor at z = 0.10 in the filter, and 5 mm above it in the runner's workspace: the expert's descent
     ends at the runner's floor, every command goes through, and the arm rests at the floor."""
     floor = 0.10

@@ -67,10 +67,20 @@ def _js(t: float, names: list[str], pos: list[float]) -> JointState:
 
 
 SPECS = {
-    "state": {"feature": "observation.state", "topic": "/joint_states", "type": "JointState", "joints": JOINTS,
-              "rate_hz": 100},
-    "front": {"feature": "observation.images.front", "topic": "/front/image_raw/compressed",
-              "type": "CompressedImage", "rate_hz": 30, "shape": [48, 64, 3]},
+    "state": {
+        "feature": "observation.state",
+        "topic": "/joint_states",
+        "type": "JointState",
+        "joints": JOINTS,
+        "rate_hz": 100,
+    },
+    "front": {
+        "feature": "observation.images.front",
+        "topic": "/front/image_raw/compressed",
+        "type": "CompressedImage",
+        "rate_hz": 30,
+        "shape": [48, 64, 3],
+    },
     "action": {"feature": "action", "topic": "/cmd", "type": "Float64MultiArray", "names": JOINTS},
 }
 
@@ -131,16 +141,28 @@ def test_duplicate_features_and_disabled_streams() -> None:
 
 def test_defaults_and_robot_aliases() -> None:
     arm = load_robot_spec("arm6")
-    js = parse_stream("observation.state", {"topic": "/joint_states", "type": "sensor_msgs/msg/JointState",
-                                            "joints": "robot.joint_states", "rate_hz": 100}, arm, dead_after=2.0)
+    js = parse_stream(
+        "observation.state",
+        {
+            "topic": "/joint_states",
+            "type": "sensor_msgs/msg/JointState",
+            "joints": "robot.joint_states",
+            "rate_hz": 100,
+        },
+        arm,
+        dead_after=2.0,
+    )
     assert js.feature == "observation.state" and js.field == "position" and js.stamp == "header"
     assert js.joints == (*arm.joint_names, "finger_left") and js.shape == (7,) and js.qos == "reliable"
     assert js.dead_after == 2.0
-    cmd = parse_stream("action", {"topic": "/arm_controller/commands", "type": "Float64MultiArray",
-                                  "names": "robot.joints"}, arm)
+    cmd = parse_stream(
+        "action", {"topic": "/arm_controller/commands", "type": "Float64MultiArray", "names": "robot.joints"}, arm
+    )
     assert cmd.names == tuple(arm.joint_names) and cmd.stamp == "receive" and cmd.dead_after is None
-    cam = parse_stream("front", {"feature": "observation.images.front", "topic": "/front/image_raw/compressed",
-                                 "type": "CompressedImage"})
+    cam = parse_stream(
+        "front",
+        {"feature": "observation.images.front", "topic": "/front/image_raw/compressed", "type": "CompressedImage"},
+    )
     assert cam.shape is None and cam.qos == "sensor" and cam.image_format == "jpeg" and cam.passthrough
     imu = parse_stream("imu", {"topic": "/imu", "type": "Imu", "feature": "observation.imu"})
     assert imu.shape == (10,) and imu.qos == "sensor" and imu.names[:4] == ("qx", "qy", "qz", "qw")
@@ -148,8 +170,9 @@ def test_defaults_and_robot_aliases() -> None:
 
 def test_joint_state_fields_are_selected_and_reordered_by_name() -> None:
     spec = parse_stream("s", {"topic": "/j", "type": "JointState", "field": "velocity", "joints": ["b", "a"]})
-    msg = JointState(header(5.25), ["a", "b", "extra"], np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0]),
-                     np.zeros(0))
+    msg = JointState(
+        header(5.25), ["a", "b", "extra"], np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0]), np.zeros(0)
+    )
     assert spec.stamp_of(msg) == pytest.approx(5.25)
     np.testing.assert_array_equal(spec.value_of(msg), [20.0, 10.0])
     with pytest.raises(InvalidSample, match=r"lacks joints \['b'\]"):
@@ -165,12 +188,14 @@ def test_numeric_message_types() -> None:
     np.testing.assert_allclose(v, [0, 0, 0, 1, 0, 0, 0.5, 9.8, 0, 0])
     tw = TwistStamped(header(1.0))
     tw.twist.linear.x, tw.twist.angular.z = 0.3, -0.2
-    np.testing.assert_allclose(parse_stream("t", {"topic": "/cmd_vel", "type": "TwistStamped"}).value_of(tw),
-                               [0.3, 0, 0, 0, 0, -0.2])
+    np.testing.assert_allclose(
+        parse_stream("t", {"topic": "/cmd_vel", "type": "TwistStamped"}).value_of(tw), [0.3, 0, 0, 0, 0, -0.2]
+    )
     ps = PoseStamped(header(1.0))
     ps.pose.position.y = 2.0
-    np.testing.assert_allclose(parse_stream("p", {"topic": "/p", "type": "PoseStamped", "field": "position"})
-                               .value_of(ps), [0, 2.0, 0])
+    np.testing.assert_allclose(
+        parse_stream("p", {"topic": "/p", "type": "PoseStamped", "field": "position"}).value_of(ps), [0, 2.0, 0]
+    )
     joy = parse_stream("j", {"topic": "/joy", "type": "Joy", "field": "buttons", "names": ["a", "b"]})
     v = joy.value_of(Joy(header(1.0), np.zeros(3, np.float32), np.array([1, 0], np.int32)))
     assert joy.dtype == "int32" and v.tolist() == [1, 0]
@@ -199,8 +224,9 @@ def test_images_raw_and_compressed() -> None:
     assert isinstance(out, EncodedImage) and out.data == msg.data and out.shape == (48, 64, 3)
     png = CompressedImage(header(1.0), "bgr8; png compressed bgr8", cv2.imencode(".png", bgr)[1].tobytes())
     np.testing.assert_array_equal(cam.value_of(png), rgb)  # not the feature's format: decoded (lossless here)
-    no_pass = parse_stream("c", {"feature": "observation.images.c", "topic": "/c", "type": "CompressedImage",
-                                 "passthrough": False})
+    no_pass = parse_stream(
+        "c", {"feature": "observation.images.c", "topic": "/c", "type": "CompressedImage", "passthrough": False}
+    )
     decoded = no_pass.value_of(msg)
     assert isinstance(decoded, np.ndarray) and decoded.shape == (48, 64, 3)
     with pytest.raises(InvalidSample, match="does not decode"):
@@ -412,8 +438,10 @@ def test_image_size_from_first_frame_and_pending_start(tmp_path: Path) -> None:
 
 
 def test_latched_stream_holds_at_the_episode_start(tmp_path: Path) -> None:
-    specs = {"state": SPECS["state"],
-             "flag": {"feature": "intervention", "topic": "/intervention", "type": "Bool", "latch": True}}
+    specs = {
+        "state": SPECS["state"],
+        "flag": {"feature": "intervention", "topic": "/intervention", "type": "Bool", "latch": True},
+    }
     rec = _recorder(tmp_path, specs)
     rec.on_sample("intervention", None, np.asarray(True), 5.0)  # before the episode
     rec.start(10.0)
@@ -453,8 +481,12 @@ def test_a_full_disk_loses_the_episode_and_recording_goes_on(tmp_path: Path) -> 
     mnt = tmp_path / "small_disk"
     mnt.mkdir()
     script = 'mount -t tmpfs -o size=2m tmpfs "$1" && exec "$2" -c "$3" "$1"'
-    proc = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script, "_", str(mnt),
-                           sys.executable, FULL_DISK_CHILD], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["unshare", "--mount", "--map-root-user", "sh", "-c", script, "_", str(mnt), sys.executable, FULL_DISK_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     first = out["first"]

@@ -25,14 +25,33 @@ from realloop.robot.spec import load_robot_spec
 ARM = load_robot_spec("arm6")
 JS_NAMES = [*ARM.joint_names, ARM.gripper.joints[0]]
 STREAMS = {
-    "state": {"feature": "observation.state", "topic": "/joint_states", "type": "JointState",
-              "joints": "robot.joint_states", "rate_hz": 100},
-    "velocity": {"feature": "observation.velocity", "topic": "/joint_states", "type": "JointState",
-                 "field": "velocity", "joints": "robot.joint_states", "rate_hz": 100},
-    "front": {"feature": "observation.images.front", "topic": "/front/image_raw/compressed",
-              "type": "CompressedImage", "rate_hz": 30},
-    "action": {"feature": "action", "topic": "/arm_controller/commands", "type": "Float64MultiArray",
-               "names": "robot.joints"},
+    "state": {
+        "feature": "observation.state",
+        "topic": "/joint_states",
+        "type": "JointState",
+        "joints": "robot.joint_states",
+        "rate_hz": 100,
+    },
+    "velocity": {
+        "feature": "observation.velocity",
+        "topic": "/joint_states",
+        "type": "JointState",
+        "field": "velocity",
+        "joints": "robot.joint_states",
+        "rate_hz": 100,
+    },
+    "front": {
+        "feature": "observation.images.front",
+        "topic": "/front/image_raw/compressed",
+        "type": "CompressedImage",
+        "rate_hz": 30,
+    },
+    "action": {
+        "feature": "action",
+        "topic": "/arm_controller/commands",
+        "type": "Float64MultiArray",
+        "names": "robot.joints",
+    },
 }
 
 
@@ -104,8 +123,9 @@ class Rig:
             self.state(t)
             self.image(t)
             self.action()
-            if self.node.spin_until(lambda: self.status is not None and all(
-                    s["heard"] > 0 for s in self.status["streams"].values()), 0.05):
+            if self.node.spin_until(
+                lambda: self.status is not None and all(s["heard"] > 0 for s in self.status["streams"].values()), 0.05
+            ):
                 break
         self.wait(lambda s: all(v["heard"] > 0 for v in s["streams"].values()), what="discovery")
         for v in self.sent.values():
@@ -129,14 +149,25 @@ def _streams_file(tmp_path: Path, streams: dict) -> Path:
 
 
 def _cli_verify(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "realloop-dataset"), "verify", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "realloop-dataset"), "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_episodes_gaps_and_dead_streams(start_node, test_node: Node, tmp_path: Path) -> None:
     ds_path = tmp_path / "rec.zarr"
-    proc = start_node("recorder", f"dataset={ds_path}", f"streams_file={_streams_file(tmp_path, STREAMS)}",
-                      "robot=arm6", "task=pick the cube", "source=teleop", "dead_after=0.5")
+    proc = start_node(
+        "recorder",
+        f"dataset={ds_path}",
+        f"streams_file={_streams_file(tmp_path, STREAMS)}",
+        "robot=arm6",
+        "task=pick the cube",
+        "source=teleop",
+        "dead_after=0.5",
+    )
     rig = Rig(test_node)
     rig.wait(lambda s: s["state"] == "waiting", what="the recorder to come up")  # for the first frame's size
     rig.warm_up()
@@ -146,9 +177,11 @@ def test_episodes_gaps_and_dead_streams(start_node, test_node: Node, tmp_path: P
     # episode 0: 1 s at 100 Hz (state) and 30 Hz (camera), a few actions -> success
     rig.command("start", recording)
     base = 2000.0
-    play([(i / 100, lambda i=i: rig.state(base + i / 100)) for i in range(100)]
-         + [(k / 30, lambda k=k: rig.image(base + k / 30, k)) for k in range(30)]
-         + [(j / 10, rig.action) for j in range(10)])
+    play(
+        [(i / 100, lambda i=i: rig.state(base + i / 100)) for i in range(100)]
+        + [(k / 30, lambda k=k: rig.image(base + k / 30, k)) for k in range(30)]
+        + [(j / 10, rig.action) for j in range(10)]
+    )
     counts = {f: len(v) for f, v in rig.sent.items()}
     rig.wait(lambda s: all(s["streams"][f]["written"] == n for f, n in counts.items()), what="all samples")
     st = rig.command("success", lambda s: s["state"] == "idle" and s["last"]["outcome"] == "committed")
@@ -169,8 +202,10 @@ def test_episodes_gaps_and_dead_streams(start_node, test_node: Node, tmp_path: P
     rig.command("start", recording)
     base = 3000.0
     n_frames, skipped = 30, set(range(10, 15))
-    play([(i / 100, lambda i=i: rig.state(base + i / 100)) for i in range(200)]
-         + [(k / 30, lambda k=k: rig.image(base + k / 30, k)) for k in range(n_frames) if k not in skipped])
+    play(
+        [(i / 100, lambda i=i: rig.state(base + i / 100)) for i in range(200)]
+        + [(k / 30, lambda k=k: rig.image(base + k / 30, k)) for k in range(n_frames) if k not in skipped]
+    )
     st = rig.wait(lambda s: s["streams"]["observation.images.front"]["dead"], what="the camera reported dead")
     assert not st["streams"]["observation.state"]["dead"]
     rig.command("failure", lambda s: s["state"] == "idle" and s["last"]["episode"] == 1)
@@ -212,7 +247,10 @@ def test_episodes_gaps_and_dead_streams(start_node, test_node: Node, tmp_path: P
 
     report = json.loads(report_path_for(ds_path).read_text())
     assert [(e["outcome"], e["episode"], e["success"]) for e in report["episodes"]] == [
-        ("committed", 0, True), ("discarded", None, None), ("committed", 1, False)]
+        ("committed", 0, True),
+        ("discarded", None, None),
+        ("committed", 1, False),
+    ]
     log = proc.log_text()
     assert "episode 1 committed (failure" in log and "~5 dropped in 1 gap;" in log and "DEAD" in log
 
@@ -224,8 +262,13 @@ def test_sigint_discards_the_episode_in_progress(start_node, test_node: Node, tm
     ds_path = tmp_path / "rec.zarr"
     streams = {k: STREAMS[k] for k in ("state", "front")}
     streams["front"] = {**streams["front"], "shape": None}  # learned from the first frame
-    proc = start_node("recorder", f"dataset={ds_path}", f"streams_file={_streams_file(tmp_path, streams)}",
-                      "robot=arm6", "auto_start=true")
+    proc = start_node(
+        "recorder",
+        f"dataset={ds_path}",
+        f"streams_file={_streams_file(tmp_path, streams)}",
+        "robot=arm6",
+        "auto_start=true",
+    )
     rig = Rig(test_node)
     st = rig.wait(lambda s: s["state"] in ("waiting", "recording"), what="the recorder to come up")
     if st["state"] == "waiting":  # the dataset is created at the first frame, then the episode starts
@@ -235,11 +278,19 @@ def test_sigint_discards_the_episode_in_progress(start_node, test_node: Node, tm
         t += 0.01
         rig.state(t)
         rig.image(t)
-        if test_node.spin_until(lambda: rig.status is not None and rig.status["state"] == "recording"
-                                and rig.status["streams"]["observation.state"]["written"] > 10, 0.01):
+        if test_node.spin_until(
+            lambda: (
+                rig.status is not None
+                and rig.status["state"] == "recording"
+                and rig.status["streams"]["observation.state"]["written"] > 10
+            ),
+            0.01,
+        ):
             break
-    rig.wait(lambda s: s["state"] == "recording" and s["streams"]["observation.state"]["written"] > 10,
-             what="samples recorded")
+    rig.wait(
+        lambda s: s["state"] == "recording" and s["streams"]["observation.state"]["written"] > 10,
+        what="samples recorded",
+    )
     second = start_node("recorder", f"dataset={ds_path}", f"streams_file={_streams_file(tmp_path, streams)}")
     assert second.wait(30) == 2 and "another process is writing" in second.log_text()
     proc.send_signal(signal.SIGINT)
@@ -260,8 +311,14 @@ def test_sim_time_stamps_headerless_commands_on_the_sim_clock(start_node, test_n
     sim's joint states carry, so actions and states line up; auto start waits for the first /clock."""
     ds_path = tmp_path / "rec.zarr"
     streams = {k: STREAMS[k] for k in ("state", "action")}
-    start_node("recorder", f"dataset={ds_path}", f"streams_file={_streams_file(tmp_path, streams)}",
-               "robot=arm6", "auto_start=true", "use_sim_time=true")
+    start_node(
+        "recorder",
+        f"dataset={ds_path}",
+        f"streams_file={_streams_file(tmp_path, streams)}",
+        "robot=arm6",
+        "auto_start=true",
+        "use_sim_time=true",
+    )
     rig = Rig(test_node)
     clock = test_node.create_publisher("/clock", Clock, qos="clock")
     rig.wait(lambda s: s["state"] is not None, what="the recorder to come up")
@@ -286,8 +343,9 @@ def test_sim_time_stamps_headerless_commands_on_the_sim_clock(start_node, test_n
     play([(i / 100, tick) for i in range(100)] + [(0.2 + j / 10, rig.action) for j in range(5)])
     for _ in range(500):  # the status is published on the recorder's (sim) clock: keep it running
         tick()
-        if test_node.spin_until(lambda: rig.status is not None
-                                and rig.status["streams"]["action"].get("written", 0) >= 5, 0.01):
+        if test_node.spin_until(
+            lambda: rig.status is not None and rig.status["streams"]["action"].get("written", 0) >= 5, 0.01
+        ):
             break
     rig.wait(lambda s: s["state"] == "recording" and s["streams"]["action"]["written"] >= 5, what="the actions")
     rig.command("stop", lambda s: s["state"] == "idle" and s["last"]["outcome"] == "committed")
@@ -300,8 +358,10 @@ def test_sim_time_stamps_headerless_commands_on_the_sim_clock(start_node, test_n
 @pytest.mark.parametrize(
     ("streams", "message"),
     [
-        ({"cloud": {"topic": "/points", "type": "PointCloud2", "feature": "observation.points"}},
-         "unknown message type 'PointCloud2'"),
+        (
+            {"cloud": {"topic": "/points", "type": "PointCloud2", "feature": "observation.points"}},
+            "unknown message type 'PointCloud2'",
+        ),
         ({"state": {**STREAMS["state"], "field": "torque"}}, "JointState has no field 'torque'"),
     ],
 )

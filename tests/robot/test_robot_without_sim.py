@@ -30,8 +30,14 @@ ARM7 = {
     "control_rate_hz": 10,
     "control_modes": ["joint_position", "joint_delta"],
     "joints": [{"name": n, "position": [-2.5, 2.5], "velocity": 1.5, "effort": 40.0} for n in JOINTS],
-    "gripper": {"joints": ["finger"], "position": [0.0, 0.05], "velocity": 0.1, "effort": 20.0, "default": 0.05,
-                "controller": "hand_controller"},
+    "gripper": {
+        "joints": ["finger"],
+        "position": [0.0, 0.05],
+        "velocity": 0.1,
+        "effort": 20.0,
+        "default": 0.05,
+        "controller": "hand_controller",
+    },
     "default_pose": dict.fromkeys(JOINTS, 0.0),
     "command": {"controller": "arm7_controller"},
 }
@@ -74,9 +80,11 @@ def test_a_spec_without_mjcf_describes_a_real_robot_and_refuses_mirror_only_keys
     assert spec.mjcf is None and spec.workspace is None and spec.gripper.actuator is None
     with pytest.raises(RobotSpecError, match="has no `mjcf`: the MuJoCo mirror needs"):
         spec.require_mjcf("the MuJoCo mirror")
-    for key, value, msg in (("ee_site", "tool0", "ee_site is a site of the MJCF"),
-                            ("home_keyframe", "home", "a keyframe is part of the MJCF"),
-                            ("workspace", {"min": [0, 0, 0], "max": [1, 1, 1]}, "needs an `ee_site`")):
+    for key, value, msg in (
+        ("ee_site", "tool0", "ee_site is a site of the MJCF"),
+        ("home_keyframe", "home", "a keyframe is part of the MJCF"),
+        ("workspace", {"min": [0, 0, 0], "max": [1, 1, 1]}, "needs an `ee_site`"),
+    ):
         bad = tmp_path / f"bad_{key}.yaml"
         bad.write_text(yaml.safe_dump({**ARM7, key: value}))
         with pytest.raises(RobotSpecError, match=msg):
@@ -116,17 +124,33 @@ def test_kinematic_driver_tracks_targets_within_the_velocity_limit(tmp_path: Pat
         driver.write_command(np.zeros(6))
 
 
-def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(tmp_path: Path, domain_id: int,
-                                                                           test_node: Node) -> None:
+def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(
+    tmp_path: Path, domain_id: int, test_node: Node
+) -> None:
     from realloop.policies.train import compose_config, train
 
     spec_path = _spec(tmp_path)
     data = tmp_path / "arm7_demos.zarr"
     _dataset(data, spec_path)
     run = tmp_path / "run"
-    train(compose_config(["policy=bc", "policy.hidden_dims=[64,64]", "policy.obs_keys=[observation.state]",
-                          f"dataset.path={data}", "steps=200", "batch_size=32", f"out={run}", "device=cpu",
-                          "log_every=100", "val_every=100", "checkpoint_every=200"]), progress=False)
+    train(
+        compose_config(
+            [
+                "policy=bc",
+                "policy.hidden_dims=[64,64]",
+                "policy.obs_keys=[observation.state]",
+                f"dataset.path={data}",
+                "steps=200",
+                "batch_size=32",
+                f"out={run}",
+                "device=cpu",
+                "log_every=100",
+                "val_every=100",
+                "checkpoint_every=200",
+            ]
+        ),
+        progress=False,
+    )
 
     recording = tmp_path / "arm7_policy.zarr"
     graph = {
@@ -137,14 +161,33 @@ def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(tmp_p
         "nodes": {
             "robot": {"kind": "driver", "params": {"robot": str(spec_path), "driver": {"kind": "kinematic"}}},
             "safety_filter": {"kind": "safety_filter", "params": {"robot": str(spec_path), "input_prefix": "/unsafe"}},
-            "recorder": {"kind": "recorder", "params": {
-                "dataset": str(recording), "robot": str(spec_path), "task": "wave", "source": "policy",
-                "auto_start": True,
-                "streams": {"action": {"topic": "/arm7_controller/commands"},
-                            "gripper": {"topic": "/hand_controller/commands"}, "front": None, "wrist": None}}},
-            "policy_runner": {"kind": "policy_runner", "params": {
-                "task": None, "robot": str(spec_path), "policy": {"kind": "checkpoint", "path": str(run)},
-                "command_prefix": "/unsafe", "max_episode_s": 4.0, "report_success": True}},
+            "recorder": {
+                "kind": "recorder",
+                "params": {
+                    "dataset": str(recording),
+                    "robot": str(spec_path),
+                    "task": "wave",
+                    "source": "policy",
+                    "auto_start": True,
+                    "streams": {
+                        "action": {"topic": "/arm7_controller/commands"},
+                        "gripper": {"topic": "/hand_controller/commands"},
+                        "front": None,
+                        "wrist": None,
+                    },
+                },
+            },
+            "policy_runner": {
+                "kind": "policy_runner",
+                "params": {
+                    "task": None,
+                    "robot": str(spec_path),
+                    "policy": {"kind": "checkpoint", "path": str(run)},
+                    "command_prefix": "/unsafe",
+                    "max_episode_s": 4.0,
+                    "report_success": True,
+                },
+            },
         },
     }
     graph_path = tmp_path / "arm7_policy.yaml"
@@ -153,14 +196,21 @@ def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(tmp_p
     commands: list[np.ndarray] = []
     states: list[JointState] = []
     runner: list[dict] = []
-    test_node.create_subscription("/arm7_controller/commands", Float64MultiArray,
-                                  lambda m: commands.append(np.array(m.data)))
+    test_node.create_subscription(
+        "/arm7_controller/commands", Float64MultiArray, lambda m: commands.append(np.array(m.data))
+    )
     test_node.create_subscription("/joint_states", JointState, states.append, qos="sensor")
-    test_node.create_subscription("/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)),
-                                  qos="latched")
-    proc = subprocess.Popen([sys.executable, "-m", "realloop.robot.launch.cli", f"graph={graph_path}"],
-                            cwd=tmp_path, env=node_env(domain_id), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    test_node.create_subscription(
+        "/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)), qos="latched"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realloop.robot.launch.cli", f"graph={graph_path}"],
+        cwd=tmp_path,
+        env=node_env(domain_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         done = test_node.spin_until(lambda: bool(runner) and runner[-1]["state"] == "timeout", 120)
         test_node.spin(1.5)  # the recorder commits the failed (timed-out) episode

@@ -45,48 +45,142 @@ def bag_messages(ts: Any, seed: int = 0) -> list[tuple[str, str, int, Any]]:
     out: list[tuple[str, str, int, Any]] = []
     for i in range(60):  # joint states at 500 Hz, with an odd joint count and an empty effort
         t = t0 + i * 2_000_000
-        out.append(("/joint_states", "sensor_msgs/msg/JointState", t, T["sensor_msgs/msg/JointState"](
-            header(t, ""), joints, rng.normal(size=7), rng.normal(size=7), np.zeros(0))))
+        out.append(
+            (
+                "/joint_states",
+                "sensor_msgs/msg/JointState",
+                t,
+                T["sensor_msgs/msg/JointState"](
+                    header(t, ""), joints, rng.normal(size=7), rng.normal(size=7), np.zeros(0)
+                ),
+            )
+        )
     for i in range(40):
         t = t0 + i * 3_000_000
-        out.append(("/clock", "rosgraph_msgs/msg/Clock", t,
-                    T["rosgraph_msgs/msg/Clock"](T["builtin_interfaces/msg/Time"](t // 10**9, t % 10**9))))
+        out.append(
+            (
+                "/clock",
+                "rosgraph_msgs/msg/Clock",
+                t,
+                T["rosgraph_msgs/msg/Clock"](T["builtin_interfaces/msg/Time"](t // 10**9, t % 10**9)),
+            )
+        )
     for i in range(6):  # cameras at 30 Hz; 37 px wide so the row step is odd
         t = t0 + i * 33_333_333
         frame = rng.integers(0, 256, size=(24, 37, 3), dtype=np.uint8)
-        out.append(("/wrist/image_raw", "sensor_msgs/msg/Image", t, T["sensor_msgs/msg/Image"](
-            header(t, "wrist_camera"), 24, 37, "bgr8", 0, 37 * 3, frame.reshape(-1).copy())))
+        out.append(
+            (
+                "/wrist/image_raw",
+                "sensor_msgs/msg/Image",
+                t,
+                T["sensor_msgs/msg/Image"](
+                    header(t, "wrist_camera"), 24, 37, "bgr8", 0, 37 * 3, frame.reshape(-1).copy()
+                ),
+            )
+        )
         ok, jpeg = cv2.imencode(".jpg", frame)
         assert ok
-        out.append(("/wrist/image_raw/compressed", "sensor_msgs/msg/CompressedImage", t,
-                    T["sensor_msgs/msg/CompressedImage"](header(t, "wrist_camera"), "bgr8; jpeg compressed bgr8",
-                                                         jpeg.reshape(-1))))
-        out.append(("/wrist/camera_info", "sensor_msgs/msg/CameraInfo", t, T["sensor_msgs/msg/CameraInfo"](
-            header(t, "wrist_camera"), 24, 37, "plumb_bob", rng.normal(size=5), rng.normal(size=9), np.eye(3).ravel(),
-            rng.normal(size=12), 0, 0, T["sensor_msgs/msg/RegionOfInterest"](0, 0, 0, 0, False))))
+        out.append(
+            (
+                "/wrist/image_raw/compressed",
+                "sensor_msgs/msg/CompressedImage",
+                t,
+                T["sensor_msgs/msg/CompressedImage"](
+                    header(t, "wrist_camera"), "bgr8; jpeg compressed bgr8", jpeg.reshape(-1)
+                ),
+            )
+        )
+        out.append(
+            (
+                "/wrist/camera_info",
+                "sensor_msgs/msg/CameraInfo",
+                t,
+                T["sensor_msgs/msg/CameraInfo"](
+                    header(t, "wrist_camera"),
+                    24,
+                    37,
+                    "plumb_bob",
+                    rng.normal(size=5),
+                    rng.normal(size=9),
+                    np.eye(3).ravel(),
+                    rng.normal(size=12),
+                    0,
+                    0,
+                    T["sensor_msgs/msg/RegionOfInterest"](0, 0, 0, 0, False),
+                ),
+            )
+        )
     for i in range(20):
         t = t0 + i * 10_000_000
-        out.append(("/joy", "sensor_msgs/msg/Joy", t, T["sensor_msgs/msg/Joy"](
-            header(t, "joy"), rng.uniform(-1, 1, size=5).astype(np.float32),
-            rng.integers(0, 2, size=11, dtype=np.int32))))
-        out.append(("/imu", "sensor_msgs/msg/Imu", t, T["sensor_msgs/msg/Imu"](
-            header(t, "imu"), T["geometry_msgs/msg/Quaternion"](0.0, 0.0, 0.0, 1.0), rng.normal(size=9),
-            vec(rng.normal(size=3)), rng.normal(size=9), vec(rng.normal(size=3)), rng.normal(size=9))))
+        out.append(
+            (
+                "/joy",
+                "sensor_msgs/msg/Joy",
+                t,
+                T["sensor_msgs/msg/Joy"](
+                    header(t, "joy"),
+                    rng.uniform(-1, 1, size=5).astype(np.float32),
+                    rng.integers(0, 2, size=11, dtype=np.int32),
+                ),
+            )
+        )
+        out.append(
+            (
+                "/imu",
+                "sensor_msgs/msg/Imu",
+                t,
+                T["sensor_msgs/msg/Imu"](
+                    header(t, "imu"),
+                    T["geometry_msgs/msg/Quaternion"](0.0, 0.0, 0.0, 1.0),
+                    rng.normal(size=9),
+                    vec(rng.normal(size=3)),
+                    rng.normal(size=9),
+                    vec(rng.normal(size=3)),
+                    rng.normal(size=9),
+                ),
+            )
+        )
     for i in range(10):
         t = t0 + i * 100_000_000
-        out.append(("/cmd_vel", "geometry_msgs/msg/TwistStamped", t, T["geometry_msgs/msg/TwistStamped"](
-            header(t, "base"), T["geometry_msgs/msg/Twist"](vec(rng.normal(size=3)), vec(rng.normal(size=3))))))
+        out.append(
+            (
+                "/cmd_vel",
+                "geometry_msgs/msg/TwistStamped",
+                t,
+                T["geometry_msgs/msg/TwistStamped"](
+                    header(t, "base"), T["geometry_msgs/msg/Twist"](vec(rng.normal(size=3)), vec(rng.normal(size=3)))
+                ),
+            )
+        )
         dim = T["std_msgs/msg/MultiArrayDimension"]("joints", 7, 7)
-        out.append(("/arm_controller/commands", "std_msgs/msg/Float64MultiArray", t,
-                    T["std_msgs/msg/Float64MultiArray"](T["std_msgs/msg/MultiArrayLayout"]([dim], 0),
-                                                        rng.normal(size=7))))
+        out.append(
+            (
+                "/arm_controller/commands",
+                "std_msgs/msg/Float64MultiArray",
+                t,
+                T["std_msgs/msg/Float64MultiArray"](T["std_msgs/msg/MultiArrayLayout"]([dim], 0), rng.normal(size=7)),
+            )
+        )
     for i in range(3):
         t = t0 + i * 500_000_000
-        points = [T["trajectory_msgs/msg/JointTrajectoryPoint"](
-            rng.normal(size=6), rng.normal(size=6) if k % 2 else np.zeros(0), np.zeros(0), np.zeros(0),
-            T["builtin_interfaces/msg/Duration"](k, 250_000_000 * k)) for k in range(i + 1)]
-        out.append(("/arm_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory", t,
-                    T["trajectory_msgs/msg/JointTrajectory"](header(t, "base"), joints[:6], points)))
+        points = [
+            T["trajectory_msgs/msg/JointTrajectoryPoint"](
+                rng.normal(size=6),
+                rng.normal(size=6) if k % 2 else np.zeros(0),
+                np.zeros(0),
+                np.zeros(0),
+                T["builtin_interfaces/msg/Duration"](k, 250_000_000 * k),
+            )
+            for k in range(i + 1)
+        ]
+        out.append(
+            (
+                "/arm_controller/joint_trajectory",
+                "trajectory_msgs/msg/JointTrajectory",
+                t,
+                T["trajectory_msgs/msg/JointTrajectory"](header(t, "base"), joints[:6], points),
+            )
+        )
     out.sort(key=lambda m: m[2])
     return out
 
@@ -153,14 +247,18 @@ def test_bag_replays_over_dds(tmp_path: Path, storage: str, domain_id: int, test
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_LOCALHOST_ONLY="1", PYTHONUNBUFFERED="1")
     log = tmp_path / "child.log"
     with open(log, "w") as fh:
-        child = subprocess.Popen([sys.executable, str(CHILD), str(tmp_path / "bag")], env=env, stdout=fh,
-                                 stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), str(tmp_path / "bag")], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
     try:
         counts = {k: len(v) for k, v in expected.items()}
-        done = test_node.spin_until(lambda: all(len(decoded[k]) >= n and len(raw_seen[k]) >= n
-                                                for k, n in counts.items()), timeout=45)
-        assert done, (f"received {({k: len(decoded[k]) for k in counts})} of {counts}; "
-                      f"child exit {child.poll()}: {log.read_text()}")
+        done = test_node.spin_until(
+            lambda: all(len(decoded[k]) >= n and len(raw_seen[k]) >= n for k, n in counts.items()), timeout=45
+        )
+        assert done, (
+            f"received { ({k: len(decoded[k]) for k in counts}) } of {counts}; "
+            f"child exit {child.poll()}: {log.read_text()}"
+        )
         test_node.spin(0.3)  # anything extra (duplicates) would show up now
         assert f"published {len(messages)}" in log.read_text()
     finally:
@@ -179,6 +277,6 @@ def test_bag_replays_over_dds(tmp_path: Path, storage: str, domain_id: int, test
         for i, (rx, tx) in enumerate(zip(raw_seen[topic], written[topic], strict=True)):
             # DDS pads samples to 4 bytes and counts the padding in the options byte; the payload is untouched
             pad = rx[3] & 3
-            assert rx[:2] == tx[:2] and len(rx) - pad == len(tx) and rx[4:len(tx)] == tx[4:], f"{topic}[{i}]"
+            assert rx[:2] == tx[:2] and len(rx) - pad == len(tx) and rx[4 : len(tx)] == tx[4:], f"{topic}[{i}]"
     sub_errors = sum(s.errors for s in test_node.subscriptions)
     assert sub_errors == 0

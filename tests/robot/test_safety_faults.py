@@ -43,12 +43,17 @@ class Cell:
         self.gripper_outputs: list[np.ndarray] = []
         self.joints: list[tuple[float, np.ndarray]] = []
         node.create_subscription("/safety/status", String, self._on_status, qos="latched")
-        node.create_subscription("/arm_controller/commands", Float64MultiArray,
-                                 lambda m: self.outputs.append((time.monotonic(), np.array(m.data))))
-        node.create_subscription("/gripper_controller/commands", Float64MultiArray,
-                                 lambda m: self.gripper_outputs.append(np.array(m.data)))
-        node.create_subscription("/joint_states", JointState,
-                                 lambda m: self.joints.append((time.monotonic(), np.array(m.position[:6]))))
+        node.create_subscription(
+            "/arm_controller/commands",
+            Float64MultiArray,
+            lambda m: self.outputs.append((time.monotonic(), np.array(m.data))),
+        )
+        node.create_subscription(
+            "/gripper_controller/commands", Float64MultiArray, lambda m: self.gripper_outputs.append(np.array(m.data))
+        )
+        node.create_subscription(
+            "/joint_states", JointState, lambda m: self.joints.append((time.monotonic(), np.array(m.position[:6])))
+        )
         self.cmd = node.create_publisher("/unsafe/arm_controller/commands", Float64MultiArray)
         self.gripper = node.create_publisher("/unsafe/gripper_controller/commands", Float64MultiArray)
         self.estop = node.create_publisher("/estop", Bool)
@@ -77,8 +82,14 @@ class Cell:
             logs = "\n".join(f"--- {p.args[3]}:\n{p.log_text()[-3000:]}" for p in self.procs)
             pytest.fail(f"timed out after {timeout} s waiting for {what}; status {self.status}\n{logs}")
 
-    def stream(self, command: Callable[[], np.ndarray], until: Callable[[], bool], timeout: float, what: str,
-               rate: float = 10.0) -> None:
+    def stream(
+        self,
+        command: Callable[[], np.ndarray],
+        until: Callable[[], bool],
+        timeout: float,
+        what: str,
+        rate: float = 10.0,
+    ) -> None:
         """Be a command source: publish ``command()`` at ``rate`` Hz until ``until()``."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -104,8 +115,11 @@ def cell(start_node, test_node, domain_id) -> Cell:
     c.procs.append(start_node("sim_mirror", "task=arm_lift", f"domain_id={domain_id}", "cameras=[]", "seed=0"))
     c.procs.append(start_node("safety_filter", f"watchdog_timeout={WATCHDOG}"))
     # the filter starts holding where the robot is, once it has heard /joint_states
-    c.wait(lambda: bool(c.joints) and c.state == "hold" and c.status.get("hold") is not None, 90,
-           "the sim mirror's joint states and the filter's start-up hold")
+    c.wait(
+        lambda: bool(c.joints) and c.state == "hold" and c.status.get("hold") is not None,
+        90,
+        "the sim mirror's joint states and the filter's start-up hold",
+    )
     for p in c.procs:
         assert p.poll() is None, p.log_text()
     return c
@@ -113,12 +127,20 @@ def cell(start_node, test_node, domain_id) -> Cell:
 
 def test_killed_command_source_robot_holds(cell, domain_id):
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_LOCALHOST_ONLY="1", PYTHONUNBUFFERED="1")
-    child = subprocess.Popen([sys.executable, str(CHILD), "--rate", "20", "--amplitude", "0.3", "--period", "3",
-                              *map(str, HOME)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), "--rate", "20", "--amplitude", "0.3", "--period", "3", *map(str, HOME)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # the robot follows the source's sine on the first joint through the filter
-        cell.wait(lambda: cell.state == "ok" and abs(cell.joints[-1][1][0]) > 0.15, 60,
-                  "the robot to follow the command source")
+        cell.wait(
+            lambda: cell.state == "ok" and abs(cell.joints[-1][1][0]) > 0.15,
+            60,
+            "the robot to follow the command source",
+        )
         assert child.poll() is None
         n_before = len(cell.outputs)
         child.send_signal(signal.SIGKILL)
@@ -171,8 +193,14 @@ def test_nan_and_out_of_limit_commands_are_rejected(cell):
     marker = HOME + dq(0.05, 0, 0, 0, 0, 0)  # a valid command after the bad ones: it passes, they did not
     cell.stream(lambda: marker, lambda: cell.output_is(marker), 15, "the valid command after the bad ones")
 
-    expected = {"non_finite": 2, "wrong_length": 2, "position_limit": 2, "workspace": 1,
-                "gripper_non_finite": 1, "gripper_position_limit": 2}
+    expected = {
+        "non_finite": 2,
+        "wrong_length": 2,
+        "position_limit": 2,
+        "workspace": 1,
+        "gripper_non_finite": 1,
+        "gripper_position_limit": 2,
+    }
     cell.wait(lambda: cell.rejected() == expected, 5, f"rejection counters {expected}")
     assert cell.status["state"] == "ok" and cell.status["rejected_total"] == sum(expected.values())
     for _, q in cell.outputs[n0:]:

@@ -54,6 +54,7 @@ def rejections(f: SafetyFilter) -> dict[str, int]:
 
 # --- accepted commands and the rate limit ---------------------------------------------------------------------
 
+
 def test_starts_in_hold_and_accepts_a_small_step(arm, node_config, home):
     f = make(arm, node_config)
     assert f.state == HOLD
@@ -136,6 +137,7 @@ def test_explicit_max_step_and_velocity_scale(arm, home):
 
 # --- rejections -------------------------------------------------------------------------------------------------
 
+
 def test_non_finite_and_wrong_length_are_rejected_and_counted(arm, node_config, home):
     f = make(arm, node_config, home)
     assert f.filter_arm(home, 0.0).status == "accepted"
@@ -215,6 +217,7 @@ def test_first_command_needs_a_reference(arm, node_config, home):
 
 # --- watchdog ---------------------------------------------------------------------------------------------------
 
+
 def test_watchdog_holds_measured_position_then_resumes_rate_limited(arm, node_config, home):
     f = make(arm, node_config, home)
     cmd = home + dq(0.2, 0, 0, 0, 0, 0)
@@ -252,6 +255,7 @@ def test_rejected_commands_do_not_feed_the_watchdog(arm, node_config, home):
 
 # --- e-stop -----------------------------------------------------------------------------------------------------
 
+
 def test_estop_latches_until_reset(arm, node_config, home):
     f = make(arm, node_config, home)
     assert f.filter_arm(home + dq(0.1, 0, 0, 0, 0, 0), 0.0).status == "accepted"
@@ -288,11 +292,16 @@ def test_estop_before_any_state(arm, node_config, home):
 
 # --- gripper ----------------------------------------------------------------------------------------------------
 
+
 def test_gripper_limits_rate_and_ramp(arm, node_config, home):
     f = make(arm, node_config, home, gripper=0.04)
     assert f.gripper_max_step == pytest.approx(0.01)  # 0.1 m/s x 0.1 s
-    for bad, reason in ((np.nan, "gripper_non_finite"), (0.05, "gripper_position_limit"),
-                        (-0.001, "gripper_position_limit"), ([0.01, 0.02], "gripper_wrong_length")):
+    for bad, reason in (
+        (np.nan, "gripper_non_finite"),
+        (0.05, "gripper_position_limit"),
+        (-0.001, "gripper_position_limit"),
+        ([0.01, 0.02], "gripper_wrong_length"),
+    ):
         d = f.filter_gripper(bad, 0.0)
         assert d.rejected and d.reason == reason and d.command is None
     d = f.filter_gripper(0.0, 1.0)  # close: one command, ramped by the filter
@@ -325,6 +334,7 @@ def test_gripper_needs_a_reference(arm, node_config):
 
 # --- counting and logging ---------------------------------------------------------------------------------------
 
+
 def test_counts_are_exact_and_logging_is_rate_limited(arm, home, caplog):
     f = make(arm, SafetyConfig(log_period=60.0), home)
     bad = home.copy()
@@ -344,6 +354,7 @@ def test_counts_are_exact_and_logging_is_rate_limited(arm, home, caplog):
 
 
 # --- robots and configs -----------------------------------------------------------------------------------------
+
 
 def test_quadruped_without_gripper_or_ee_site(node_config, caplog):
     quad = load_robot_spec("quad12")

@@ -40,21 +40,24 @@ HI = np.array([j.upper for j in ARM.joints])
 # ---------------------------------------------------------------------------------------------- key bytes
 
 
-@pytest.mark.parametrize(("data", "keys"), [
-    (b"wasd", ["w", "a", "s", "d"]),
-    (b"W ", ["W", "space"]),
-    (b"\x1b[A\x1b[B\x1b[C\x1b[D", ["up", "down", "right", "left"]),
-    (b"\x1bOA\x1bOD", ["up", "left"]),  # application cursor mode (SS3)
-    (b"\x1b[1;5A\x1b[1;2C", ["up", "right"]),  # Ctrl+up, Shift+right: modifiers dropped
-    (b"\x1b[5~\x1b[6~\x1b[3~\x1b[H\x1b[F", ["pageup", "pagedown", "delete", "home", "end"]),
-    (b"\x1b[15~\x1bOP", ["f5", "f1"]),
-    (b"\n\r\t\x7f\x08", ["enter", "enter", "tab", "backspace", "backspace"]),
-    (b"\x03\x04\x01", ["ctrl+c", "ctrl+d", "ctrl+a"]),
-    (b"\x1bx", ["alt+x"]),
-    (b"\x1b\x1b[A", ["esc", "up"]),
-    ("é?".encode(), ["é", "?"]),
-    (b"\x1b[99~", ["unknown:99~"]),
-])
+@pytest.mark.parametrize(
+    ("data", "keys"),
+    [
+        (b"wasd", ["w", "a", "s", "d"]),
+        (b"W ", ["W", "space"]),
+        (b"\x1b[A\x1b[B\x1b[C\x1b[D", ["up", "down", "right", "left"]),
+        (b"\x1bOA\x1bOD", ["up", "left"]),  # application cursor mode (SS3)
+        (b"\x1b[1;5A\x1b[1;2C", ["up", "right"]),  # Ctrl+up, Shift+right: modifiers dropped
+        (b"\x1b[5~\x1b[6~\x1b[3~\x1b[H\x1b[F", ["pageup", "pagedown", "delete", "home", "end"]),
+        (b"\x1b[15~\x1bOP", ["f5", "f1"]),
+        (b"\n\r\t\x7f\x08", ["enter", "enter", "tab", "backspace", "backspace"]),
+        (b"\x03\x04\x01", ["ctrl+c", "ctrl+d", "ctrl+a"]),
+        (b"\x1bx", ["alt+x"]),
+        (b"\x1b\x1b[A", ["esc", "up"]),
+        ("é?".encode(), ["é", "?"]),
+        (b"\x1b[99~", ["unknown:99~"]),
+    ],
+)
 def test_parse_keys(data: bytes, keys: list[str]) -> None:
     assert parse_keys(data) == (keys, b"")
 
@@ -101,8 +104,10 @@ def test_key_reader_restores_the_terminal_when_the_process_exits() -> None:
     """A process that exits without closing its reader (an exception, sys.exit) leaves a sane terminal."""
     master, slave = pty.openpty()
     try:
-        code = ("import sys; from realloop.robot.teleop import KeyReader; r = KeyReader(0).open(); "
-                "print('open', flush=True); sys.exit(3)")
+        code = (
+            "import sys; from realloop.robot.teleop import KeyReader; r = KeyReader(0).open(); "
+            "print('open', flush=True); sys.exit(3)"
+        )
         proc = subprocess.run([sys.executable, "-c", code], stdin=slave, capture_output=True, timeout=60)
         assert proc.returncode == 3 and b"open" in proc.stdout
         assert termios.tcgetattr(slave)[3] & termios.ICANON
@@ -139,8 +144,20 @@ def test_keyboard_mapper_holds_motion_then_releases() -> None:
 def test_keyboard_mapper_events_and_caps_lock() -> None:
     km = KeyboardMapper()
     i = km.update(["n", "Y", "u", "k", "m", "i", "space", "j", "h", "?", "ctrl+d", "backspace", "F"], now=0.0)
-    assert i.events == [Event.START, Event.SUCCESS, Event.FAILURE, Event.DISCARD, Event.STOP, Event.INTERVENTION,
-                        Event.GRIPPER, Event.MODE, Event.HOME, Event.HELP, Event.QUIT, Event.DISCARD]
+    assert i.events == [
+        Event.START,
+        Event.SUCCESS,
+        Event.FAILURE,
+        Event.DISCARD,
+        Event.STOP,
+        Event.INTERVENTION,
+        Event.GRIPPER,
+        Event.MODE,
+        Event.HOME,
+        Event.HELP,
+        Event.QUIT,
+        Event.DISCARD,
+    ]
     assert i.motion[2] == -1.0  # "F" (caps lock) is f: -z
 
 
@@ -206,8 +223,12 @@ def test_joy_triggers_and_gripper() -> None:
 
 
 def test_joy_custom_mapping_enable_button_and_timeout() -> None:
-    m = JoyMapper("xbox", {"motion": {"z": ["-axis1"], "x": []}, "buttons": {"start": 0, "success": None}},
-                  enable_button=5, timeout_s=0.5)
+    m = JoyMapper(
+        "xbox",
+        {"motion": {"z": ["-axis1"], "x": []}, "buttons": {"start": 0, "success": None}},
+        enable_button=5,
+        timeout_s=0.5,
+    )
     assert not m.update(joy([0, 1.0, 0, 0, 0, 0]), now=0.0).moving  # dead-man not held
     i = m.update(joy([0, 1.0, 0, 0, 0, 0], press(5, 0)), now=1.0)
     assert i.motion.tolist() == [0, 0, -1, 0, 0, 0] and i.events == [Event.START]

@@ -48,8 +48,9 @@ class Recorder:
         self.intervention: list[bool] = []
         self.measured: np.ndarray | None = None
         node.create_subscription("/arm_controller/commands", Float64MultiArray, lambda m: self.arm.append(m.data))
-        node.create_subscription("/gripper_controller/commands", Float64MultiArray,
-                                 lambda m: self.gripper.append(float(m.data[0])))
+        node.create_subscription(
+            "/gripper_controller/commands", Float64MultiArray, lambda m: self.gripper.append(float(m.data[0]))
+        )
         node.create_subscription("/recorder/command", String, lambda m: self.commands.append(m.data))
         node.create_subscription("/intervention", Bool, lambda m: self.intervention.append(m.data), qos="latched")
         node.create_subscription("/joint_states", JointState, self._on_js, qos="sensor")
@@ -168,8 +169,9 @@ def test_quadruped_joy_to_cmd_vel_via_the_console_script(start_teleop, test_node
     twists: list[TwistStamped] = []
     test_node.create_subscription("/unsafe/cmd_vel", TwistStamped, twists.append)
     joy_pub = test_node.create_publisher("/joy", Joy)
-    teleop = start_teleop("robot=quad12", "device=joy", "command_prefix=/unsafe", "speeds.base_linear_speed=0.4",
-                          console_script=True)
+    teleop = start_teleop(
+        "robot=quad12", "device=joy", "command_prefix=/unsafe", "speeds.base_linear_speed=0.4", console_script=True
+    )
     forward_left = np.array([0.0, 1.0, 1.0, 0.0, 0.0, 0.0], dtype=np.float32)  # left stick up, right stick left
 
     def moving() -> bool:

@@ -108,12 +108,19 @@ def test_action_noise_perturbs_what_runs_and_records_the_expert_labels(tmp_path:
     runs = {}
     for noise in (0.0, 0.1):
         out = tmp_path / f"lift_{noise}.zarr"
-        summary = collect(compose_config(["task=arm_lift", "episodes=2", f"out={out}", f"action_noise={noise}"]),
-                          progress=False)
+        summary = collect(
+            compose_config(["task=arm_lift", "episodes=2", f"out={out}", f"action_noise={noise}"]), progress=False
+        )
         assert summary.successes == 2  # the closed-loop expert recovers from the perturbations
         with Dataset.open(out) as ds:
-            runs[noise] = [(ep.meta["attributes"]["action_noise"], ep.stream("observation.state").read(),
-                            ep.stream("action").read()) for ep in ds.episodes()]
+            runs[noise] = [
+                (
+                    ep.meta["attributes"]["action_noise"],
+                    ep.stream("observation.state").read(),
+                    ep.stream("action").read(),
+                )
+                for ep in ds.episodes()
+            ]
     for (n0, s0, _a0), (n1, s1, a1) in zip(runs[0.0], runs[0.1], strict=True):
         assert (n0, n1) == (0.0, 0.1)
         # the same seed, other executed actions: the arm went elsewhere
@@ -128,14 +135,19 @@ def test_action_noise_perturbs_what_runs_and_records_the_expert_labels(tmp_path:
 
 def test_collect_refuses_negative_action_noise(tmp_path: Path) -> None:
     out = tmp_path / "lift.zarr"
-    proc = subprocess.run(_cli("task=arm_lift", "episodes=1", f"out={out}", "action_noise=-0.1"),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        _cli("task=arm_lift", "episodes=1", f"out={out}", "action_noise=-0.1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "action_noise=-0.1 must be >= 0" in proc.stderr
     assert not out.exists()
 
 
-def test_config_errors_exit_2_with_one_line_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_errors_exit_2_with_one_line_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "x.zarr"
     res = subprocess.run(_cli("episodes=ten", f"out={out}"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
