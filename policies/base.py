@@ -56,7 +56,8 @@ def checkpoint_policy(spec: dict[str, Any], env: Any, provided: Collection[str] 
         raise ValueError(
             f"the checkpoint {loaded.path} sees {missing}, which neither this task model observes (it has "
             f"{sorted(spaces)}) nor the caller provides ({sorted(provided)}): map a camera topic to each "
-            "image feature, or use a policy trained on features the robot has"
+            "image feature (cameras.<cam>=/topic) and a Float64MultiArray topic to each other numeric feature "
+            "(topics.<name>=/topic for observation.<name>), or use a policy trained on features the robot has"
         )
     if env is not None and tuple(env.action_space.shape) != (policy.action_dim,):
         raise ValueError(

@@ -42,6 +42,8 @@ ARM7 = {
     "command": {"controller": "arm7_controller"},
 }
 STATE_NAMES = [f"{n}.pos" for n in JOINTS] + [f"{n}.vel" for n in JOINTS] + ["gripper.pos"]
+TARGET_NAMES = ["target.x", "target.y", "target.z"]
+TARGET = np.array([0.4, 0.1, 0.2])
 
 
 def _spec(tmp_path: Path) -> Path:
@@ -56,10 +58,12 @@ def _wave(t: np.ndarray, phase: float) -> np.ndarray:
 
 
 def _dataset(path: Path, spec_path: Path) -> None:
-    """Eight 6 s episodes of the arm following a wave, at 10 Hz: what its recorder would hold."""
+    """Eight 6 s episodes of the arm following a wave, at 10 Hz, with a 3-D target that a perception node would
+    publish (``observation.environment_state``): what its recorder would hold."""
     spec = load_robot_spec(spec_path)
     features = {
         "observation.state": {"dtype": "float32", "shape": [15], "names": STATE_NAMES, "rate_hz": 10},
+        "observation.environment_state": {"dtype": "float32", "shape": [3], "names": TARGET_NAMES, "rate_hz": 10},
         "action": {"dtype": "float32", "shape": [8], "names": [*JOINTS, "gripper"], "rate_hz": 10},
     }
     with Dataset.create(path, features, robot={"name": spec.name}) as ds:
@@ -72,6 +76,7 @@ def _dataset(path: Path, spec_path: Path) -> None:
             writer = ds.begin_episode(task="wave", source="teleop")
             writer.extend("observation.state", t, np.hstack([q, v, g]).astype(np.float32))
             writer.extend("action", t, np.hstack([q_cmd, g]).astype(np.float32))
+            writer.extend("observation.environment_state", t, np.tile(TARGET, (60, 1)).astype(np.float32))
             writer.commit(success=True)
 
 
@@ -138,7 +143,7 @@ def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(
             [
                 "policy=bc",
                 "policy.hidden_dims=[64,64]",
-                "policy.obs_keys=[observation.state]",
+                "policy.obs_keys=[observation.state,observation.environment_state]",
                 f"dataset.path={data}",
                 "steps=200",
                 "batch_size=32",
@@ -186,6 +191,7 @@ def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(
                     "command_prefix": "/unsafe",
                     "max_episode_s": 4.0,
                     "report_success": True,
+                    "topics": {"environment_state": "/perception/target"},  # the numeric feature's topic
                 },
             },
         },
@@ -203,6 +209,8 @@ def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(
     test_node.create_subscription(
         "/policy_runner/status", String, lambda m: runner.append(json.loads(m.data)), qos="latched"
     )
+    target = test_node.create_publisher("/perception/target", Float64MultiArray)
+    test_node.create_timer(0.05, lambda: target.publish(Float64MultiArray(data=TARGET)))  # a perception node
     proc = subprocess.Popen(
         [sys.executable, "-m", "realloop.robot.launch.cli", f"graph={graph_path}"],
         cwd=tmp_path,
@@ -233,3 +241,14 @@ def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(
         state = ep.stream("observation.state")
         assert state.feature.names == tuple(STATE_NAMES)  # the robot's state, as the policy saw it
         assert len(state) > 100
+
+    # the same runner without the target's topic: one line naming the feature and the parameter, before acting
+    alone = subprocess.run(
+        [sys.executable, "-m", "realloop.robot.nodes", "policy_runner", "task=null", f"robot={spec_path}",
+         "policy.kind=checkpoint", f"policy.path={run}", "topics.environment_state=null"],
+        env=node_env(domain_id), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert alone.returncode == 2, alone.stderr[-2000:]
+    errors = [line for line in alone.stderr.splitlines() if line.startswith("[ERROR]")]
+    assert len(errors) == 1 and "sees ['observation.environment_state']" in errors[0], alone.stderr
+    assert "topics.<name>=/topic for observation.<name>" in alone.stderr
