@@ -1,14 +1,21 @@
 """Policy runner node: runs a realloop policy at the control rate and publishes its commands.
 
-Each control tick it assembles the policy's observation from topics with the dataset's aligned view (for the
-tick time t, the last sample at or before t - offset in each stream), mirrors it into a MuJoCo model of the
-task (``sync_robot``, ``set_task_state``) whose ``_observe`` gives exactly the features a dataset recorded in sim
-holds, and executes the policy's action chunks on their timestamps (t0 + k / rate; actions whose time passed are
+Each control tick it assembles the policy's observation from topics with the dataset's alignment rule (for the
+tick time t, the last sample at or before t - offset in each stream; ``realloop.data.align``). Two ways:
+
+- ``task`` set: it mirrors the samples into a MuJoCo model of the task (``sync_robot``, ``set_task_state``) whose
+  ``observation()`` gives exactly the features a dataset recorded in sim holds; the scripted expert needs this.
+- ``task: null``: only the ``robot`` spec and a checkpoint. ``observation.state`` is built from ``/joint_states`` by
+  the checkpoint's entry names (``realloop.robot.observation``, as the recorder builds it), other numeric features
+  come from the Float64MultiArray topics mapped in ``topics``, and the action mode follows from the checkpoint's
+  action names (joint modes need no model of the robot; ee_delta needs its MJCF).
+
+It executes the policy's action chunks on their timestamps (t0 + k / rate; actions whose time passed are
 dropped, never bunched). A learned policy predicts its next chunk in a worker thread, started ``inference_lead``
 control steps before the queue runs out (default: follows the measured inference time), so inference does not
-stall the robot or drop actions (chunk_schedule.py). Actions in the task's action
-space (ee_delta by default) become joint targets through the same action mode (IK on the robot's MJCF) and go
-out on ``<command_prefix>/<controller>/commands`` and the gripper's, i.e. into the safety filter by default.
+stall the robot or drop actions (chunk_schedule.py). Actions become joint targets through the action mode (IK on
+the robot's MJCF for ee_delta, clipped ``workspace_margin`` inside the spec's workspace box) and go out on
+``<command_prefix>/<controller>/commands`` and the gripper's, i.e. into the safety filter by default.
 
 Behind a safety filter (``command_prefix`` set) it also listens to the filter's output: an ee_delta step must
 start from the target the robot really has, so when the filter clamped, rejected (forwarded nothing) or held a

@@ -285,7 +285,7 @@ class SimMirror(Node):
                 self.cmd_vel = None  # a stale velocity command stops the gait; the legs hold their targets
             else:
                 walker.command = self.cmd_vel
-                self.q_cmd = gait.act(walker._observe())
+                self.q_cmd = gait.act(walker.observation())
         self.robot.command(self.q_cmd, self.g_cmd)
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         self.ticks += 1

@@ -296,6 +296,6 @@ def test_lift_state_holds_the_cube_offset_from_the_gripper_and_sets_from_the_pos
     model.reset(seed=4)  # a different cube
     model.sync_robot(env.robot.joint_positions(), gripper=env.robot.gripper_opening())
     model.set_task_state(state[:9])
-    np.testing.assert_allclose(model._observe()[ENV_STATE], state, atol=1e-5)
+    np.testing.assert_allclose(model.observation()[ENV_STATE], state, atol=1e-5)
     with pytest.raises(ValueError, match=r"cube's pose.*got 3 values"):
         model.set_task_state(state[:3])
