@@ -20,6 +20,7 @@ ones) or a value of the wrong type; ``run_node`` calls it on what each node proc
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,14 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 COMMON_PARAMS: dict[str, Any] = {
     "name": "",  # the node's name; a graph and ``-r __node:=NAME`` set it too ("" : the kind)
     "use_sim_time": False,  # the node clock and timers follow /clock
+    "domain_id": None,  # DDS domain; null: ROS_DOMAIN_ID, else 0 (robot/transport resolve_domain, docs/ros2.md)
 }
+COMMON_TYPES: dict[str, tuple[str, ...]] = {"domain_id": ("int", "null")}
+COMMON_DOCS = (  # for --help, in COMMON_PARAMS' order
+    "the node's name (and -r __node:=NAME); empty: the kind",
+    "the node clock and timers follow /clock",
+    "DDS domain; null: ROS_DOMAIN_ID, else 0 (docs/ros2.md, Which DDS domain)",
+)
 
 
 def _node_yaml(kind: str) -> dict[str, Any]:
@@ -137,7 +145,8 @@ def load_node_config(kind: str) -> dict[str, Any]:
 
 def node_schema(kind: str) -> Schema:
     """The declared parameters of a node kind: :data:`COMMON_PARAMS` and ``configs/node/<kind>.yaml``."""
-    return Schema.from_declaration({**COMMON_PARAMS, **_node_yaml(kind)}, str(CONFIG_DIR / f"{kind}.yaml"))
+    schema = Schema.from_declaration({**COMMON_PARAMS, **_node_yaml(kind)}, str(CONFIG_DIR / f"{kind}.yaml"))
+    return Schema(schema.defaults, schema.open, {**COMMON_TYPES, **schema.types})
 
 
 def check_params(kind: str, params: dict[str, Any], name: str | None = None) -> None:
@@ -145,3 +154,43 @@ def check_params(kind: str, params: dict[str, Any], name: str | None = None) -> 
     wrong type: ``unknown parameter 'polcy' for node policy_runner (did you mean 'policy'?); known: ...``.
     ``name``: the node's name in a graph, when it is not the kind."""
     node_schema(kind).check(params, f"node {kind}" if name in (None, kind) else f"node {name} ({kind})")
+
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def wants_help(argv: list[str]) -> bool:
+    """``-h``/``--help`` among a node's own arguments (before ``--ros-args``)."""
+    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    return any(a in HELP_FLAGS for a in own)
+
+
+def kind_summary(kind: str) -> str:
+    """What the kind does: the first comment line of ``configs/node/<kind>.yaml``, after its ``Kind node (file):``
+    and up to the first full stop."""
+    path = CONFIG_DIR / f"{kind}.yaml"
+    first = path.read_text().splitlines()[0] if path.exists() else ""
+    if not first.startswith("#"):
+        return ""
+    text = first.lstrip("# ").strip()
+    text = text.split("): ", 1)[-1].split(". ", 1)[0]
+    return text.rstrip(",:;. ")
+
+
+def node_help(kind: str, prog: str | None = None) -> str:
+    """``realloop-node KIND --help``: the usage, then the kind's declaration (``configs/node/<kind>.yaml``, its
+    comments being the documentation), then the parameters every kind takes."""
+    prog = prog or f"realloop-node {kind}"
+    path = CONFIG_DIR / f"{kind}.yaml"
+    lines = []
+    for (key, value), doc in zip(COMMON_PARAMS.items(), COMMON_DOCS, strict=True):
+        lines.append(f"{key + ': ' + json.dumps(value):<24}# {doc}")
+    common = "\n".join(lines)
+    return (
+        f"usage: {prog} [key=value ...] [--ros-args -p key:=value -r from:=to -r __node:=NAME ...]\n\n"
+        "Parameters: the defaults below, then key=value (YAML values; dotted keys reach into mappings:\n"
+        "camera_info.hfov_deg=90), then --ros-args -p key:=value. An unknown key or a value of the wrong type\n"
+        "exits 2 naming the known keys.\n\n"
+        f"# --- {path} ---\n{path.read_text() if path.exists() else '# (no declaration: only the common parameters)'}"
+        f"\n# --- every kind ---\n{common}\n"
+    )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from .msgs import CdrError, Clock, decode, encode, ros_type_of
-from .transport import CLOCK, QoS, Transport, make_transport, qos_profile
+from .transport import CLOCK, QoS, Transport, make_transport, qos_profile, resolve_domain
 
 M = TypeVar("M")
 
@@ -103,9 +103,16 @@ class Node:
         self._remaps = {
             resolve_topic(k, namespace, name): resolve_topic(v, namespace, name) for k, v in (remaps or {}).items()
         }
-        self.transport: Transport = (
-            make_transport(transport, name, domain_id, localhost_only) if isinstance(transport, str) else transport
-        )
+        self.domain_id: int | None = None  # None: a Transport object was given
+        if isinstance(transport, str):
+            # one rule for every node: the domain_id argument or parameter, else ROS_DOMAIN_ID, else 0
+            self.domain_id, source = resolve_domain(
+                domain_id if domain_id is not None else self.params.get("domain_id")
+            )
+            self.log.info("domain %d (from %s)", self.domain_id, source)
+            self.transport: Transport = make_transport(transport, name, self.domain_id, localhost_only)
+        else:
+            self.transport = transport
         self.publishers: list[Publisher] = []
         self.subscriptions: list[Subscription] = []
         self._timers: list[Timer] = []

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import yaml
 
+from realloop.configs import config_file, config_names
 from realloop.configs.schema import ConfigError, Schema
 
 from .graph import GRAPH_SCHEMA, Graph, NodeEntry, load_graph, node_command
@@ -143,6 +144,31 @@ LAUNCH_SCHEMA = Schema(
 USAGE = "usage: realloop-launch graph=NAME [duration=SECONDS] [nodes.<node>.params.<key>=VALUE ...]"
 
 
+def help_text() -> str:
+    """``realloop-launch --help``: what it does, its parameters and the graphs there are."""
+    graphs = []
+    for name in config_names("graph"):
+        try:
+            desc = str((yaml.safe_load(config_file("graph", name).read_text()) or {}).get("description") or "")
+        except (OSError, yaml.YAMLError):
+            desc = ""
+        graphs.append(f"  {name:<18} {desc.strip().splitlines()[0] if desc.strip() else ''}".rstrip())
+    return (
+        f"{USAGE}\n\n{__doc__.strip()}\n\n"
+        "parameters (KEY=VALUE, values are YAML):\n"
+        "  graph=NAME|PATH.yaml    the graph: a name below (configs/graph/NAME.yaml) or a .yaml file; required\n"
+        "  duration=SECONDS        stop the graph after this long (default: run until Ctrl-C or a required\n"
+        "                          node exits)\n"
+        "  domain_id=N             the graph's DDS domain for every node (null: ROS_DOMAIN_ID; docs/ros2.md)\n"
+        "  localhost_only=BOOL     keep DDS traffic on this machine\n"
+        "  nodes.NODE.params.KEY=VALUE   a node's parameter (realloop-node KIND --help lists a kind's)\n"
+        "  nodes.NODE.remaps.FROM=TO     a topic remap of a node\n"
+        "  nodes.NODE.enabled=false      leave a node out; also nodes.NODE.required, nodes.NODE.terminal\n\n"
+        "graphs:\n" + ("\n".join(graphs) or "  (none)") + "\n\n"
+        "example: realloop-launch graph=sim_arm_policy duration=30 nodes.recorder.params.dataset=/data/run1.zarr"
+    )
+
+
 def parse_args(argv: list[str]) -> tuple[str, float | None, list[str]]:
     """``graph=NAME duration=S k=v ...`` -> (graph, duration, graph overrides); raises ConfigError (one line)
     for an argument that is not KEY=VALUE, an unknown key, or a bad graph name or duration."""
@@ -167,7 +193,7 @@ def parse_args(argv: list[str]) -> tuple[str, float | None, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+        print(help_text())
         return 0
     try:
         graph_name, duration, overrides = parse_args(argv)

@@ -69,7 +69,6 @@ class Graph:
         env = dict(base)
         if self.domain_id is not None:
             env["ROS_DOMAIN_ID"] = str(self.domain_id)
-            env["REALLOOP_SIM_DOMAIN_ID"] = str(self.domain_id)  # the graph's domain is the sim's
         if self.localhost_only:
             env["ROS_LOCALHOST_ONLY"] = "1"
             env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"

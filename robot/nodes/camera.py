@@ -11,7 +11,10 @@ Exit codes: 0 on a clean stop (signal, or the end of a non-looping file), 2 on a
 that cannot be opened (the message names the parameter), 1 when a device stops delivering frames (unplugged).
 
     realloop-node camera name=wrist device=/dev/video2 width=640 height=480 rate_hz=30
-    realloop-node camera name=front source=file file=demo.mp4 image_raw=false
+    realloop-node camera name=front file=demo.mp4 image_raw=false
+
+``source: auto`` (the default) reads ``file`` when it is set, else ``device``; ``source: device`` or ``file``
+forces one.
 """
 
 from __future__ import annotations
@@ -169,7 +172,9 @@ def output_size(src_w: int, src_h: int, width: int | None, height: int | None) -
 def open_source(params: Mapping[str, Any]) -> tuple[cv2.VideoCapture, str, bool]:
     """Open the configured source: (capture, description for logs, is_device). Raises ValueError naming the
     parameter when it is missing or cannot be opened."""
-    source = _get(params, "source", "device")
+    source = _get(params, "source", "auto")
+    if source == "auto":  # one rule: a file when one is given, else the device
+        source = "file" if _get(params, "file") else "device"
     if source == "file":
         file = _get(params, "file")
         if not file:
@@ -182,7 +187,7 @@ def open_source(params: Mapping[str, Any]) -> tuple[cv2.VideoCapture, str, bool]
             raise ValueError(f"OpenCV cannot read video file {path} (param 'file')")
         return cap, f"file {path}", False
     if source != "device":
-        raise ValueError(f"param 'source' must be 'device' or 'file', got {source!r}")
+        raise ValueError(f"param 'source' must be 'auto', 'device' or 'file', got {source!r}")
     dev = _get(params, "device", 0)  # an int or a str: run_node checks the declared types
     if isinstance(dev, str) and dev.startswith("/dev/") and not Path(dev).exists():
         raise ValueError(f"camera device {dev} (param 'device') does not exist")

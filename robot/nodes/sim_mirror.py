@@ -8,8 +8,10 @@ status on ``/sim/status`` (JSON: success, reward, episode). Takes ros2_control c
 ``/<controller>/joint_trajectory``, and for legged robots ``/cmd_vel`` (walked by the scripted gait).
 ``/sim/reset`` (String: empty or a seed) starts a new episode.
 
-It runs on its own DDS domain (``sim_domain_id``, default 42) unless ``domain_id`` is given, so it never
-drives a real robot by accident; ``REALLOOP_SIM_DOMAIN_ID`` in the environment sets the default.
+Its DDS domain follows the rule of every node (``domain_id``, else ``ROS_DOMAIN_ID``, else 0), so nodes started
+alone meet it. So that it never drives a real robot by accident, it refuses a domain where another participant
+publishes ``/joint_states`` (a robot, a driver, another sim): at start it listens ``robot_check_s`` for one and
+exits 2, and while it runs it stops (exit code 1) if one appears. The sim graphs run on their own domain, 42.
 Stamps are sim time; with ``realtime: true`` sim time starts at the wall clock and runs at its pace, with
 ``realtime: false`` it starts at 0 and runs as fast as the CPU allows (other nodes then use ``use_sim_time``).
 """
@@ -17,7 +19,6 @@ Stamps are sim time; with ``realtime: true`` sim time starts at the wall clock a
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -45,14 +46,28 @@ from ..msgs import (
 from ..node import Node
 from . import run_node
 
-DEFAULT_SIM_DOMAIN = 42
 JPEG_FORMAT = "bgr8; jpeg compressed bgr8"
 
 
-def sim_domain_id(params: Mapping[str, Any]) -> int:
-    if params.get("domain_id") is not None:
-        return int(params["domain_id"])
-    return int(os.environ.get("REALLOOP_SIM_DOMAIN_ID", params.get("sim_domain_id", DEFAULT_SIM_DOMAIN)))
+def other_robot(node: Node, wait: float) -> str | None:
+    """Why ``node`` must not mirror a robot on its domain: another participant publishes ``/joint_states``
+    (looked for during ``wait`` s, as discovery takes a moment); None when there is none (or the transport
+    cannot tell)."""
+    count = getattr(node.transport, "count_publishers", None)
+    if count is None:
+        return None
+    end = time.monotonic() + wait
+    while True:
+        n = count("/joint_states")
+        if n:
+            return (
+                f"domain {node.domain_id} already has {n} /joint_states publisher(s) (a robot, a driver or another "
+                f"sim): a sim mirror there could drive a real robot. Pick another domain (domain_id=N or "
+                f"ROS_DOMAIN_ID=N for every node, as the sim graphs do with 42)"
+            )
+        if time.monotonic() >= end:
+            return None
+        time.sleep(0.05)
 
 
 def task_model_env(
@@ -103,7 +118,9 @@ class SimMirror(Node):
         from realloop.sim.envs.quadruped import QuadWalkEnv
 
         params = dict(params or {})
-        super().__init__(name, params, domain_id=sim_domain_id(params), **kw)
+        super().__init__(name, params, **kw)
+        self.exit_code = 0
+        check_until = time.monotonic() + float(self.param("robot_check_s", 0.5))  # discovery runs meanwhile
         self.seed = params.get("seed")
         self.env = task_model_env(str(self.param("task", "arm_lift")), "joint_position", self.seed)
         self.u = task_of(self.env)
@@ -116,6 +133,13 @@ class SimMirror(Node):
         self.substeps = max(1, round(1.0 / (rate * self.model.opt.timestep)))
         self.tick_dt = self.substeps * self.model.opt.timestep
         self.episode = 0
+
+        why = other_robot(self, check_until - time.monotonic())
+        if why:
+            self.env.close()
+            Node.close(self)
+            raise ValueError(why)
+        self._next_robot_check = time.monotonic() + 1.0
 
         names = list(self.spec.joint_names)
         if self.spec.gripper is not None:  # has_gripper
@@ -158,7 +182,7 @@ class SimMirror(Node):
         self.log.info(
             "sim mirror %s on domain %d: %d substeps per %.0f Hz tick, realtime=%s",
             self.spec.name,
-            sim_domain_id(params),
+            self.domain_id,
             self.substeps,
             1 / self.tick_dt,
             self.realtime,
@@ -330,6 +354,14 @@ class SimMirror(Node):
                 )
 
     def spin_once(self, timeout: float = 0.1) -> None:
+        if time.monotonic() >= self._next_robot_check:  # a robot that comes up later on this domain stops the sim
+            self._next_robot_check = time.monotonic() + 1.0
+            why = other_robot(self, 0.0)
+            if why:
+                self.log.error("stopping: %s", why)
+                self.exit_code = 1
+                self.shutdown()
+                return
         # physics runs here rather than in a timer: ticks catch up after a slow frame instead of being skipped
         if not self.realtime:
             super().spin_once(0.0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from realloop.registry import Registry
 
@@ -24,6 +24,7 @@ __all__ = [
     "make_transport",
     "qos_profile",
     "rclpy_available",
+    "resolve_domain",
 ]
 
 
@@ -64,6 +65,28 @@ TRANSPORTS = Registry("transport", {
 })  # fmt: skip
 
 
+DEFAULT_DOMAIN = 0  # ROS 2's own default
+
+
+def resolve_domain(domain_id: Any = None) -> tuple[int, str]:
+    """The DDS domain of a node and where it came from, one rule for every node (docs/ros2.md "Which DDS
+    domain"): the node's ``domain_id`` parameter when set, else ``ROS_DOMAIN_ID``, else 0 (ROS 2's default).
+    Raises ValueError for a value that is not a domain id (0..232)."""
+    if domain_id is not None:
+        value, source = domain_id, "the domain_id parameter"
+    elif os.environ.get("ROS_DOMAIN_ID", "").strip():
+        value, source = os.environ["ROS_DOMAIN_ID"].strip(), "ROS_DOMAIN_ID"
+    else:
+        return DEFAULT_DOMAIN, "the default: domain_id and ROS_DOMAIN_ID unset"
+    try:
+        number = int(value)
+        if isinstance(value, bool) or not 0 <= number <= 232:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{source} must be a DDS domain id from 0 to 232, got {value!r}") from None
+    return number, source
+
+
 def make_transport(
     kind: str, node_name: str, domain_id: int | None = None, localhost_only: bool | None = None
 ) -> Transport:
@@ -72,7 +95,7 @@ def make_transport(
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST."""
     factory = TRANSPORTS.get(kind)
     if domain_id is None:
-        domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
+        domain_id = resolve_domain()[0]
     if localhost_only is None:
         localhost_only = (
             os.environ.get("ROS_LOCALHOST_ONLY") == "1"

@@ -14,6 +14,7 @@ import types as pytypes
 from collections.abc import Callable
 
 from cyclonedds._clayer import ddspy_take, ddspy_write
+from cyclonedds.builtin import BuiltinDataReader, BuiltinTopicDcpsPublication
 from cyclonedds.core import GuardCondition, InstanceState, ReadCondition, SampleState, ViewState, WaitSet
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.idl import IdlStruct
@@ -116,6 +117,7 @@ class DdsTransport:
         self._guard = GuardCondition(self.participant)
         self._waitset.attach(self._guard)
         self._lock = threading.Lock()
+        self._publications: BuiltinDataReader | None = None  # discovery, made on first use
 
     def _live(self) -> DomainParticipant:
         if self.participant is None:
@@ -168,6 +170,20 @@ class DdsTransport:
                 if len(samples) < 64:
                     break
 
+    def count_publishers(self, topic: str) -> int:
+        """Live publishers of ``topic`` in other participants that discovery has reported so far."""
+        participant = self._live()
+        if self._publications is None:
+            self._publications = BuiltinDataReader(participant, BuiltinTopicDcpsPublication)
+        name, own = dds_topic_name(topic), participant.guid
+        return sum(
+            1
+            for ep in self._publications.read(N=4096)
+            if ep.topic_name == name
+            and ep.participant_key != own
+            and (ep.sample_info is None or ep.sample_info.instance_state == InstanceState.Alive)
+        )
+
     def wake(self) -> None:
         self._guard.set(True)
 
@@ -175,4 +191,5 @@ class DdsTransport:
         self._readers.clear()
         self._writers.clear()
         self._topics.clear()
+        self._publications = None
         self.participant = None  # Cyclone deletes entities when their Python objects go

@@ -68,6 +68,13 @@ class RclpyTransport:
     def wait(self, timeout: float) -> None:
         self._executor.spin_once(timeout_sec=max(timeout, 0.0))
 
+    def count_publishers(self, topic: str) -> int:
+        """Publishers of ``topic`` in other nodes that discovery has reported so far."""
+        own = (self.node.get_name(), self.node.get_namespace())
+        return sum(
+            1 for info in self.node.get_publishers_info_by_topic(topic) if (info.node_name, info.node_namespace) != own
+        )
+
     def wake(self) -> None:
         self._guard.trigger()
 

@@ -47,7 +47,6 @@ def node_env(domain_id: int) -> dict[str, str]:
     env = dict(
         os.environ,
         ROS_DOMAIN_ID=str(domain_id),
-        REALLOOP_SIM_DOMAIN_ID=str(domain_id),
         ROS_LOCALHOST_ONLY="1",
         PYTHONUNBUFFERED="1",
     )

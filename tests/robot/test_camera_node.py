@@ -190,12 +190,29 @@ def test_file_resized_compressed_only_stops_at_end(
     np.testing.assert_allclose(m.d, [-0.1, 0.01, 0.001, 0.002, 0.0])
 
 
+def test_file_alone_selects_the_file_source(
+    start_node: Callable[..., subprocess.Popen], test_node: Node, video: tuple[Path, list[np.ndarray]]
+) -> None:
+    """The README's ``realloop-node camera file=demo.mp4 rate_hz=30 --ros-args -r __node:=front``: no
+    ``source=file`` needed (``source: auto``), the node never opens device 0."""
+    path, refs = video
+    got = collect(test_node, "/front")
+    proc = start_node("camera", f"file={path}", "rate_hz=30", ros_args=["-r", "__node:=front"])
+    ok = test_node.spin_until(lambda: proc.poll() is not None or len(got["raw"]) >= 3, 40)
+    assert ok and proc.poll() is None, proc.log_text()
+    assert stop(proc) == 0, proc.log_text()
+    assert f"file {path}" in proc.log_text() and "device" not in proc.log_text()
+    m = got["raw"][0]
+    assert frame_index(np.frombuffer(m.data, np.uint8).reshape(H, W, 3), refs)[1] == 0.0  # the file's frames
+
+
 def test_bad_sources_exit_2_naming_the_parameter(start_node: Callable[..., subprocess.Popen], tmp_path: Path) -> None:
     missing = tmp_path / "no_such_clip.mp4"
     not_video = tmp_path / "notes.txt"
     not_video.write_text("not a video")
     cases = [
         (("source=file", f"file={missing}"), [str(missing), "'file'", "does not exist"]),
+        ((f"file={missing}",), [str(missing), "'file'", "does not exist"]),  # file= alone selects the file
         (("source=file", f"file={not_video}"), [str(not_video), "'file'"]),
         (("source=device", "device=/dev/video_realloop_missing"), ["/dev/video_realloop_missing", "'device'"]),
         (("source=file",), ["'file'", "not set"]),

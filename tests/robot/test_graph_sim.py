@@ -125,12 +125,8 @@ def test_sim_mirror_runs_faster_than_real_time_on_sim_time(start_node, test_node
     assert sim_elapsed > 1.5 * wall, (sim_elapsed, wall)  # 100 Hz ticks of 5 substeps run far faster than real time
 
 
-def test_sim_mirror_defaults_to_its_own_domain(monkeypatch) -> None:
-    from realloop.robot.nodes.sim_mirror import DEFAULT_SIM_DOMAIN, sim_domain_id
+def test_sim_graphs_run_on_their_own_domain() -> None:
+    from realloop.robot.launch.graph import load_graph
 
-    monkeypatch.delenv("REALLOOP_SIM_DOMAIN_ID", raising=False)
-    monkeypatch.setenv("ROS_DOMAIN_ID", "0")  # a robot's domain in the environment is not used
-    assert sim_domain_id({}) == DEFAULT_SIM_DOMAIN == 42
-    assert sim_domain_id({"domain_id": 0}) == 0  # only when asked explicitly
-    monkeypatch.setenv("REALLOOP_SIM_DOMAIN_ID", "9")
-    assert sim_domain_id({}) == 9
+    for name in ("sim_arm_teleop", "sim_arm_policy", "sim_quad_teleop"):
+        assert load_graph(name).domain_id == 42  # never the robot's ROS_DOMAIN_ID (docs/ros2.md)

@@ -159,3 +159,48 @@ def test_launch_refuses_a_bad_own_parameter_at_once(arg: str, message: str, tmp_
     assert res.stderr.strip() == message and res.stdout == ""
     assert time.monotonic() - start < 30  # refused, not run until a duration that never comes
     assert not (tmp_path / "outputs").exists()  # no node started, no launch summary
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_launch_help_lists_its_parameters_and_the_graphs(flag: str, tmp_path: Path) -> None:
+    res = _run("-m", "realloop.robot.launch.cli", flag, cwd=tmp_path)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    for words in ("graph=NAME", "duration=SECONDS", "nodes.NODE.params.KEY=VALUE", "domain_id=N"):
+        assert words in res.stdout
+    for graph in ("sim_arm_teleop", "sim_arm_policy", "real_arm_teleop", "real_arm_policy", "sim_quad_teleop"):
+        assert f"\n  {graph} " in res.stdout  # listed with its description
+    assert not (tmp_path / "outputs").exists()  # nothing launched
+
+
+def test_node_help_lists_the_kinds_and_each_kinds_parameters() -> None:
+    res = _run("-m", "realloop.robot.nodes", "--help")
+    assert res.returncode == 0, res.stderr
+    for kind in NODES:
+        assert f"\n  {kind} " in res.stdout
+    res = _run("-m", "realloop.robot.nodes", "camera", "--help")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert res.stdout.startswith("usage: realloop-node camera ")
+    assert "source: auto" in res.stdout and "# index (0)" in res.stdout  # the declaration, comments included
+    assert "domain_id: null" in res.stdout  # the parameters every kind takes
+    # after overrides too, and before --ros-args only
+    assert _run("-m", "realloop.robot.nodes", "recorder", "dataset=x.zarr", "-h").returncode == 0
+    res = _run("-m", "realloop.robot.nodes")
+    assert res.returncode == 2 and "realloop-node --help" in res.stderr
+
+
+def test_teleop_help_names_its_program() -> None:
+    code = "import sys; sys.argv[0] = 'realloop-teleop'; from realloop.robot.nodes.teleop import main; sys.exit(main())"
+    res = _run("-c", code, "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage: realloop-teleop ") and "keymap:" in res.stdout
+
+
+def test_eval_graph_help_documents_every_option() -> None:
+    res = _run("-m", "realloop.policies.evaluate_graph", "--help")
+    assert res.returncode == 0, res.stderr
+    for option in ("--episodes", "--seed", "--episode-s", "--timeout", "--out", "--domain-id", "--set"):
+        assert option in res.stdout
