@@ -238,6 +238,19 @@ def _hydra_message(e: BaseException) -> str:
     return "; ".join(lines[:2]) or type(e).__name__
 
 
+def _refuse_partial(group: str, name: str) -> None:
+    """A group option whose name starts with ``_`` (``task=_arm``) is a partial other configs extend, not a
+    config to select: refuse it like an unknown option, listing the real ones."""
+    if name.startswith("_"):
+        from . import config_names
+
+        known = ", ".join(config_names(group)) or "none"
+        raise ConfigError(
+            f"no {group} config {name!r} ({group}/{name}.yaml is a partial that other {group} configs extend); "
+            f"known: {known}"
+        )
+
+
 def compose_checked(
     config_name: str,
     overrides: Sequence[str] = (),
@@ -271,6 +284,7 @@ def compose_checked(
             continue
         if "." not in key and isinstance(o.value(), str) and (CONFIG_DIR / key).is_dir():
             assert o.input_line is not None  # the parser sets it on every override
+            _refuse_partial(key, str(o.value()))
             groups.append(o.input_line)
         else:
             keys.append(key)

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from realloop.data.dataset import Dataset, DatasetLockedError, NotADatasetError
-from realloop.data.layout import EPISODES_DIR, episode_dirname
+from realloop.data.dataset import Dataset, DatasetLockedError, NotADatasetError, check_is_dataset
+from realloop.data.layout import EPISODES_DIR, episode_dirname, list_episode_indices
 
 PROG = "realloop-dataset"
 COMMANDS = ("info", "verify", "stats", "convert", "export-video", "plot")
@@ -249,6 +249,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from realloop.data.verify import verify
 
     _check_exists(args.path)
+    if args.episodes:
+        _check_episodes_exist(args.path, args.episodes)
     report = verify(args.path, progress=_progress(args), episodes=args.episodes)
     if not report.is_dataset:
         raise CliError(report.errors[0].message)
@@ -275,6 +277,35 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: {args.path} is damaged ({len(report.errors)} problems); {fix}", file=sys.stderr)
         return EXIT_DAMAGED
     return EXIT_OK
+
+
+def _check_episodes_exist(path: str, episodes: Sequence[int]) -> None:
+    """A usage error (not damage) for ``--episodes`` naming episodes the dataset does not have; a path that is
+    not a dataset is left to :func:`verify` to report."""
+    try:
+        check_is_dataset(Path(path))
+    except NotADatasetError:
+        return
+    indices = list_episode_indices(Path(path))
+    missing = sorted(set(episodes) - set(indices))
+    if missing:
+        which = f"episode{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"
+        raise CliError(
+            f"--episodes: no {which} in {path}, which has episodes {_index_ranges(indices)}; "
+            "pass episode numbers from that range"
+        )
+
+
+def _index_ranges(indices: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0..2, 5 (4 in all)``; ``none`` for no episodes."""
+    if not indices:
+        return "none (it is empty)"
+    parts, start = [], indices[0]
+    for prev, cur in zip(indices, [*indices[1:], None], strict=True):
+        if cur is None or cur != prev + 1:
+            parts.append(f"{start}..{prev}" if prev > start else str(start))
+            start = cur if cur is not None else start
+    return f"{', '.join(parts)} ({len(indices)} in all)"
 
 
 # -- stats ---------------------------------------------------------------------------------------------------

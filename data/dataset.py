@@ -77,6 +77,10 @@ class Dataset:
         """
         p = Path(path)
         feats = parse_features(features)
+        if p.exists() and not p.is_dir():
+            raise NotADatasetError(
+                f"{p} is a file, not a dataset (a dataset is a directory); choose a new path or an existing dataset"
+            )
         if p.exists() and any(p.iterdir()):
             if not exist_ok:
                 raise FileExistsError(f"{p} already exists; open it with Dataset.open(path, mode='a') to append")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
@@ -16,21 +16,56 @@ from realloop.data.schema import Feature
 from realloop.data.shards import FrameReader
 
 
+class DamagedDataError(RuntimeError):
+    """Stored data could not be read back (a truncated or corrupted chunk); the message (one line) names the
+    dataset, the episode, the stream and the fix."""
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    if "checksum" in text.lower():
+        return "checksum mismatch: a chunk file is truncated or corrupted"
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+T = TypeVar("T")
+
+
 class Stream:
-    """One recorded stream: ``timestamps`` (float64 seconds) and lazily read ``data``."""
+    """One recorded stream: ``timestamps`` (float64 seconds) and lazily read ``data``.
+
+    Reading stored samples that do not decode (a corrupted or truncated chunk file) raises
+    :class:`DamagedDataError`, one line naming the dataset, episode and stream and pointing to
+    ``realloop-dataset verify``; out-of-range indices still raise ``IndexError``.
+    """
 
     def __init__(self, group_path: Path, feature: Feature) -> None:
         self.path = group_path
         self.feature = feature
         self.name = feature.name
 
+    def _guard(self, what: str, read: Callable[[], T]) -> T:
+        """``read()``, with a failure to decode the stored bytes turned into :class:`DamagedDataError`."""
+        try:
+            return read()
+        except DamagedDataError:
+            raise
+        except (ValueError, RuntimeError, OSError) as e:  # zarr/numcodecs decode errors, ShardError, I/O
+            episode_dir = self.path.parent
+            dataset = episode_dir.parent.parent
+            raise DamagedDataError(
+                f"cannot read the {what} of stream {self.name!r} in {episode_dir.name} of dataset {dataset} "
+                f"({_reason(e)}; under {self.path}); the dataset is damaged: run `realloop-dataset verify {dataset}` "
+                "to locate the file"
+            ) from e
+
     @cached_property
     def data(self) -> zarr.Array:
-        return zarr.open_array(self.path / "data", mode="r")
+        return self._guard("data", lambda: zarr.open_array(self.path / "data", mode="r"))
 
     @cached_property
     def timestamps(self) -> np.ndarray:
-        return np.asarray(zarr.open_array(self.path / "timestamp", mode="r")[:])
+        return self._guard("timestamps", lambda: np.asarray(zarr.open_array(self.path / "timestamp", mode="r")[:]))
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -41,21 +76,26 @@ class Stream:
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if self.feature.is_image and isinstance(index, (int, np.integer)):
-            return self.frame_reader.read([int(index)])[0]
-        return np.asarray(self.data[index])
+            return self._guard("frames", lambda: self.frame_reader.read([int(index)])[0])
+        return self._guard("data", lambda: np.asarray(self.data[index]))
 
     def take(self, indices: Any) -> np.ndarray:
         """Samples at an integer array of indices (image frames are read one by one from their shards)."""
         idx = np.asarray(indices, dtype=np.int64)
         if self.feature.is_image:
-            return self.frame_reader.read(idx.reshape(-1)).reshape(*idx.shape, *self.feature.shape)
-        return np.asarray(self.data.get_orthogonal_selection((idx.reshape(-1),))).reshape(
-            *idx.shape, *self.feature.shape
+            return self._guard(
+                "frames", lambda: self.frame_reader.read(idx.reshape(-1)).reshape(*idx.shape, *self.feature.shape)
+            )
+        return self._guard(
+            "data",
+            lambda: np.asarray(self.data.get_orthogonal_selection((idx.reshape(-1),))).reshape(
+                *idx.shape, *self.feature.shape
+            ),
         )
 
     def read(self) -> np.ndarray:
         """All samples as one array (avoid for long image streams)."""
-        return np.asarray(self.data[:])
+        return self._guard("data", lambda: np.asarray(self.data[:]))
 
     @property
     def rate_hz(self) -> float:

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from realloop.data.dataset import Dataset
-from realloop.data.episode import Episode, Stream
+from realloop.data.episode import DamagedDataError, Episode, Stream
 from realloop.data.layout import FRAMES_PER_SHARD
 from realloop.data.schema import IMAGE_PREFIX
 
@@ -34,10 +34,6 @@ _MAX_LEGEND_LINES = 24
 
 class ExportError(ValueError):
     """The episode, camera or stream asked for does not exist, or the output cannot be written."""
-
-
-class DamagedDataError(RuntimeError):
-    """Stored data could not be read back (a truncated or corrupted chunk)."""
 
 
 @dataclass
@@ -97,6 +93,8 @@ def _reason(e: BaseException) -> str:
 def _read(stream: Stream, sel: slice, ep: Episode) -> np.ndarray:
     try:
         return np.asarray(stream.data[sel])
+    except DamagedDataError:
+        raise  # already one line naming the episode, the stream and the fix
     except Exception as e:
         raise DamagedDataError(
             f"reading {stream.name} samples {sel.start}..{sel.stop} of episode {ep.index} failed "
@@ -108,6 +106,8 @@ def _read(stream: Stream, sel: slice, ep: Episode) -> np.ndarray:
 def _timestamps(stream: Stream, ep: Episode) -> np.ndarray:
     try:
         return stream.timestamps
+    except DamagedDataError:
+        raise
     except Exception as e:
         raise DamagedDataError(
             f"reading the timestamps of {stream.name} in episode {ep.index} failed ({_reason(e)}); the "

@@ -61,17 +61,19 @@ def compute_stats(
 
     out: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(names) * len(episodes), desc="stats", unit="stream", disable=not progress)
-    for name in names:
-        feature = ds.features[name]
-        streams = [(ep.index, ep.stream(name)) for ep in episodes if name in ep.stream_names]
-        bar.update(len(episodes) - len(streams))
-        if feature.is_image:
-            result = _image_stats(feature, streams, image_frames_per_episode, seed, bar)
-        else:
-            result = _numeric_stats(feature, streams, max_rows, seed, bar)
-        if result is not None:
-            out[name] = result
-    bar.close()
+    try:
+        for name in names:
+            feature = ds.features[name]
+            streams = [(ep.index, ep.stream(name)) for ep in episodes if name in ep.stream_names]
+            bar.update(len(episodes) - len(streams))
+            if feature.is_image:
+                result = _image_stats(feature, streams, image_frames_per_episode, seed, bar)
+            else:
+                result = _numeric_stats(feature, streams, max_rows, seed, bar)
+            if result is not None:
+                out[name] = result
+    finally:
+        bar.close()  # also on an error: its message starts on a line of its own
     return out
 
 
@@ -104,7 +106,7 @@ def _numeric_stats(
             else np.sort(_rng(seed, feature.name, ep_index).choice(count, size=quota, replace=False))
         )
         for start in range(0, count, block):
-            x = np.asarray(stream.data[start : start + block], dtype=np.float64)
+            x = np.asarray(stream[start : start + block], dtype=np.float64)  # Stream: damage is one line
             # Chan et al.'s pairwise update keeps mean and variance exact to rounding, one block at a time
             nb, mean_b = len(x), x.mean(axis=0)
             m2_b = ((x - mean_b) ** 2).sum(axis=0)

@@ -29,8 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from realloop.data.dataset import Dataset
+from realloop.data.episode import Stream
 from realloop.data.schema import Feature
-from realloop.data.shards import FrameReader
 
 
 @dataclass
@@ -141,12 +141,12 @@ class WindowDataset(torch.utils.data.Dataset):
         self._pid: int | None = os.getpid()
         self._dataset: Dataset | None = None
 
-    def _reader(self, episode: int, key: str) -> FrameReader:
+    def _stream(self, episode: int, key: str) -> Stream:
         if self._pid != os.getpid():  # a forked worker: never share zarr objects across processes
             self._reset_handles()
         if self._dataset is None:
             self._dataset = Dataset.open(self.path, mode="r")
-        return self._dataset.episode(episode).stream(key).frame_reader
+        return self._dataset.episode(episode).stream(key)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -181,7 +181,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def _read_frames(self, episode: int, key: str, frame_idx: np.ndarray) -> torch.Tensor:
         """Frames as float32 ``(T, C, H, W)`` in [0, 1]; each distinct frame is read and decoded once."""
         uniq, inverse = np.unique(frame_idx, return_inverse=True)
-        frames = self._reader(episode, key).read(uniq)
+        frames = self._stream(episode, key).take(uniq)  # its FrameReader; damage: one line (DamagedDataError)
         if frames.ndim == 3:
             frames = frames[..., None]
         chw = frames[inverse.reshape(-1)].transpose(0, 3, 1, 2)

@@ -10,17 +10,23 @@ Hydra config: configs/train.yaml with a policy from configs/policy/. The run fol
 - ``loss.png`` (the loss curves) and ``train_summary.json`` at the end, with the one-line summary printed.
 
 ``resume=true`` continues from ``checkpoints/last`` with the same optimiser, EMA, data order and RNG state
-(on CPU the resumed run is bit-identical to an uninterrupted one). On CUDA, bf16 autocast and
+(on CPU the resumed run is bit-identical to an uninterrupted one); it refuses a dataset other than the one the
+checkpoint was trained on (:func:`dataset_fingerprint`) and an ``out`` without a checkpoint. Ctrl-C checkpoints
+the current step and exits (:class:`TrainingInterrupted`). On CUDA, bf16 autocast and
 ``torch.compile`` are on by default (``precision``, ``compile``).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -210,7 +216,12 @@ class Trainer:
                     f"{sorted(ds.features)}); choose the policy's inputs with policy.obs_keys=[...]"
                 )
             features = {k: ds.features[k].to_dict() for k in keys}
-            self.dataset_info = {"path": str(self.dataset_path), "attributes": ds.info.get("attributes", {})}
+            self.features: dict[str, Any] = json.loads(json.dumps(features))  # as policy.json stores them
+            self.dataset_info = {
+                "path": str(self.dataset_path.resolve()),
+                "attributes": ds.info.get("attributes", {}),
+                "fingerprint": dataset_fingerprint(ds),
+            }
             self.train_eps, self.val_eps = split_episodes(ds.episode_indices, float(dcfg["val_fraction"]), seed)
         self.policy = build_policy(pcfg, features)
         self.policy.normalizer.set_stats(load_stats(self.dataset_path))
@@ -240,6 +251,7 @@ class Trainer:
             else None
         )
         self.step = 0
+        self.saved_step: int | None = None  # the step of the newest checkpoint in out, if any
         self.history: list[dict[str, Any]] = []
         cuda = self.device.type == "cuda"
         precision = self.cfg["precision"]
@@ -256,6 +268,11 @@ class Trainer:
     def _resume_or_refuse(self) -> None:
         ckpts = self.out / "checkpoints"
         if not (ckpts / "last").exists():
+            if self.cfg["resume"]:
+                raise FileNotFoundError(
+                    f"resume=true but {self.out} has no checkpoint to resume from ({ckpts / 'last'} does not exist); "
+                    "pass the out= of the run to continue, or drop resume=true to start a new run there"
+                )
             return
         if not self.cfg["resume"]:
             raise FileExistsError(
@@ -268,8 +285,16 @@ class Trainer:
                 f"cannot resume {folder}: its policy config differs from this run's ({saved['policy']} vs "
                 f"{self.cfg['policy']})"
             )
+        self._check_same_dataset(folder)
         tensors, js = load_training_state(folder)
-        self.policy.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        try:
+            self.policy.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        except RuntimeError as e:
+            lines = str(e).strip().splitlines()
+            why = lines[-1].strip() if lines else type(e).__name__
+            raise CheckpointError(
+                f"cannot resume {folder}: its weights do not fit this run's policy ({why}); choose a new out="
+            ) from None
         restore_optimizer(self.optimizer, tensors, js["optimizer"])
         if self.ema is not None:
             self.ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -278,8 +303,34 @@ class Trainer:
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.step = int(js["step"])
-        self.history = list(js.get("history", []))
+        self.saved_step = self.step
+        self.history = [r for r in js.get("history", []) if int(r.get("step", 0)) <= self.step]
         print(f"resuming {folder} at step {self.step}", file=sys.stderr)
+
+    def _check_same_dataset(self, folder: Path) -> None:
+        """Refuse to resume a checkpoint on data other than it was trained on: other features (the weights would
+        not fit), or the same features from another dataset or a changed one (other episodes or statistics)."""
+        meta = json.loads((folder / "policy.json").read_text())
+        trained = meta.get("dataset") or {}
+        was = trained.get("path", "?")
+        fix = f"pass dataset.path={was} to resume on the data it was trained on, or choose a new out= for this dataset"
+        if meta.get("features") != self.features:
+            raise CheckpointError(
+                f"cannot resume {folder}: it was trained on features {_feature_list(meta.get('features') or {})} "
+                f"of {was}, but {self.dataset_path} has {_feature_list(self.features)}; {fix}"
+            )
+        fingerprint = trained.get("fingerprint")
+        if fingerprint is not None and fingerprint != self.dataset_info["fingerprint"]:
+            same_path = was == self.dataset_info["path"]
+            now = f"fingerprint {self.dataset_info['fingerprint']}: other episodes or statistics"
+            what = (
+                f"{was} has changed since ({now})"
+                if same_path
+                else f"dataset.path={self.dataset_path} is another dataset ({now})"
+            )
+            raise CheckpointError(
+                f"cannot resume {folder}: it was trained on {was} (fingerprint {fingerprint}), but {what}; {fix}"
+            )
 
     def save(self) -> Path:
         model = self._inference_model()
@@ -307,6 +358,7 @@ class Trainer:
         )
         link_last(folder)
         self._prune(folder)
+        self.saved_step = self.step
         return folder
 
     def _prune(self, keep: Path) -> None:
@@ -316,6 +368,21 @@ class Trainer:
                 shutil.rmtree(p)
 
     # -- the loop -------------------------------------------------------------------------------------------------
+    def _interrupted(self) -> TrainingInterrupted:
+        """After Ctrl-C between steps: checkpoint the current step (unless it is saved already) and say where."""
+        if self.saved_step != self.step and self.step > 0:
+            self.save()
+        if self.saved_step is None:
+            return TrainingInterrupted(
+                f"interrupted before the first training step; no checkpoint was saved in {self.out} (nothing to "
+                "resume: run again without resume=true)"
+            )
+        folder = resolve_checkpoint(self.out / "checkpoints")
+        return TrainingInterrupted(
+            f"interrupted at step {self.step}; checkpoint saved: {folder}; continue with resume=true "
+            f"(and the same out={self.out})"
+        )
+
     def _autocast(self) -> AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return nullcontext()
@@ -404,6 +471,8 @@ class Trainer:
         ckpt_every, eval_every = int(self.cfg["checkpoint_every"]), int((self.cfg.get("eval") or {}).get("every", 0))
         csv_path = self.out / "metrics.csv"
         new_csv = not csv_path.exists() or start_step == 0
+        if not new_csv:
+            _truncate_metrics(csv_path, start_step)  # rows an interrupted run logged past its checkpoint
         f = csv_path.open("w" if new_csv else "a", newline="")
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         if new_csv:
@@ -423,11 +492,26 @@ class Trainer:
         )
         stop_at = min(steps, int(self.cfg.get("stop_at") or steps))
         deadline = t0 + 60.0 * float(self.cfg["time_limit_min"]) if self.cfg.get("time_limit_min") else math.inf
+        interrupted = False
+
+        def on_sigint(signum: int, frame: Any) -> None:  # Ctrl-C: finish this step, checkpoint it, stop
+            nonlocal interrupted
+            if interrupted:  # a second Ctrl-C: stop now, without a checkpoint of this step
+                raise KeyboardInterrupt
+            interrupted = True
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
         try:
-            while self.step < stop_at:
+            while self.step < stop_at and not interrupted:
                 for g in self.optimizer.param_groups:
                     g["lr"] = base_lr * lr_factor(self.step, warmup, steps)
-                batch = self._to_device(next(loader))
+                try:
+                    batch = self._to_device(next(loader))
+                except Exception:
+                    if interrupted:  # e.g. a DataLoader worker ended by the same Ctrl-C: nothing trained yet
+                        break
+                    raise
                 with self._autocast():
                     loss, metrics = self.loss_fn(batch)
                 if not torch.isfinite(loss):
@@ -468,7 +552,11 @@ class Trainer:
                     self._log({"step": self.step, "epoch": self.step // max(1, per_epoch), **row}, tb, writer, f)
                 if self.step % ckpt_every == 0 or last:
                     folder = self.save()
+            if interrupted:
+                raise self._interrupted()
         finally:
+            if main_thread and previous is not None:
+                signal.signal(signal.SIGINT, previous)
             bar.close()
             tb.close()
             f.close()
@@ -495,6 +583,44 @@ class Trainer:
         plot_losses(self.history, self.out / "loss.png", title=f"{summary.policy} on {self.dataset_path.name}")
         (self.out / "train_summary.json").write_text(json.dumps(asdict(summary), indent=2))
         return summary
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training between two steps; the message says which checkpoint holds the current step."""
+
+
+def dataset_fingerprint(ds: Dataset) -> str:
+    """A short hash of what training reads from a dataset besides the samples themselves: its features, its
+    episodes (their metadata: streams, lengths, times, attributes) and its statistics. Two datasets with the same
+    shapes but other recordings differ; a copy of a dataset moved elsewhere does not."""
+    content = {
+        "features": {n: f.to_dict() for n, f in ds.features.items()},
+        "episodes": [[i, ds.episode(i).meta] for i in ds.episode_indices],
+        "stats": ds.stats,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _feature_list(features: Mapping[str, Any]) -> str:
+    """``{"action": {"shape": [7], ...}}`` -> ``[action(7)]``."""
+    parts = [f"{n}({','.join(map(str, f.get('shape') or []))})" for n, f in sorted(features.items())]
+    return f"[{', '.join(parts)}]"
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the rows of ``metrics.csv`` past ``step`` (what an interrupted run logged after its last checkpoint),
+    so that a resumed run appends no duplicate steps; rewritten atomically."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(tmp, path)
 
 
 def plot_losses(history: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
@@ -548,8 +674,18 @@ def _hydra_main(cfg: DictConfig) -> None:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"realloop-train: error: {msg}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("realloop-train: interrupted; resume with resume=true from the last checkpoint", file=sys.stderr)
+    except TrainingInterrupted as e:
+        print(f"realloop-train: {e}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        out = Path(str(cfg.out))
+        last = out / "checkpoints" / "last"
+        where = (
+            f"the last checkpoint is {last.resolve()}: continue with resume=true"
+            if last.exists()
+            else f"no checkpoint was saved in {out}"
+        )
+        print(f"realloop-train: interrupted; {where}", file=sys.stderr)
         sys.exit(130)
     print(summary.line())
     print(f"summary: {Path(summary.out) / 'train_summary.json'}, curves: {Path(summary.out) / 'loss.png'}")

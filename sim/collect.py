@@ -89,13 +89,22 @@ def collect(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> Colle
     noise = float(c.get("action_noise") or 0.0)
     if noise < 0:
         raise ValueError(f"action_noise={noise} must be >= 0 (a fraction of one control step's motion)")
+    out = Path(c["out"])
+    if out.exists() and not out.is_dir():
+        raise NotADatasetError(
+            f"out={out} is a file, not a dataset (a directory); choose a new out= or an existing dataset to append to"
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((a for a in out.parents if a.exists()), None)
+        why = f"{blocker} is a file" if blocker is not None and not blocker.is_dir() else e.strerror or str(e)
+        raise ValueError(f"cannot create the folder of out={out} ({why}); choose another out=") from e
     env = make_task_env(task, c["images"], c["image_size"], c["randomize"])
     u = task_of(env)
     expert = make_expert(env)
     noise_scale = noise * u.action_mode.step_scale()
     spec = u.robot.spec
-    out = Path(c["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
     attributes = {"env_id": task["env_id"], "control_mode": u.action_mode.name, "collect_config": c}
     robot = yaml.safe_load(spec.source.read_text()) if spec.source else {"name": spec.name}
     ds = Dataset.create(out, u.dataset_features(c["image_format"]), robot=robot, attributes=attributes, exist_ok=True)

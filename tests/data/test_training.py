@@ -220,3 +220,34 @@ def test_bad_arguments_are_refused(dataset: tuple[Path, dict]) -> None:
     w = WindowDataset(path, {"action": [0]}, rate=10)
     with pytest.raises(IndexError):
         w[len(w)]
+
+
+def test_a_corrupted_chunk_is_one_line_naming_episode_stream_and_verify(
+    tmp_path: Path, dataset: tuple[Path, dict]
+) -> None:
+    from realloop.data.episode import DamagedDataError
+
+    path = tmp_path / "ds.zarr"
+    shutil.copytree(dataset[0], path)
+    chunk = path / "episodes" / "episode_000001" / "observation.state" / "data" / "c" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # after the dataset was written: the stored crc32c no longer matches
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(DamagedDataError) as exc:
+        WindowDataset(path, {"observation.state": [0], "action": [0]}, rate=10)
+    message = str(exc.value)
+    assert "\n" not in message and "Stored" not in message and "b'" not in message  # no raw checksum bytes
+    assert "stream 'observation.state' in episode_000001" in message and str(path) in message
+    assert message.endswith(f"run `realloop-dataset verify {path}` to locate the file")
+    WindowDataset(path, {"observation.state": [0]}, rate=10, episodes=[0, 2])  # the other episodes still read
+
+    # an image frame read per sample: the same one line from the sample that needs it
+    w = WindowDataset(path, {FRONT: [0]}, rate=10, episodes=[2])
+    shard = path / "episodes" / "episode_000002" / FRONT / "data" / "c" / "0" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    for k in range(0, len(raw) // 2, 256):  # bytes inside every frame (the shard's index is at its end)
+        raw[k] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(DamagedDataError, match=r"frames of stream 'observation\.images\.front' in episode_000002"):
+        for i in range(len(w)):
+            w[i]

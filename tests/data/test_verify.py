@@ -229,3 +229,23 @@ def test_not_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["verify", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a realloop dataset" in err
+
+
+def test_episodes_out_of_range_is_a_usage_error_and_keeps_the_last_report(
+    ds_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_file = Path(f"{ds_path}.verify.json")
+    assert main(["verify", str(ds_path), "--no-progress"]) == 0
+    before = report_file.read_bytes()
+    capsys.readouterr()
+    assert main(["verify", str(ds_path), "--episodes", "0,33", "--no-progress"]) == 2  # not "damaged" (1)
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"realloop-dataset verify: error: --episodes: no episode 33 in {ds_path}, which has episodes 0..1 (2 in all); "
+        "pass episode numbers from that range\n"
+    )
+    assert "DAMAGED" not in captured.out
+    assert report_file.read_bytes() == before  # the last report is untouched
+    shutil.rmtree(ds_path / "episodes/episode_000000")  # a gap: the remaining episodes are named as they are
+    assert main(["verify", str(ds_path), "--episodes", "0", "--no-progress"]) == 2
+    assert "no episode 0 in" in capsys.readouterr().err and report_file.read_bytes() == before

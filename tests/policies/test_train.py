@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +261,116 @@ def test_bf16_autocast_and_torch_compile_train_on_cpu(lift_dataset: Path, tmp_pa
     }
     chunk = loaded.policy.predict_action_chunk(obs)
     assert chunk.shape[-1] == 7 and torch.isfinite(chunk).all()
+
+
+def test_resume_refuses_other_data_and_a_missing_checkpoint(lift_dataset: Path, tmp_path: Path) -> None:
+    from realloop.policies.checkpoint import CheckpointError
+
+    out = tmp_path / "run"
+    run(lift_dataset, out, "stop_at=6", steps=12)
+    before = (out / "checkpoints" / "last" / "model.safetensors").read_bytes()
+    # other features: a reach dataset (environment_state has 3 values, not 12)
+    reach = tmp_path / "reach.zarr"
+    collect(collect_config(["task=arm_reach", "episodes=2", f"out={reach}"]), progress=False)
+    with pytest.raises(CheckpointError) as exc:
+        run(reach, out, "resume=true", steps=12)
+    message = str(exc.value)
+    assert "\n" not in message and "size mismatch" not in message
+    assert "observation.environment_state(12)" in message and "observation.environment_state(3)" in message
+    assert f"pass dataset.path={lift_dataset.resolve()}" in message and "new out=" in message
+    # the same shapes from another dataset (one episode fewer): refused, not silently accepted
+    other = Path(shutil.copytree(lift_dataset, tmp_path / "other.zarr"))
+    shutil.rmtree(other / "episodes" / "episode_000003")
+    with pytest.raises(CheckpointError, match=rf"dataset\.path={other} is another dataset \(fingerprint .*pass "):
+        run(other, out, "resume=true", steps=12)
+    assert (out / "checkpoints" / "last" / "model.safetensors").read_bytes() == before  # nothing overwritten
+    # no checkpoint at all in out: said so, nothing created
+    with pytest.raises(FileNotFoundError, match=r"resume=true but .* has no checkpoint to resume from"):
+        run(lift_dataset, tmp_path / "fresh", "resume=true", steps=12)
+    assert not (tmp_path / "fresh").exists()
+    # a copy of the training data elsewhere is the same data: resumed
+    copy = Path(shutil.copytree(lift_dataset, tmp_path / "copy.zarr"))
+    assert run(copy, out, "resume=true", steps=12).start_step == 6
+
+
+def test_resume_after_a_crash_past_the_checkpoint_logs_no_duplicate_steps(lift_dataset: Path, tmp_path: Path) -> None:
+    from realloop.policies.checkpoint import link_last
+
+    out = tmp_path / "run"
+    run(lift_dataset, out, steps=12)  # metrics rows 4, 6, 8, 12; checkpoints 6 and 12
+    # as if the process died after logging step 8 (and 12) but before the checkpoint of step 12
+    link_last(out / "checkpoints" / "step_0000006")
+    shutil.rmtree(out / "checkpoints" / "step_0000012")
+    resumed = run(lift_dataset, out, "resume=true", steps=12)
+    assert resumed.start_step == 6 and resumed.steps == 12
+    steps = [int(r["step"]) for r in csv.DictReader((out / "metrics.csv").open())]
+    assert steps == [4, 6, 8, 12]
+    assert [r["step"] for r in resumed.history] == [4, 6, 8, 12]
+
+
+def test_ctrl_c_checkpoints_the_current_step_and_resume_continues(lift_dataset: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("realloop-train")
+    out = tmp_path / "run"
+    args = [*TINY_BC, f"dataset.path={lift_dataset}", "batch_size=8", "log_every=1", "val_every=0", "device=cpu"]
+    proc = subprocess.Popen(
+        [str(exe), *args, "steps=100000", "checkpoint_every=100000", f"out={out}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    metrics = out / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # training has logged a few steps
+        if metrics.exists() and len(metrics.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith("realloop-train: interrupted at step "), err
+    step = int(last_line.split("interrupted at step ")[1].split(";")[0])
+    assert step >= 3
+    ckpt = out / "checkpoints" / f"step_{step:07d}"
+    assert f"checkpoint saved: {ckpt}; continue with resume=true" in last_line
+    assert (out / "checkpoints" / "last").resolve() == ckpt.resolve()
+    assert json.loads((ckpt / "training_state.json").read_text())["step"] == step
+    cfg = compose_config([*args, f"steps={step + 2}", f"out={out}", "resume=true"])
+    resumed = train(cfg, progress=False)
+    assert resumed.start_step == step and resumed.steps == step + 2
+    steps = [int(r["step"]) for r in csv.DictReader(metrics.open())]
+    assert steps == sorted(set(steps)) and steps[-1] == step + 2
+
+
+def test_a_corrupted_chunk_stops_training_with_one_line(
+    lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realloop.data.stats import ensure_stats
+
+    ensure_stats(lift_dataset, progress=False)
+    data = Path(shutil.copytree(lift_dataset, tmp_path / "lift.zarr"))  # with its statistics stored
+    chunk = data / "episodes" / "episode_000001" / "observation.state" / "data" / "c" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # after the dataset was written: its crc32c no longer matches
+    chunk.write_bytes(bytes(raw))
+    argv = [*TINY_BC, f"dataset.path={data}", "steps=2", "batch_size=8", "device=cpu", f"out={tmp_path / 'run'}"]
+    monkeypatch.setattr(sys, "argv", ["realloop-train", *argv])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(
+        "realloop-train: error: cannot read the data of stream 'observation.state' in episode_000001 of dataset "
+        f"{data} (checksum mismatch: a chunk file is truncated or corrupted; "
+    ), err
+    assert err.endswith(f"run `realloop-dataset verify {data}` to locate the file\n")
+    # no statistics yet: computing them meets the damage first, with the same line (after the progress bar)
+    with Dataset.open(data, mode="a") as ds:
+        ds.info["stats"] = None
+        ds.root.attrs["realloop"] = ds.info
+    with pytest.raises(SystemExit) as exc:
+        main()
+    last = capsys.readouterr().err.splitlines(keepends=True)[-1]
+    assert exc.value.code == 2
+    assert last.startswith("realloop-train: error: cannot read the data of stream 'observation.state' in episode_0")
+    assert last.endswith(f"run `realloop-dataset verify {data}` to locate the file\n")
+    assert not (tmp_path / "run").exists()

@@ -162,6 +162,8 @@ def test_config_errors_exit_2_with_one_line_naming_the_key(
         ("images=maybe", "key 'images' of the collect config must be true or false, got 'maybe'"),
         ("image_format=gif", "image_format='gif' must be one of 'jpeg', 'png', 'webp'"),
         ("task=nope", "no task config 'nope'; known: arm_lift, arm_pusht, arm_reach, quad_walk"),
+        ("task=_arm", "no task config '_arm' (task/_arm.yaml is a partial that other task configs extend); known: "
+                      "arm_lift, arm_pusht, arm_reach, quad_walk"),  # a partial is not a task
         ("episodes", "Error parsing override 'episodes'"),
     ]  # fmt: skip
     for arg, message in cases:
@@ -175,6 +177,20 @@ def test_config_errors_exit_2_with_one_line_naming_the_key(
     with pytest.raises(ConfigError, match="'episodes' of the collect config must be an integer"):
         compose_config(["episodes=ten"])  # scripts composing the config get the same check
     assert compose_config(["task.env.max_episode_steps=5"]).task.env.max_episode_steps == 5  # gym.make kwargs: open
+
+
+def test_out_that_is_a_file_is_one_line_and_the_file_survives(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    for out, message in [
+        (notes, f"out={notes} is a file, not a dataset (a directory); choose a new out= or an existing dataset"),
+        (notes / "x.zarr", f"cannot create the folder of out={notes / 'x.zarr'} ({notes} is a file); choose another"),
+    ]:
+        res = subprocess.run(_cli("task=arm_reach", "episodes=1", f"out={out}"), capture_output=True, text=True)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.startswith(f"realloop-collect: error: {message}") and res.stderr.count("\n") == 1, res.stderr
+    assert notes.read_text() == "keep me"
+    assert not (tmp_path / "notes.collect.json").exists()
 
 
 def test_step_scale_is_one_control_step_of_motion() -> None:
