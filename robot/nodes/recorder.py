@@ -33,6 +33,8 @@ message naming the parameter.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -163,7 +165,9 @@ class RecorderNode(Node):
         for topic, group in topics.items():
             first = group[0]
             qos = QoS(reliable=first.qos == "reliable", depth=max(s.depth for s in group))
-            self.create_subscription(topic, first.msg_class, self._make_callback([s.feature for s in group]), qos=qos)
+            self.create_subscription(
+                topic, first.msg_class, self._make_callback(topic, [s.feature for s in group]), qos=qos
+            )
         self.create_subscription("/recorder/command", String, self._on_command)
         self.create_timer(0.1, self._on_timer)
         self._last_status = -1.0
@@ -181,7 +185,7 @@ class RecorderNode(Node):
         self.publish_status()
 
     # -- callbacks -----------------------------------------------------------------------------------------
-    def _make_callback(self, features: list[str]) -> Callable[[Any], None]:
+    def _make_callback(self, topic: str, features: list[str]) -> Callable[[Any], None]:
         rec = self.recorder
 
         def on_message(msg: Any) -> None:
@@ -192,15 +196,21 @@ class RecorderNode(Node):
             now = self.now()
             changed = False
             for f in features:
+                spec = rec.specs[f]
                 if not rec.wants_value(f):
                     rec.heard[f] += 1  # idle: counted, not decoded
+                    if spec.joiner is not None:  # but a joined command keeps its last arm and gripper values
+                        with contextlib.suppress(InvalidSample):
+                            spec.value_of(msg, topic)
                     continue
-                spec = rec.specs[f]
                 try:
                     stamp = spec.stamp_of(msg)
-                    value = spec.value_of(msg)
+                    value = spec.value_of(msg, topic)
                 except InvalidSample as e:
                     rec.on_invalid(f, str(e), now)
+                    continue
+                if value is None:  # a joined command's first gripper value, before any arm command
+                    rec.heard[f] += 1
                     continue
                 changed |= rec.on_sample(f, stamp, value, now)
             if changed:
@@ -255,11 +265,11 @@ class RecorderNode(Node):
 def _group_by_topic(specs: list[StreamSpec]) -> dict[str, list[StreamSpec]]:
     """One subscription per topic (a JointState feeds position and velocity streams: decoded once)."""
     topics: dict[str, list[StreamSpec]] = {}
-    for s in specs:
-        group = topics.setdefault(s.topic, [])
+    for s, topic in ((s, t) for s in specs for t in s.topics):
+        group = topics.setdefault(topic, [])
         if group and (group[0].msg_type != s.msg_type or group[0].qos != s.qos):
             raise ValueError(
-                f"streams {group[0].name} and {s.name} subscribe {s.topic} with different "
+                f"streams {group[0].name} and {s.name} subscribe {topic} with different "
                 f"{'types' if group[0].msg_type != s.msg_type else 'qos'}"
             )
         group.append(s)

@@ -96,6 +96,7 @@ SPEC_KEYS = (
     "passthrough",
     "latch",
     "dead_after",
+    "gripper_topic",
 )
 ROBOT_ALIASES = ("robot.joints", "robot.joint_states")
 DEFAULT_DTYPE = "float32"
@@ -186,7 +187,11 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
         # the robot's observation.state (realloop.robot.observation.JointStateObserver), built per stream
         "state": FieldDef(lambda m: m),
     },
-    "Float64MultiArray": {"data": FieldDef(lambda m: m.data)},
+    "Float64MultiArray": {
+        "data": FieldDef(lambda m: m.data),
+        # the robot's whole command: arm targets from `topic` and the gripper opening from `gripper_topic`
+        "command": FieldDef(lambda m: m.data),
+    },
     "Image": {"image": FieldDef(lambda m: m)},
     "CompressedImage": {"image": FieldDef(lambda m: m)},
     "Imu": {
@@ -249,6 +254,13 @@ class StreamSpec:
     latch: bool = False
     dead_after: float | None = None
     convert: Callable[[Any], np.ndarray] | None = dataclasses.field(default=None, compare=False, repr=False)
+    gripper_topic: str | None = None
+    joiner: CommandJoiner | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic the stream takes samples from."""
+        return (self.topic,) if self.gripper_topic is None else (self.topic, self.gripper_topic)
 
     # -- derived -----------------------------------------------------------------------------------------
     @property
@@ -307,8 +319,14 @@ class StreamSpec:
             )
         return st.sec + st.nanosec * 1e-9
 
-    def value_of(self, msg: Any) -> np.ndarray | EncodedImage:
-        """The sample a message carries, checked against the stream's shape (when known)."""
+    def value_of(self, msg: Any, topic: str | None = None) -> np.ndarray | EncodedImage | None:
+        """The sample a message carries, checked against the stream's shape (when known); ``topic`` is the topic it
+        came on (a joined command stream has two). None: no sample yet (a gripper command before any arm one)."""
+        if self.joiner is not None:
+            try:
+                return self.joiner.sample(msg.data, gripper=topic is not None and topic == self.gripper_topic)
+            except ValueError as e:
+                raise InvalidSample(f"{topic or self.topic}: {e}") from None
         if self.msg_type == "CompressedImage":
             return self._compressed(msg)
         if self.msg_type == "Image":
@@ -444,7 +462,7 @@ def parse_streams(config: Mapping[str, Any], robot: Any = None, dead_after: floa
     """Stream specs from a ``streams`` mapping (stream name -> spec); ``robot`` is a RobotSpec or None.
 
     Raises StreamConfigError naming the stream and key for anything that cannot work. A stream whose spec is
-    null is left out (so ``streams.gripper=null`` removes a default stream)."""
+    null is left out (so ``streams.front=null`` removes a default stream)."""
     if not isinstance(config, Mapping) or not config:
         raise StreamConfigError("'streams' must map stream names to specs ({topic, type, ...}); it is empty")
     specs = [parse_stream(str(name), spec, robot, dead_after) for name, spec in config.items() if spec is not None]
@@ -570,6 +588,10 @@ def parse_stream(name: str, spec: Any, robot: Any = None, dead_after: float | No
         fdef = fields[fld]
         if msg_type == "JointState" and fld == "state":
             return _state_stream(common, spec, robot, fail)
+        if fld == "command":
+            return _command_stream(common, spec, robot, fail)
+        if spec.get("gripper_topic") is not None:
+            raise fail("'gripper_topic' applies to field 'command' only")
         joints = names_of("joints")
         if joints is not None and msg_type != "JointState":
             raise fail("'joints' applies to JointState streams only; use 'names' to label entries")
@@ -625,4 +647,60 @@ def _state_stream(
         raise fail(str(e)) from None
     return StreamSpec(
         **common, shape=(len(observer.names),), dtype="float32", names=tuple(observer.names), convert=observer
+    )
+
+
+class CommandJoiner:
+    """The robot's whole command from its two ros2_control topics: the last arm targets followed by the last gripper
+    opening, one sample per message on either. The gripper counts as at its spec default until its first command;
+    a gripper command before any arm command gives no sample (the arm's target is not known yet)."""
+
+    def __init__(self, n_joints: int, gripper_default: float | None) -> None:
+        self.n_joints = n_joints
+        self.arm: np.ndarray | None = None
+        self.gripper = gripper_default
+
+    def sample(self, data: Any, gripper: bool) -> np.ndarray | None:
+        values = np.asarray(data, dtype=np.float64)
+        if gripper:
+            if values.shape != (1,):
+                raise ValueError(f"a gripper command has {values.size} values, expected [opening]")
+            self.gripper = float(values[0])
+        else:
+            if values.shape != (self.n_joints,):
+                raise ValueError(f"an arm command has {values.size} values, the robot has {self.n_joints} joints")
+            self.arm = values
+        if self.arm is None:
+            return None
+        return self.arm if self.gripper is None else np.append(self.arm, self.gripper)
+
+
+def _command_stream(
+    common: dict[str, Any], spec: Mapping[str, Any], robot: Any, fail: Callable[[str], StreamConfigError]
+) -> StreamSpec:
+    """A Float64MultiArray stream recorded as the robot's whole command (``action``: the arm's joint targets, then
+    the gripper opening from ``gripper_topic``), the layout realloop-collect writes in joint_position control."""
+    if robot is None:
+        raise fail("field 'command' lays out the robot's joints: set the recorder's 'robot' parameter")
+    for key in ("joints", "names", "shape"):
+        if spec.get(key) is not None:
+            raise fail(f"'{key}' does not apply to field 'command' (its entries are the robot's joints and gripper)")
+    gripper_topic = spec.get("gripper_topic")
+    if robot.gripper is not None and not gripper_topic:
+        raise fail(f"robot {robot.name!r} has a gripper: give its command topic as 'gripper_topic'")
+    if robot.gripper is None and gripper_topic:
+        raise fail(f"robot {robot.name!r} has no gripper: drop 'gripper_topic'")
+    if gripper_topic is not None and (not isinstance(gripper_topic, str) or not gripper_topic.startswith("/")):
+        raise fail(f"'gripper_topic' must be an absolute topic name, got {gripper_topic!r}")
+    names = (*robot.joint_names, *(("gripper",) if robot.gripper is not None else ()))
+    dtype = spec.get("dtype") or DEFAULT_DTYPE
+    joiner = CommandJoiner(len(robot.joints), robot.gripper.default if robot.gripper is not None else None)
+    return StreamSpec(
+        **common,
+        shape=(len(names),),
+        dtype=np.dtype(dtype).name,
+        names=names,
+        units=spec.get("units"),
+        gripper_topic=gripper_topic,
+        joiner=joiner,
     )

@@ -493,3 +493,44 @@ def test_a_full_disk_loses_the_episode_and_recording_goes_on(tmp_path: Path) -> 
     assert first["outcome"] == "write_error" and "disk is full" in first["error"]
     assert first["streams"]["observation.images.cam"]["written"] > 0
     assert (out["second"], out["index"]) == ("committed", 0)
+
+
+def test_command_stream_joins_the_arm_and_gripper_topics_into_one_action() -> None:
+    """``field: command``: one action per command on either topic, the arm's targets then the gripper opening, as
+    realloop-collect writes joint_position actions."""
+    arm6 = load_robot_spec("arm6")
+    spec = parse_stream(
+        "action",
+        {"topic": "/arm_controller/commands", "type": "Float64MultiArray", "field": "command",
+         "gripper_topic": "/gripper_controller/commands"},
+        arm6,
+    )  # fmt: skip
+    assert spec.feature == "action" and spec.shape == (7,) and spec.names == (*arm6.joint_names, "gripper")
+    assert spec.topics == ("/arm_controller/commands", "/gripper_controller/commands")
+    grip, arm = "/gripper_controller/commands", "/arm_controller/commands"
+    assert spec.value_of(Float64MultiArray(data=np.array([0.01])), grip) is None  # no arm target known yet
+    q = np.arange(6, dtype=float) / 10
+    np.testing.assert_array_equal(spec.value_of(Float64MultiArray(data=q), arm), [*q, 0.01])
+    np.testing.assert_array_equal(spec.value_of(Float64MultiArray(data=np.array([0.03])), grip), [*q, 0.03])
+    np.testing.assert_array_equal(spec.value_of(Float64MultiArray(data=q + 1), arm), [*(q + 1), 0.03])
+    with pytest.raises(InvalidSample, match="an arm command has 5 values, the robot has 6 joints"):
+        spec.value_of(Float64MultiArray(data=q[:5]), arm)
+    with pytest.raises(InvalidSample, match=r"a gripper command has 2 values, expected \[opening\]"):
+        spec.value_of(Float64MultiArray(data=np.zeros(2)), grip)
+    # a fresh stream starts from the gripper's spec default
+    fresh = parse_stream("action", {"topic": arm, "type": "Float64MultiArray", "field": "command",
+                                    "gripper_topic": grip}, arm6)  # fmt: skip
+    np.testing.assert_array_equal(fresh.value_of(Float64MultiArray(data=q), arm), [*q, arm6.gripper.default])
+    for bad, msg in (
+        ({}, "has a gripper: give its command topic as 'gripper_topic'"),
+        ({"gripper_topic": grip, "names": ["a"]}, "'names' does not apply to field 'command'"),
+        ({"gripper_topic": "gripper"}, "'gripper_topic' must be an absolute topic name"),
+    ):
+        with pytest.raises(StreamConfigError, match=msg):
+            parse_stream("action", {"topic": arm, "type": "Float64MultiArray", "field": "command", **bad}, arm6)
+    with pytest.raises(StreamConfigError, match="'gripper_topic' applies to field 'command' only"):
+        parse_stream("action", {"topic": arm, "type": "Float64MultiArray", "names": ["a"], "gripper_topic": grip})
+    quad = load_robot_spec("quad12")
+    legs = parse_stream("action", {"topic": "/leg_controller/commands", "type": "Float64MultiArray",
+                                   "field": "command"}, quad)  # fmt: skip
+    assert legs.shape == (12,) and legs.topics == ("/leg_controller/commands",)

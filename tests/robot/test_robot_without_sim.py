@@ -175,8 +175,10 @@ def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(
                     "source": "policy",
                     "auto_start": True,
                     "streams": {
-                        "action": {"topic": "/arm7_controller/commands"},
-                        "gripper": {"topic": "/hand_controller/commands"},
+                        "action": {
+                            "topic": "/arm7_controller/commands",
+                            "gripper_topic": "/hand_controller/commands",
+                        },
                         "front": None,
                         "wrist": None,
                     },
@@ -237,7 +239,8 @@ def test_a_new_arm_runs_the_real_arm_policy_graph_against_a_stand_in_robot(
         ep = ds.episode(0)
         assert ep.success is False and ep.meta["robot"] == "arm7"
         action = ep.stream("action")
-        assert action.feature.shape == (7,) and len(action) >= 20
+        assert action.feature.shape == (8,) and len(action) >= 20  # the arm's 7 targets and the gripper
+        assert action.feature.names == (*JOINTS, "gripper")
         state = ep.stream("observation.state")
         assert state.feature.names == tuple(STATE_NAMES)  # the robot's state, as the policy saw it
         assert len(state) > 100
