@@ -34,7 +34,6 @@ message naming the parameter.
 from __future__ import annotations
 
 import contextlib
-
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -265,7 +264,7 @@ class RecorderNode(Node):
 def _group_by_topic(specs: list[StreamSpec]) -> dict[str, list[StreamSpec]]:
     """One subscription per topic (a JointState feeds position and velocity streams: decoded once)."""
     topics: dict[str, list[StreamSpec]] = {}
-    for s, topic in ((s, t) for s in specs for t in s.topics):
+    for s, topic in ((spec, t) for spec in specs for t in spec.topics):
         group = topics.setdefault(topic, [])
         if group and (group[0].msg_type != s.msg_type or group[0].qos != s.qos):
             raise ValueError(
