@@ -692,7 +692,9 @@ def _command_stream(
         raise fail(f"robot {robot.name!r} has no gripper: drop 'gripper_topic'")
     if gripper_topic is not None and (not isinstance(gripper_topic, str) or not gripper_topic.startswith("/")):
         raise fail(f"'gripper_topic' must be an absolute topic name, got {gripper_topic!r}")
-    names = (*robot.joint_names, *(("gripper",) if robot.gripper is not None else ()))
+    from realloop.robot.targets import joint_action_names
+
+    names = tuple(joint_action_names(robot, "joint_position"))
     dtype = spec.get("dtype") or DEFAULT_DTYPE
     joiner = CommandJoiner(len(robot.joints), robot.gripper.default if robot.gripper is not None else None)
     return StreamSpec(
