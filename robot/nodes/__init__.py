@@ -1,6 +1,6 @@
 """realloop's ROS 2 nodes, each a module with a Node subclass and ``main(argv)``; ``realloop-node KIND`` runs one.
 
-Kinds: camera, driver, sim_mirror, recorder, teleop, policy_runner, safety_filter (``NODES``).
+Kinds: camera, driver, sim_mirror, recorder, teleop, policy_runner, safety_filter, viewer (``NODES``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ NODES = Registry(
     "node kind",
     {
         kind: f"realloop.robot.nodes.{kind}:main"
-        for kind in ("camera", "driver", "sim_mirror", "recorder", "teleop", "policy_runner", "safety_filter")
+        for kind in ("camera", "driver", "sim_mirror", "recorder", "teleop", "policy_runner", "safety_filter", "viewer")
     },
 )
 

@@ -13,10 +13,15 @@
 Nothing is commanded before the operator's first input: starting teleop never moves the robot, and each time
 control is taken (first input, start of an intervention) the set-point starts from the measured joints.
 When stdin is not a terminal (under realloop-launch, systemd, a pipe) the keyboard is off and ``/joy`` works.
+
+The recorder's ``/recorder/status`` is shown as one line (``REC ep 12 | recording 8.4 s | 84 steps | dropped 0 |
+dead: none | mode ee``, :mod:`realloop.robot.teleop.status`): rewritten in place when stdout is a terminal, else
+logged at each change of state (``status_line: false`` turns it off).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Mapping
@@ -30,10 +35,12 @@ from ..teleop.commander import ArmCommander, BaseCommander, make_commander
 from ..teleop.gamepad import JoyMapper, LocalGamepad
 from ..teleop.intents import EPISODE_EVENTS, MOTION_AXES, Event, Intent
 from ..teleop.keyboard import KeyboardMapper, KeyReader, NotATerminal
+from ..teleop.status import StatusLine, format_status, status_key
 from . import run_node
 
 DEVICES = ("keyboard", "joy", "joystick")
 ROBOT_EVENTS = (Event.GRIPPER, Event.MODE, Event.NEXT_JOINTS, Event.HOME, Event.HALT)
+STATUS_STALE_S = 3.0  # the recorder publishes its status every status_period (0.5 s): silence this long is news
 
 
 def _topic(prefix: str, name: str) -> str:
@@ -106,6 +113,13 @@ class TeleopNode(Node):
             self.cmd_vel_pub = self.create_publisher(_topic(prefix, "cmd_vel"), TwistStamped)
         self.recorder_pub = self.create_publisher("/recorder/command", String)
         self.intervention_pub = self.create_publisher("/intervention", Bool, qos="latched")
+        self.status_line: StatusLine | None = None
+        self._recorder_status: dict[str, Any] | None = None
+        self._status_at = 0.0  # time.monotonic() of the last /recorder/status
+        if self.param("status_line", True):
+            self.status_line = StatusLine(sys.stdout, self.log)
+            self.status_line.install()
+            self.create_subscription("/recorder/status", String, self._on_recorder_status, qos="latched")
 
         self.intervening = False
         self.engaged = False  # commanding the robot (after the first input, or during an intervention)
@@ -184,6 +198,8 @@ class TeleopNode(Node):
             f"  gamepad ({src}, {self.param('joy.layout', 'xbox')} layout) buttons: "
             + ", ".join(f"{e.value}={i}" for e, i in self.joy_mapper.buttons.items())
         )
+        if self.status_line is not None:
+            self.status_line.clear()  # the help starts on a line of its own; the next tick redraws the status
         print("\n".join(lines), flush=True)
 
     # ------------------------------------------------------------------------------------------ inputs
@@ -191,6 +207,26 @@ class TeleopNode(Node):
     def _on_joint_states(self, msg: JointState) -> None:
         if isinstance(self.commander, ArmCommander):  # subscribed for arms only
             self.commander.sync(msg.name, msg.position)
+
+    def _on_recorder_status(self, msg: String) -> None:
+        try:
+            status = json.loads(msg.data)
+        except ValueError:
+            status = None
+        if not isinstance(status, dict):
+            self.log.warning("/recorder/status is not a JSON object: %.80r", msg.data)
+            return
+        self._recorder_status, self._status_at = status, time.monotonic()
+        self._show_status()
+
+    def _show_status(self) -> None:
+        st = self._recorder_status
+        if self.status_line is None or st is None:
+            return
+        age = time.monotonic() - self._status_at
+        stale = age if age > STATUS_STALE_S and st.get("state") != "stopped" else None
+        mode = self.commander.mode if isinstance(self.commander, ArmCommander) else "base"
+        self.status_line.show(format_status(st, mode, stale), (status_key(st), stale is not None))
 
     def _on_joy(self, msg: Joy) -> None:
         intent = self.joy_mapper.update(msg, time.monotonic())
@@ -244,6 +280,7 @@ class TeleopNode(Node):
     # ------------------------------------------------------------------------------------------ commands
 
     def _tick(self) -> None:
+        self._show_status()  # the mode may have changed, a log line may have erased it, the recorder gone quiet
         intent = self._read_inputs()
         robot_events = [e for e in intent.events if e in ROBOT_EVENTS]
         for ev in intent.events:
@@ -299,6 +336,9 @@ class TeleopNode(Node):
                 self._publish_twist(0.0, 0.0, 0.0)  # leave a walking base standing, not walking on
         finally:
             keys, pad = getattr(self, "keys", None), getattr(self, "pad", None)  # None: _setup failed before them
+            line = getattr(self, "status_line", None)
+            if line is not None:
+                line.close()
             if keys is not None:
                 keys.close()
             if pad is not None:
