@@ -226,7 +226,8 @@ class TeleopNode(Node):
         age = time.monotonic() - self._status_at
         stale = age if age > STATUS_STALE_S and st.get("state") != "stopped" else None
         mode = self.commander.mode if isinstance(self.commander, ArmCommander) else "base"
-        self.status_line.show(format_status(st, mode, stale), (status_key(st), stale is not None))
+        line = format_status(st, mode, stale, self.spec.control_rate_hz)
+        self.status_line.show(line, (status_key(st), stale is not None))
 
     def _on_joy(self, msg: Joy) -> None:
         intent = self.joy_mapper.update(msg, time.monotonic())

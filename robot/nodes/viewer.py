@@ -266,6 +266,11 @@ class ViewerNode(Node):
             if cam in cameras:
                 raise ValueError(f"param 'cameras': {cameras[cam]} and {full} are both camera {cam!r}; list one")
             cameras[cam] = full
+        self.rate_hz: float | None = None  # the robot's control rate: recording time -> steps in the status line
+        if params.get("robot"):
+            from realloop.robot.spec import load_robot_spec
+
+            self.rate_hz = load_robot_spec(str(params["robot"])).control_rate_hz
         host = str(params.get("host") or "127.0.0.1")
         port = params.get("port", 8765)
         if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -352,7 +357,7 @@ class ViewerNode(Node):
             "cameras": self.frames.status(),
             "joint_states": js,
             "recorder": rec,
-            "recorder_line": None if rec is None else format_status(rec),
+            "recorder_line": None if rec is None else format_status(rec, rate_hz=self.rate_hz),
             "recorder_age_s": None if recorder is None else round(now - recorder[1], 3),
             "topics": {"joint_states": self.joint_topic or None, "recorder_status": self.status_topic or None},
         }

@@ -12,9 +12,6 @@ import os
 from collections.abc import Hashable, Mapping
 from typing import Any, TextIO
 
-# the feature whose written samples count as the episode's steps, in order of preference: a step is one command
-STEP_FEATURES = ("action", "observation.state")
-
 
 def short_name(feature: str) -> str:
     """``observation.images.front`` -> ``front``: the stream names an operator knows from the config."""
@@ -36,15 +33,6 @@ def dead_streams(status: Mapping[str, Any]) -> list[str]:
     return [short_name(f) for f, s in _streams(status).items() if s.get("dead")]
 
 
-def episode_steps(status: Mapping[str, Any]) -> int:
-    """Samples written so far of the episode's step feature (:data:`STEP_FEATURES`; else the largest count)."""
-    streams = _streams(status)
-    for f in STEP_FEATURES:
-        if f in streams:
-            return int(streams[f].get("written") or 0)
-    return max((int(s.get("written") or 0) for s in streams.values()), default=0)
-
-
 def _last(status: Mapping[str, Any]) -> str | None:
     last = status.get("last")
     if not isinstance(last, Mapping):
@@ -55,25 +43,27 @@ def _last(status: Mapping[str, Any]) -> str | None:
     return f"last ep {last.get('episode')} {success}"
 
 
-def format_status(status: Mapping[str, Any], mode: str | None = None, stale_s: float | None = None) -> str:
+def format_status(
+    status: Mapping[str, Any], mode: str | None = None, stale_s: float | None = None, rate_hz: float | None = None
+) -> str:
     """One line for ``/recorder/status``: ``REC ep 12 | recording 8.4 s | 84 steps | dropped 0 | dead: none``.
 
     ``mode``: the teleop mode to append (``ee``, ``joint``, ``base``); ``stale_s``: seconds since the last status
-    arrived, shown when the recorder has gone quiet (it publishes every ``status_period`` while alive)."""
+    arrived, shown when the recorder has gone quiet (it publishes every ``status_period`` while alive);
+    ``rate_hz``: the robot's control rate, which turns the recording time into steps (the samples a policy at that
+    rate trains on: the streams' own counts run at their rates, 100 Hz joint states, 30 fps cameras); None: no
+    steps."""
     state = status.get("state")
     parts: list[str] = []
     if state == "recording":
         streams = _streams(status)
         dropped = sum(int(s.get("dropped") or 0) for s in streams.values())
         dead = dead_streams(status)
-        elapsed = status.get("elapsed_s")
-        parts += [
-            f"REC ep {status.get('episode')}",
-            f"recording {float(elapsed or 0.0):.1f} s",
-            f"{episode_steps(status)} steps",
-            f"dropped {dropped}",
-            f"dead: {', '.join(dead) if dead else 'none'}",
-        ]
+        elapsed = float(status.get("elapsed_s") or 0.0)
+        parts += [f"REC ep {status.get('episode')}", f"recording {elapsed:.1f} s"]
+        if rate_hz:
+            parts.append(f"{int(elapsed * rate_hz + 1e-6)} steps")  # 8.4 s at 10 Hz: 84, not 83.99999
+        parts += [f"dropped {dropped}", f"dead: {', '.join(dead) if dead else 'none'}"]
         invalid = sum(int(s.get("invalid") or 0) for s in streams.values())
         if invalid:
             parts.append(f"invalid {invalid}")

@@ -22,7 +22,7 @@ from conftest import node_env
 
 from realloop.robot.msgs import String
 from realloop.robot.node import Node
-from realloop.robot.teleop.status import StatusLine, episode_steps, format_status, status_key
+from realloop.robot.teleop.status import StatusLine, format_status, status_key
 
 TIMEOUT = 60.0
 
@@ -58,15 +58,14 @@ def idle(episodes: int = 13, success: bool | None = True, outcome: str = "commit
 
 
 def test_recording_line() -> None:
-    assert format_status(recording(), "ee") == (
+    assert format_status(recording(), "ee", rate_hz=10) == (
         "REC ep 12 | recording 8.4 s | 84 steps | dropped 3 | dead: none | mode ee"
     )
-    assert format_status(recording(dead_wrist=True)) == (
-        "REC ep 12 | recording 8.4 s | 84 steps | dropped 3 | dead: wrist"
+    # steps at the control rate, not a stream's samples (100 Hz joint states, 30 fps cameras); none without a rate
+    assert (
+        format_status(recording(2.0), rate_hz=50) == "REC ep 12 | recording 2.0 s | 100 steps | dropped 3 | dead: none"
     )
-    no_action = recording()
-    del no_action["streams"]["action"]
-    assert episode_steps(no_action) == 842  # then the state's samples
+    assert format_status(recording(dead_wrist=True)) == "REC ep 12 | recording 8.4 s | dropped 3 | dead: wrist"
 
 
 def test_other_states() -> None:
@@ -176,7 +175,7 @@ def test_teleop_shows_the_recorder_status(start_node, test_node: Node, domain_id
         current[0] = recording(9.04, dead_wrist=True)  # in place on the terminal; a dead stream is news in the log
         assert term.read_until(
             test_node,
-            lambda t: "\r\x1b[KREC ep 12 | recording 9.0 s | 84 steps | dropped 3 | dead: wrist | mode ee" in t,
+            lambda t: "\r\x1b[KREC ep 12 | recording 9.0 s | 90 steps | dropped 3 | dead: wrist | mode ee" in t,
         ), term.text[-500:]
         assert test_node.spin_until(lambda: "dead: wrist" in logged.log_text(), TIMEOUT), logged.log_text()
         current[0] = idle()
