@@ -1,4 +1,4 @@
-"""``realloop-dataset``: inspect, check, and look at episode datasets.
+"""``realloop-dataset``: inspect, check, curate and look at episode datasets.
 
 ::
 
@@ -8,6 +8,14 @@
     realloop-dataset convert --from {diffusion-policy,rosbag2,lerobot} SRC ... DST [options]
     realloop-dataset export-video PATH --episode N --camera NAME OUT.mp4 [--fps F]
     realloop-dataset plot PATH --episode N OUT.png [--keys NAME ...]
+    realloop-dataset filter SRC DST [--success | --failure] [--where KEY=VALUE ...] [--episodes 0,3-5] [--no-stats]
+    realloop-dataset merge DST SRC [SRC ...] [--no-stats]
+    realloop-dataset split SRC --fractions 0.9,0.1 --out A B [--seed S] [--no-stats]
+    realloop-dataset delete PATH --episodes 0,3-5 [--purge]      (``delete PATH --purge`` empties the trash)
+    realloop-dataset restore PATH (--episodes 0,3-5 | --all)
+
+filter, merge and split write new datasets (renumbered copies, statistics computed) that appear whole or not at
+all; delete moves episodes to the dataset's trash, restore brings them back (see :mod:`realloop.data.curate`).
 
 Exit status: 0 success, 1 damaged data, 2 a usage problem (not a dataset, no such episode or camera, bad
 arguments), 130 interrupted. Expected errors print one line on stderr naming the problem and the fix;
@@ -27,11 +35,24 @@ from typing import Any
 
 import numpy as np
 
+from realloop.data.curate import CurateError, index_ranges, parse_episode_spec
 from realloop.data.dataset import Dataset, DatasetLockedError, NotADatasetError, check_is_dataset
-from realloop.data.layout import EPISODES_DIR, episode_dirname, list_episode_indices
+from realloop.data.layout import EPISODES_DIR, TRASH_DIR, episode_dirname, list_episode_indices
 
 PROG = "realloop-dataset"
-COMMANDS = ("info", "verify", "stats", "convert", "export-video", "plot")
+COMMANDS = (
+    "info",
+    "verify",
+    "stats",
+    "convert",
+    "export-video",
+    "plot",
+    "filter",
+    "merge",
+    "split",
+    "delete",
+    "restore",
+)
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -177,14 +198,18 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         for st in streams.values():
             span, intervals = st.pop("_span"), st.pop("_intervals")
             st["rate_hz"] = intervals / span if span > 0 else None
-        size, files = 0, 0
+        size, files, trash_size = 0, 0, 0
         for dirpath, _dirs, names in os.walk(root):
             for fname in names:
                 try:
-                    size += os.stat(os.path.join(dirpath, fname)).st_size
-                    files += 1
+                    n_bytes = os.stat(os.path.join(dirpath, fname)).st_size
                 except OSError:
-                    pass
+                    continue
+                size += n_bytes
+                files += 1
+                if Path(dirpath).relative_to(root).parts[:1] == (TRASH_DIR,):
+                    trash_size += n_bytes
+        trashed = ds.trashed_indices
         return {
             "path": str(root),
             "format": ds.info.get("format"),
@@ -192,6 +217,8 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             "robot": (ds.robot or {}).get("name") if isinstance(ds.robot, dict) else ds.robot,
             "episodes": len(indices),
             "episode_indices": [indices[0], indices[-1]] if indices else None,
+            "episode_ranges": index_ranges(indices),
+            "trash": {"episodes": trashed, "size_bytes": trash_size},
             "steps": steps,
             "steps_stream": step_stream,
             "duration_s": duration,
@@ -201,6 +228,7 @@ def dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             "size_bytes": size,
             "files": files,
             "stats": sorted(ds.stats) if ds.stats else None,
+            "stats_stale": ds.stale_stats(),
             "streams": streams,
         }
     finally:
@@ -213,7 +241,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=_json_default))
         return EXIT_OK
     n = info["episodes"]
-    first_last = f" (indices {info['episode_indices'][0]}..{info['episode_indices'][1]})" if n else ""
+    first_last = f" (indices {info['episode_ranges']})" if n else ""
     tasks = ", ".join(f"{t or '(none)'} ({k})" for t, k in sorted(info["tasks"].items(), key=lambda x: -x[1]))
     sources = ", ".join(f"{t} ({k})" for t, k in sorted(info["sources"].items(), key=lambda x: -x[1]))
     s = info["success"]
@@ -228,8 +256,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
         + (f" (mean {info['duration_s'] / n:.1f} s per episode)" if n else ""),
         f"size      {_human_bytes(info['size_bytes'])} in {info['files']} files",
         "stats     " + (", ".join(info["stats"]) if info["stats"] else f"none (compute with `{PROG} stats PATH`)"),
-        "",
     ]
+    if info["stats_stale"]:
+        stale = info["stats_stale"]
+        which = "all" if len(stale) == len(info["stats"]) else ", ".join(stale)
+        lines.append(f"          stale for {which}: the episodes changed since; run `{PROG} stats {info['path']}`")
+    trash = info["trash"]
+    if trash["episodes"]:
+        lines.append(
+            f"trash     {len(trash['episodes'])} deleted episodes ({index_ranges(trash['episodes'])}), "
+            f"{_human_bytes(trash['size_bytes'])}; `{PROG} restore` brings them back, `{PROG} delete --purge` "
+            "frees the space"
+        )
+    lines.append("")
     header = f"{'stream':<32} {'dtype':<8} {'shape':<14} {'rate Hz':>9} {'samples':>10} {'episodes':>9}"
     lines.append(header)
     for name, st in info["streams"].items():
@@ -341,8 +380,11 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         except (KeyError, ValueError, RuntimeError, OSError) as e:
             raise _damaged(f"computing statistics failed ({_reason(e)})", args.path) from e
         if not args.no_store:
-            try:  # a --features subset updates those features and keeps the others
-                ds.set_stats({**(ds.stats or {}), **stats} if args.features else stats)
+            try:  # a --features subset updates those features and keeps the others (stale ones stay stale)
+                if args.features:
+                    ds.set_stats({**(ds.stats or {}), **stats}, fresh=stats)
+                else:
+                    ds.set_stats(stats)
             except OSError as e:
                 raise CliError(
                     f"cannot store statistics in {args.path} ({e.strerror or e}); use --no-store and --json-out"
@@ -370,6 +412,11 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     }
     saved = _write_json(result, out, explicit=bool(args.json_out))
     where = f"stored in {args.path}" if not args.no_store else "not stored (--no-store)"
+    if not args.no_store and ds.stale_stats():
+        print(
+            f"note: the stored statistics of {', '.join(ds.stale_stats())} are still stale; run `{PROG} stats "
+            f"{args.path}` without --features to recompute all"
+        )
     print(
         f"statistics of {len(stats)} features over {len(ds.episode_indices)} episodes in {seconds:.1f} s, "
         f"{where}" + (f"; JSON in {saved}" if saved else "")
@@ -418,6 +465,159 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         f"wrote {p.path}: {len(p.streams)} streams ({', '.join(p.streams)}) over {p.duration:.2f} s, "
         f"{p.width}x{p.height} px"
     )
+    return EXIT_OK
+
+
+# -- filter / merge / split / delete / restore ---------------------------------------------------------------
+def _episode_spec(indices: Sequence[int]) -> str:
+    """``[2, 5, 6]`` -> ``2,5-6``: what ``--episodes`` takes."""
+    return index_ranges(indices).replace("..", "-").replace(", ", ",")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _run_curate(what: str, fix: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a realloop.data.curate operation; its refusals are usage errors, a failed write is exit 1."""
+    try:
+        return fn(*args, **kwargs)
+    except CurateError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"{what} failed ({e.strerror or e}); {fix}", EXIT_DAMAGED) from e
+
+
+def _new_dataset_fix(paths: Sequence[str]) -> str:
+    return f"nothing was written to {', '.join(paths)} and the sources are untouched; fix the cause and run it again"
+
+
+def _stats_note(new: Any) -> str:
+    if new.stats:
+        return f"statistics of {len(new.stats)} features computed"
+    return f"no statistics (--no-stats): compute them with `{PROG} stats {new.path}`"
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for w in warnings:
+        print(f"{PROG}: warning: {w}", file=sys.stderr)
+
+
+def _cmd_filter(args: argparse.Namespace) -> int:
+    from realloop.data.curate import filter_dataset
+
+    _check_exists(args.src)
+    where = list(args.where or [])
+    new = _run_curate(
+        f"writing {args.dst}",
+        _new_dataset_fix([args.dst]),
+        filter_dataset,
+        args.src,
+        args.dst,
+        where=where,
+        episodes=args.episodes,
+        stats=not args.no_stats,
+    )
+    _warn(new.warnings)
+    n, total = len(new.episodes), len(list_episode_indices(Path(args.src)))
+    kept = [i for _, i in new.episodes]
+    print(
+        f"wrote {args.dst}: {n} of {_plural(total, 'episode')} of {args.src}"
+        + (f" ({', '.join(where)})" if where else "")
+        + f", renumbered 0..{n - 1} (from {index_ranges(kept)}); {_stats_note(new)}"
+    )
+    return EXIT_OK
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from realloop.data.curate import merge_datasets
+
+    for src in args.sources:
+        _check_exists(src)
+    new = _run_curate(
+        f"writing {args.dst}",
+        _new_dataset_fix([args.dst]),
+        merge_datasets,
+        args.dst,
+        args.sources,
+        stats=not args.no_stats,
+    )
+    _warn(new.warnings)
+    per_source = [sum(1 for p, _ in new.episodes if p == Path(src)) for src in args.sources]
+    counts = ", ".join(f"{src}: {k}" for src, k in zip(args.sources, per_source, strict=True))
+    n = len(new.episodes)
+    print(
+        f"wrote {args.dst}: {_plural(n, 'episode')} from {_plural(len(args.sources), 'dataset')} ({counts}), "
+        f"renumbered 0..{n - 1}; {_stats_note(new)}"
+    )
+    return EXIT_OK
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from realloop.data.curate import split_dataset
+
+    _check_exists(args.src)
+    parts = _run_curate(
+        f"writing {', '.join(args.out)}",
+        _new_dataset_fix(args.out),
+        split_dataset,
+        args.src,
+        args.out,
+        args.fractions,
+        seed=args.seed,
+        stats=not args.no_stats,
+    )
+    _warn(parts[0].warnings if parts else [])
+    total = sum(len(p.episodes) for p in parts)
+    for part, frac in zip(parts, args.fractions, strict=True):
+        picked = [i for _, i in part.episodes]
+        print(
+            f"wrote {part.path}: {_plural(len(picked), 'episode')} ({frac:g}), episodes {index_ranges(picked)} of "
+            f"{args.src}; {_stats_note(part)}"
+        )
+    print(f"split {args.src} ({_plural(total, 'episode')}, seed {args.seed}) into {len(parts)} disjoint datasets")
+    return EXIT_OK
+
+
+def _trash_summary(r: Any) -> str:
+    return f"{_plural(r.episodes, 'episode')} remain, {r.trashed} in the trash"
+
+
+def _stale_note(r: Any) -> None:
+    if r.stale_stats:
+        print(f"the stored statistics are stale now; recompute them with `{PROG} stats {r.path}`")
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    from realloop.data.curate import delete_episodes
+
+    _check_exists(args.path)
+    fix = f"each episode is whole in episodes/ or {TRASH_DIR}/; fix the cause and run the command again"
+    r = _run_curate(f"deleting from {args.path}", fix, delete_episodes, args.path, args.episodes, purge=args.purge)
+    done = f"{_plural(len(r.done), 'episode')} ({index_ranges(r.done)})" if r.done else "no episode"
+    if args.purge:
+        print(f"deleted {done} of {args.path} for good; {_trash_summary(r)}")
+    else:
+        back = f" (`{PROG} restore {args.path} --episodes {_episode_spec(r.done)}` brings them back)" if r.done else ""
+        print(f"moved {done} of {args.path} to its trash{back}; {_trash_summary(r)}")
+    if r.skipped:
+        print(f"already in the trash: {index_ranges(r.skipped)}")
+    _stale_note(r)
+    return EXIT_OK
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from realloop.data.curate import restore_episodes
+
+    _check_exists(args.path)
+    fix = f"each episode is whole in episodes/ or {TRASH_DIR}/; fix the cause and run the command again"
+    episodes = None if args.all else args.episodes
+    r = _run_curate(f"restoring in {args.path}", fix, restore_episodes, args.path, episodes)
+    done = f"{_plural(len(r.done), 'episode')} ({index_ranges(r.done)})" if r.done else "no episode"
+    print(f"restored {done} of {args.path}; {_plural(r.episodes, 'episode')}, {r.trashed} left in the trash")
+    if r.skipped:
+        print(f"not in the trash (already restored): {index_ranges(r.skipped)}")
+    _stale_note(r)
     return EXIT_OK
 
 
@@ -496,6 +696,62 @@ def build_parser(load_convert: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--dpi", type=int, default=100)
     p.set_defaults(func=_cmd_plot)
+
+    def episodes_option(p: argparse.ArgumentParser, help_text: str) -> None:
+        p.add_argument("--episodes", type=_int_list, action="extend", metavar="N[,A-B...]", help=help_text)
+
+    def no_stats_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-stats", action="store_true", help="do not compute the new statistics (`stats` can, later)")
+
+    p = subs.add_parser("filter", help="copy the episodes that match into a new dataset")
+    p.add_argument("src", help="dataset to read")
+    p.add_argument("dst", help="new dataset to write (must not exist)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--success", dest="where", action="append_const", const="success=true", help="keep successful episodes"
+    )
+    which.add_argument(
+        "--failure", dest="where", action="append_const", const="success=false", help="keep failed episodes"
+    )
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keep episodes whose metadata KEY (task, success, source, robot, attributes.NAME...) is VALUE; "
+        "KEY!=VALUE excludes; repeat to require all",
+    )
+    episodes_option(p, "only among these episodes, e.g. 0,3-5")
+    no_stats_flag(p)
+    p.set_defaults(func=_cmd_filter)
+
+    p = subs.add_parser("merge", help="join datasets with the same features into a new dataset")
+    p.add_argument("dst", help="new dataset to write (must not exist)")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="datasets to join, in order")
+    no_stats_flag(p)
+    p.set_defaults(func=_cmd_merge)
+
+    p = subs.add_parser("split", help="split episodes at random into disjoint new datasets")
+    p.add_argument("src", help="dataset to read")
+    p.add_argument(
+        "--fractions", type=_float_list, required=True, metavar="F,F[,...]", help="share of each part, sum 1"
+    )
+    p.add_argument("--out", nargs="+", required=True, metavar="PATH", help="one new dataset per fraction")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random assignment")
+    no_stats_flag(p)
+    p.set_defaults(func=_cmd_split)
+
+    p = subs.add_parser("delete", help="move episodes to the dataset's trash (or --purge them)")
+    p.add_argument("path", help="dataset directory")
+    episodes_option(p, "episodes to delete, e.g. 0,3-5")
+    p.add_argument("--purge", action="store_true", help="delete for good (without --episodes: empty the trash)")
+    p.set_defaults(func=_cmd_delete)
+
+    p = subs.add_parser("restore", help="bring deleted episodes back from the trash")
+    p.add_argument("path", help="dataset directory")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--episodes", type=_int_list, action="extend", metavar="N[,A-B...]", help="episodes to restore")
+    which.add_argument("--all", action="store_true", help="restore the whole trash")
+    p.set_defaults(func=_cmd_restore)
     return parser
 
 
@@ -506,9 +762,18 @@ def _name_list(text: str) -> list[str]:
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(t) for t in _name_list(text)]
+        return parse_episode_spec(text)
+    except CurateError:
+        raise argparse.ArgumentTypeError(
+            f"expected episode numbers like 0,3,7 or ranges like 3-5, got {text!r}"
+        ) from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _name_list(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected episode numbers like 0,3,7, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.9,0.1, got {text!r}") from None
 
 
 def _version() -> str:

@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from realloop.data.layout import (
     STAGING_DIR,
     episode_dirname,
     list_episode_indices,
+    list_trashed_indices,
 )
 from realloop.data.schema import FORMAT_NAME, FORMAT_VERSION, Feature, parse_features
 from realloop.data.writer import EpisodeWriter, validate_episode_meta
@@ -185,15 +187,48 @@ class Dataset:
         return self._active
 
     def _next_index(self) -> int:
-        idx = list_episode_indices(self.path)
-        return idx[-1] + 1 if idx else 0
+        # past the trash too, so that restoring a deleted episode never meets a newer one at its index
+        idx = list_episode_indices(self.path) + list_trashed_indices(self.path)
+        return max(idx) + 1 if idx else 0
 
-    def set_stats(self, stats: Mapping[str, Any]) -> None:
-        """Store normalisation statistics in the root attributes (an atomic metadata write)."""
+    def set_stats(self, stats: Mapping[str, Any], fresh: Iterable[str] | None = None) -> None:
+        """Store normalisation statistics in the root attributes (an atomic metadata write).
+
+        The features in ``fresh`` (default: all of ``stats``) are recorded as computed over the episodes the
+        dataset has now (:meth:`episodes_fingerprint`); the others keep the record they had, so that statistics
+        carried over from before a change of episodes stay stale (:meth:`stale_stats`).
+        """
         if not self.writable:
             raise PermissionError(f"{self.path} is open read-only; use Dataset.open(path, mode='a')")
+        now = self.episodes_fingerprint()
+        new = set(stats) if fresh is None else set(fresh)
+        old = self.info.get("stats_episodes") or {}
         self.info["stats"] = dict(stats)
+        self.info["stats_episodes"] = {n: now if n in new else old[n] for n in stats if n in new or n in old}
         self.root.attrs["realloop"] = self.info
+
+    def episodes_fingerprint(self) -> dict[str, Any]:
+        """The committed episodes in short: their number and a hash of each one's index and identity (commit
+        time, time span, samples per stream). Deleting, restoring, adding or replacing an episode changes it."""
+        items = []
+        for i in self.episode_indices:
+            # read afresh (not the cached Episode.meta): another process may have changed the episodes
+            meta = json.loads((self.path / EPISODES_DIR / episode_dirname(i) / "zarr.json").read_text())
+            a = meta.get("attributes") or {}
+            counts = {n: s.get("count") for n, s in (a.get("streams") or {}).items()}
+            items.append([i, a.get("committed_at"), a.get("start_time"), a.get("end_time"), counts])
+        digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+        return {"episodes": len(items), "sha256": digest}
+
+    def stale_stats(self) -> list[str]:
+        """Features whose stored statistics were not computed over the episodes the dataset has now (or carry
+        no record of the episodes they cover: stored by an older realloop). Empty when all are current."""
+        stats = self.stats
+        if not stats:
+            return []
+        record = self.info.get("stats_episodes") or {}
+        now = self.episodes_fingerprint()
+        return [n for n in stats if record.get(n) != now]
 
     # -- reading -------------------------------------------------------------------------------------------
     @property
@@ -202,12 +237,21 @@ class Dataset:
 
     @property
     def stats(self) -> dict[str, Any] | None:
-        """Normalisation statistics per feature (min, max, mean, std, q01, q99), or None if not computed."""
+        """Normalisation statistics per feature (min, max, mean, std, q01, q99), or None if not computed.
+
+        As stored: they may be stale (:meth:`stale_stats`); ``realloop.data.stats.load_stats`` refuses those.
+        """
         return self.info.get("stats")
 
     @property
     def episode_indices(self) -> list[int]:
+        """Indices of the committed episodes, in order; deleted ones (in the trash) leave gaps."""
         return list_episode_indices(self.path)
+
+    @property
+    def trashed_indices(self) -> list[int]:
+        """Indices of the deleted episodes that ``realloop-dataset restore`` can bring back."""
+        return list_trashed_indices(self.path)
 
     def __len__(self) -> int:
         return len(self.episode_indices)
@@ -223,6 +267,11 @@ class Dataset:
             index = indices[index]
         if index not in self._episode_cache:
             if index not in indices:
+                if index in self.trashed_indices:
+                    raise IndexError(
+                        f"episode {index} of {self.path} was deleted (it is in the trash); bring it back with "
+                        f"`realloop-dataset restore {self.path} --episodes {index}`"
+                    )
                 raise IndexError(f"no episode {index} in {self.path}; episodes: {_ranges(indices)}")
             self._episode_cache[index] = Episode(
                 self.path / EPISODES_DIR / episode_dirname(index), self.features, index

@@ -13,10 +13,12 @@
             timestamp
             data                     (T, H, W, 3) uint8; one JPEG/PNG per frame, ~100 frames per shard file
       .staging/<id>/                 the episode being recorded; renamed into episodes/ on commit
+      .trash/episode_000003/         a deleted episode (``realloop-dataset delete``): invisible to readers,
+                                     brought back by ``realloop-dataset restore``
       .writer.lock                   held (flock) by the one process writing
 
 An episode becomes visible by one atomic directory rename, so a crash at any instant leaves either the whole
-episode or nothing of it under ``episodes/``.
+episode or nothing of it under ``episodes/``; moving it to the trash and back are renames too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from realloop.data.schema import Feature
 
 EPISODES_DIR = "episodes"
 STAGING_DIR = ".staging"
+TRASH_DIR = ".trash"
 LOCK_FILE = ".writer.lock"
 EPISODE_RE = re.compile(r"^episode_(\d{6,})$")
 FRAMES_PER_SHARD = 100
@@ -47,7 +50,15 @@ def episode_dirname(index: int) -> str:
 
 def list_episode_indices(root: Path) -> list[int]:
     """Indices of the committed episodes, in order (anything else in episodes/ is ignored)."""
-    d = root / EPISODES_DIR
+    return _indices_in(root / EPISODES_DIR)
+
+
+def list_trashed_indices(root: Path) -> list[int]:
+    """Indices of the episodes in the trash (deleted, restorable), in order."""
+    return _indices_in(root / TRASH_DIR)
+
+
+def _indices_in(d: Path) -> list[int]:
     if not d.is_dir():
         return []
     out = []

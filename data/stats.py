@@ -9,6 +9,10 @@ episode; their statistics are exact over the sampled frames (a 256-bin histogram
 
 The result is plain JSON (nested lists shaped like the sample, ``count`` an int), stored in the root
 attributes by ``Dataset.set_stats`` and read back as arrays by :func:`load_stats`.
+
+Stored statistics record which episodes they were computed over (``Dataset.episodes_fingerprint``). Once the
+episodes change (recorded, deleted, restored) they are stale: :func:`load_stats` refuses them with
+:class:`StaleStatsError` and :func:`ensure_stats` recomputes them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,27 @@ _QUANTILE_BYTES = 64 << 20  # float64 working memory for one group of quantile c
 
 class MissingStatsError(LookupError):
     """The dataset has no normalisation statistics (or none for a requested feature)."""
+
+
+class StaleStatsError(MissingStatsError):
+    """The stored statistics were computed over other episodes than the dataset has now."""
+
+
+def stale_stats_message(ds: Dataset, stale: Sequence[str]) -> str:
+    """One line: which stored statistics are stale, why, and the command that recomputes them."""
+    record = ds.info.get("stats_episodes") or {}
+    counts = sorted({int(record[n]["episodes"]) for n in stale if isinstance(record.get(n), dict)})
+    was = f"computed over {' or '.join(map(str, counts))} episodes" if counts else "stored without a record of"
+    why = (
+        f"{was} the episodes they cover (an older realloop)"
+        if not counts
+        else f"{was}, the dataset now has {len(ds.episode_indices)} (episodes were recorded, deleted or restored since)"
+    )
+    which = "all features" if set(stale) >= set(ds.stats or {}) else ", ".join(stale)
+    return (
+        f"the normalisation statistics of {ds.path} are stale for {which}: {why}; recompute them with "
+        f"`realloop-dataset stats {ds.path}`"
+    )
 
 
 def compute_stats(
@@ -207,6 +232,9 @@ def load_stats(dataset: Dataset | str | os.PathLike[str]) -> dict[str, dict[str,
             f"{ds.path} has no normalisation statistics; compute them with `realloop-dataset stats {ds.path}`"
             " (or realloop.data.stats.ensure_stats)"
         )
+    stale = ds.stale_stats()
+    if stale:  # normalising with statistics of other episodes would be silently wrong
+        raise StaleStatsError(stale_stats_message(ds, stale))
     return {
         name: {k: np.asarray(v, dtype=np.int64 if k == "count" else np.float64) for k, v in s.items()}
         for name, s in stats.items()
@@ -214,22 +242,40 @@ def load_stats(dataset: Dataset | str | os.PathLike[str]) -> dict[str, dict[str,
 
 
 def ensure_stats(path_or_dataset: Dataset | str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
-    """The stored statistics (JSON form), computed and stored first if the dataset has none.
+    """The stored statistics (JSON form), computed and stored first if the dataset has none, and those of
+    stale features (:meth:`Dataset.stale_stats`) recomputed.
 
     ``kwargs`` go to :func:`compute_stats`. Storing opens the dataset for appending (it takes the writer
-    lock) unless a writable :class:`Dataset` is given.
+    lock, and holds it while computing, so that no episode is committed meanwhile) unless a writable
+    :class:`Dataset` is given.
     """
     ds = path_or_dataset if isinstance(path_or_dataset, Dataset) else Dataset.open(path_or_dataset, mode="r")
-    if ds.stats:
+    if ds.stats and not ds.stale_stats():
         return ds.stats
-    stats = compute_stats(ds, **kwargs)
     if ds.writable:
-        ds.set_stats(stats)
-    else:
-        with Dataset.open(ds.path, mode="a") as writable:
-            if writable.stats:  # another process stored them meanwhile
-                stats = writable.stats
-            else:
-                writable.set_stats(stats)
-        ds.info["stats"] = stats  # keep the caller's read-only handle current
+        return _refresh_stats(ds, kwargs)
+    with Dataset.open(ds.path, mode="a") as writable:
+        # another process may have stored them meanwhile
+        current = writable.stats and not writable.stale_stats()
+        stats = writable.stats if current else _refresh_stats(writable, kwargs)
+        assert stats is not None
+        for key in ("stats", "stats_episodes"):  # keep the caller's read-only handle current
+            ds.info[key] = writable.info.get(key)
     return stats
+
+
+def _refresh_stats(ds: Dataset, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Compute and store the statistics of a writable dataset: all of them, or only the stale ones."""
+    stale = ds.stale_stats()
+    if not ds.stats or not stale:
+        stats = compute_stats(ds, **kwargs)
+        ds.set_stats(stats)
+        return stats
+    wanted = kwargs.get("features")
+    redo = [n for n in stale if n in ds.features and (wanted is None or n in wanted)]
+    new = compute_stats(ds, **{**kwargs, "features": redo})
+    # a stale feature without samples now is dropped rather than kept stale
+    merged = {n: s for n, s in ds.stats.items() if n not in redo}
+    merged.update(new)
+    ds.set_stats(merged, fresh=new)
+    return merged

@@ -30,7 +30,15 @@ from tqdm.auto import tqdm
 from zarr.core.chunk_grids import RegularChunkGrid
 
 from realloop.data.dataset import NotADatasetError, check_is_dataset
-from realloop.data.layout import EPISODE_RE, EPISODES_DIR, STAGING_DIR, episode_dirname, list_episode_indices
+from realloop.data.layout import (
+    EPISODE_RE,
+    EPISODES_DIR,
+    STAGING_DIR,
+    TRASH_DIR,
+    episode_dirname,
+    list_episode_indices,
+    list_trashed_indices,
+)
 from realloop.data.schema import Feature, SchemaError, parse_features
 from realloop.data.shards import EMPTY, ShardError, direct_shard_dir, index_nbytes, parse_index, strip_crc
 
@@ -212,6 +220,15 @@ def _check_leftovers(root: Path, report: VerifyReport) -> None:
             f"{n} uncommitted episode(s) in {STAGING_DIR}/ (an interrupted or running writer); never "
             "visible to readers, removed the next time the dataset is opened for appending",
             path=staging,
+        )
+    trashed = list_trashed_indices(root)
+    if trashed:  # deleted on purpose: not checked, not damage
+        report.add(
+            INFO,
+            f"{len(trashed)} deleted episode(s) in {TRASH_DIR}/ ({', '.join(map(str, trashed[:10]))}"
+            f"{', ...' if len(trashed) > 10 else ''}), not checked and invisible to readers; "
+            "`realloop-dataset restore` brings them back, `realloop-dataset delete --purge` removes them",
+            path=root / TRASH_DIR,
         )
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
