@@ -1,6 +1,7 @@
 """realloop's ROS 2 nodes, each a module with a Node subclass and ``main(argv)``; ``realloop-node KIND`` runs one.
 
-Kinds: camera, driver, sim_mirror, recorder, teleop, policy_runner, safety_filter, viewer (``NODES``).
+Kinds: camera, driver, sim_mirror, recorder, teleop, policy_runner, safety_filter, viewer,
+scripted_operator (``NODES``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ NODES = Registry(
     {
         kind: f"realloop.robot.nodes.{kind}:main"
         for kind in ("camera", "driver", "sim_mirror", "recorder", "teleop", "policy_runner", "safety_filter", "viewer")
-    },
+    }
+    # sim-side stand-ins, importing MuJoCo
+    | {"scripted_operator": "realloop.sim.operator:main"},
 )
 
 

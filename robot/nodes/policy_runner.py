@@ -42,10 +42,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from realloop.data.align import last_at_or_before
+from realloop.data.images import fit_image
 
 from ..msgs import Bool, CompressedImage, Float64MultiArray, Image, JointState, String
 from ..node import Node
@@ -90,25 +90,6 @@ class StreamBuffer:
 
 
 IMAGES = "observation.images."
-
-
-def fit_image(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``img`` (H x W x 3) centre-cropped to the aspect ratio of ``shape`` (H, W, ...) and resized to it: a
-    camera's frames as the training frames were framed (a sim camera rendered at the training size keeps its
-    vertical field of view, so a wider frame loses its sides, not its top and bottom)."""
-    h, w = img.shape[:2]
-    th, tw = int(shape[0]), int(shape[1])
-    if (h, w) == (th, tw):
-        return img
-    if w * th > tw * h:  # too wide: crop the sides
-        cw = max(1, round(h * tw / th))
-        x0 = (w - cw) // 2
-        img = img[:, x0 : x0 + cw]
-    elif w * th < tw * h:  # too tall: crop top and bottom
-        ch = max(1, round(w * th / tw))
-        y0 = (h - ch) // 2
-        img = img[y0 : y0 + ch]
-    return cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
 
 
 class FilterEcho:

@@ -287,7 +287,12 @@ class SimMirror(Node):
 
     def _on_reset(self, msg: String) -> None:
         seed = int(msg.data) if msg.data.strip() else None
+        before = self.sim_now()
         self.env.reset(seed=seed)
+        # MuJoCo's clock restarts at 0 on a reset; the published time (stamps, /clock, camera frames) runs on
+        self.t0 = before - self.data.time
+        for cam in self.cameras:  # frames are scheduled on MuJoCo's clock
+            cam["next"] = 0.0
         self.q_cmd = self.robot.joint_targets().copy()
         self.g_cmd = self.robot.gripper_target() if self.robot.has_gripper else None
         self.trajectory, self.cmd_vel = None, None

@@ -11,7 +11,8 @@
   commands the robot only while intervening, and motion input starts an intervention (``auto_intervene``).
 
 Nothing is commanded before the operator's first input: starting teleop never moves the robot, and each time
-control is taken (first input, start of an intervention) the set-point starts from the measured joints.
+control is taken (first input, start of an intervention, first input after an episode key) the set-point starts
+from the measured joints.
 When stdin is not a terminal (under realloop-launch, systemd, a pipe) the keyboard is off and ``/joy`` works.
 
 The recorder's ``/recorder/status`` is shown as one line (``REC ep 12 | recording 8.4 s | 84 steps | dropped 0 |
@@ -267,6 +268,9 @@ class TeleopNode(Node):
         if ev in EPISODE_EVENTS:
             self.recorder_pub.publish(String(ev.value))
             self.log.info("episode: %s", ev.value)
+            # between episodes the robot may be reset or moved by hand: stop holding the old set-point, and take
+            # the measured pose as the start of the next motion
+            self.engaged = False
         elif ev is Event.INTERVENTION:
             self.set_intervention(not self.intervening)
             # handing back while a key or stick is still held must not take over again at once: auto-intervene

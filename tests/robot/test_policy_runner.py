@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from realloop.data.images import fit_image
 from realloop.robot.msgs import Float64MultiArray, JointState, String
 from realloop.robot.node import Node
-from realloop.robot.nodes.policy_runner import FilterEcho, fit_image
+from realloop.robot.nodes.policy_runner import FilterEcho
 from realloop.robot.safety.filter import SafetyConfig, SafetyFilter
 from realloop.robot.spec import WorkspaceSpec, load_robot_spec
 
