@@ -14,11 +14,18 @@ Hydra config: configs/train.yaml with a policy from configs/policy/. The run fol
 checkpoint was trained on (:func:`dataset_fingerprint`) and an ``out`` without a checkpoint. Ctrl-C checkpoints
 the current step and exits (:class:`TrainingInterrupted`). On CUDA, bf16 autocast and
 ``torch.compile`` are on by default (``precision``, ``compile``).
+
+Several GPUs (or CPU processes): ``torchrun --nproc_per_node=N -m realloop.policies.train ...`` trains with
+DistributedDataParallel (NCCL on CUDA, one GPU per process by ``LOCAL_RANK``; gloo on CPU), detected from
+torchrun's ``WORLD_SIZE``. ``batch_size`` stays the global batch: every rank draws the same global batch and
+trains on its slice (:func:`shard_batches`), so the loss curve is the one process's. Rank 0 alone writes the run
+folder; the ranks agree on stopping (Ctrl-C, ``time_limit_min``) at the same step. See :class:`Distributed`.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import json
 import math
@@ -28,7 +35,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,14 +94,103 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     )
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU."""
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` is CUDA when available, else CPU. With ``local_rank`` (one of several processes on a machine, see
+    :class:`Distributed`) a CUDA device is that process's own GPU, whatever index ``name`` gives."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    if local_rank is not None and device.type == "cuda":
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise RuntimeError(
+                f"LOCAL_RANK={local_rank} but this machine has {count} GPUs: start at most {count} processes per "
+                "machine (torchrun --nproc_per_node)"
+            )
+        device = torch.device("cuda", local_rank)
     return device
+
+
+# -- several processes (torchrun) -------------------------------------------------------------------------------
+# Rank 0 alone runs rollouts (and writes checkpoints) while the other ranks wait in their next collective: longer
+# than NCCL's default 10 minutes for a large eval.episodes.
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=60)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place among torchrun's processes; one process alone is rank 0 of 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes the run folder and prints."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """From torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; one process when they are not set (or
+        ``WORLD_SIZE`` is 1)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def start_process_group(dist: Distributed, device: torch.device) -> bool:
+    """Join torchrun's process group (NCCL for CUDA, gloo for CPU) unless there is one process or a group exists;
+    whether this call started it (the caller then destroys it)."""
+    if not dist.enabled or torch.distributed.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl", device_id=device, timeout=PROCESS_GROUP_TIMEOUT)
+    else:
+        torch.distributed.init_process_group("gloo", timeout=PROCESS_GROUP_TIMEOUT)
+    return True
+
+
+def shard_batches(batches: Iterator[list[int]], rank: int, world_size: int) -> Iterator[list[int]]:
+    """Rank ``rank``'s contiguous slice of each global batch: together the ranks train on exactly the batches one
+    process would (the global batch size must divide by ``world_size``)."""
+    for batch in batches:
+        per_rank = len(batch) // world_size
+        yield batch[rank * per_rank : (rank + 1) * per_rank]
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of rank ``rank``'s own random stream (dropout, diffusion noise, crops): independent of the other
+    ranks', so the ranks do not draw the same noise for their slices."""
+    digest = hashlib.sha256(f"realloop-train:{seed}:{rank}:{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers under torchrun ignore Ctrl-C: the rank stops them itself at the step all ranks agree on
+    (a worker ended by the signal would fail one rank's next batch and leave the others waiting)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _LossModule(torch.nn.Module):
+    """The policy's training loss as ``forward``: what DistributedDataParallel wraps, as it synchronises the
+    gradients of its forward's outputs. The checkpoint saves the policy itself (no ``module.`` prefix)."""
+
+    def __init__(self, policy: ChunkPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.policy.compute_loss(batch)
 
 
 @dataclass
@@ -190,22 +286,38 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Te
 
 # -- the run ------------------------------------------------------------------------------------------------------
 class Trainer:
-    """One training run of a resolved config (a plain dict; see configs/train.yaml)."""
+    """One training run of a resolved config (a plain dict; see configs/train.yaml).
 
-    def __init__(self, cfg: Mapping[str, Any], progress: bool = True) -> None:
+    ``dist`` is this process's place among torchrun's (default: from the environment, :meth:`Distributed.from_env`);
+    with several, the process group is joined here if it is not yet (:func:`start_process_group`)."""
+
+    def __init__(self, cfg: Mapping[str, Any], progress: bool = True, dist: Distributed | None = None) -> None:
         self.cfg = dict(cfg)
-        self.progress = progress
+        self.dist = dist if dist is not None else Distributed.from_env()
+        self.progress = progress and self.dist.main
         self.out = Path(self.cfg["out"])
-        self.device = pick_device(str(self.cfg["device"]))
+        self.device = pick_device(str(self.cfg["device"]), self.dist.local_rank if self.dist.enabled else None)
+        batch_size, world = int(self.cfg["batch_size"]), self.dist.world_size
+        if batch_size % world:
+            raise ValueError(
+                f"batch_size={batch_size} does not divide among the {world} processes: it is the global batch, "
+                f"split evenly across them; choose a multiple of {world}"
+            )
+        self.rank_batch_size = batch_size // world
+        self.started_process_group = start_process_group(self.dist, self.device)
         seed = int(self.cfg["seed"])
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # every rank: the same initial weights
         np.random.seed(seed)
 
         dcfg = self.cfg["dataset"]
         if not dcfg.get("path"):
             raise ValueError("dataset.path is not set: give the dataset to train on, e.g. dataset.path=outputs/x.zarr")
         self.dataset_path = Path(dcfg["path"])
-        ensure_stats(self.dataset_path, progress=progress)
+        if not self.dist.main:
+            self._barrier()  # rank 0 computes and stores missing statistics; the others then find them
+        ensure_stats(self.dataset_path, progress=self.progress)
+        if self.dist.main:
+            self._barrier()
         with Dataset.open(self.dataset_path) as ds:
             pcfg = self.cfg["policy"]
             keys = [*pcfg["obs_keys"], pcfg.get("action_key", "action")]
@@ -257,8 +369,17 @@ class Trainer:
         precision = self.cfg["precision"]
         self.autocast_dtype = torch.bfloat16 if (precision == "bf16" or (precision == "auto" and cuda)) else None
         compile_on = self.cfg["compile"] is True or (self.cfg["compile"] == "auto" and cuda)
-        self.loss_fn = torch.compile(self.policy.compute_loss) if compile_on else self.policy.compute_loss
+        if self.dist.rank > 0:  # after the shared initial weights: this rank's own dropout, noise and crops
+            torch.manual_seed(rank_seed(seed, self.dist.rank))
         self._resume_or_refuse()
+        loss_fn: Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+        loss_fn = self.policy.compute_loss
+        if self.dist.enabled:  # after resume: DDP broadcasts rank 0's weights, which all ranks have loaded anyway
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device] if self.device.type == "cuda" else None
+            loss_fn = DistributedDataParallel(_LossModule(self.policy), device_ids=ids)
+        self.loss_fn = torch.compile(loss_fn) if compile_on else loss_fn
 
     def _inference_model(self) -> ChunkPolicy:
         """What is evaluated and checkpointed: the EMA copy of the policy when EMA is on, else the policy."""
@@ -299,13 +420,20 @@ class Trainer:
         if self.ema is not None:
             self.ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
             self.ema.n_averaged.copy_(tensors["ema_n_averaged"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.step = int(js["step"])
+        # each rank's own random stream as it was (rank 0's is the one process's); a rank the checkpoint has no
+        # state of (more processes than saved it) starts a new stream of its own
+        suffix = f".rank{self.dist.rank}" if self.dist.rank else ""
+        if f"rng.torch{suffix}" in tensors:
+            torch.set_rng_state(tensors[f"rng.torch{suffix}"])
+        else:
+            torch.manual_seed(rank_seed(int(self.cfg["seed"]), self.dist.rank, self.step))
+        if self.device.type == "cuda" and f"rng.cuda{suffix}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], self.device)
         self.saved_step = self.step
         self.history = [r for r in js.get("history", []) if int(r.get("step", 0)) <= self.step]
-        print(f"resuming {folder} at step {self.step}", file=sys.stderr)
+        if self.dist.main:
+            print(f"resuming {folder} at step {self.step}", file=sys.stderr)
 
     def _check_same_dataset(self, folder: Path) -> None:
         """Refuse to resume a checkpoint on data other than it was trained on: other features (the weights would
@@ -333,33 +461,57 @@ class Trainer:
             )
 
     def save(self) -> Path:
-        model = self._inference_model()
-        tensors = {f"model.{k}": v for k, v in self.policy.state_dict().items()}
-        if self.ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
-            tensors["ema_n_averaged"] = self.ema.n_averaged
-        opt_tensors, opt_json = optimizer_state(self.optimizer)
-        tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        meta = {
-            "policy_name": self.cfg["policy"]["name"],
-            "step": self.step,
-            "dataset": {**self.dataset_info, "train_episodes": self.train_eps, "val_episodes": self.val_eps},
-        }
-        folder = save_checkpoint(
-            self.out / "checkpoints" / f"step_{self.step:07d}",
-            model,
-            self.cfg,
-            meta,
-            tensors,
-            {"step": self.step, "optimizer": opt_json, "history": self.history},
-        )
-        link_last(folder)
-        self._prune(folder)
+        """Checkpoint the current step; every rank calls it (their RNG states go to rank 0, which writes)."""
+        folder = self.out / "checkpoints" / f"step_{self.step:07d}"
+        rng = self._rng_states()
+        if self.dist.main:
+            model = self._inference_model()
+            tensors = {f"model.{k}": v for k, v in self.policy.state_dict().items()}
+            if self.ema is not None:
+                tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
+                tensors["ema_n_averaged"] = self.ema.n_averaged
+            opt_tensors, opt_json = optimizer_state(self.optimizer)
+            tensors.update(opt_tensors)
+            tensors.update(rng)
+            meta = {
+                "policy_name": self.cfg["policy"]["name"],
+                "step": self.step,
+                "dataset": {**self.dataset_info, "train_episodes": self.train_eps, "val_episodes": self.val_eps},
+            }
+            state = {"step": self.step, "optimizer": opt_json, "history": self.history}
+            if self.dist.enabled:
+                state["world_size"] = self.dist.world_size
+            folder = save_checkpoint(folder, model, self.cfg, meta, tensors, state)
+            link_last(folder)
+            self._prune(folder)
+        self._barrier()  # the other ranks go on (and may read the checkpoint) once it is complete
         self.saved_step = self.step
         return folder
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """This process's RNG states as ``rng.torch`` (and ``rng.cuda``); under torchrun, gathered from every rank:
+        rank r's as ``rng.torch.rank<r>`` (r > 0), so that a resumed run continues every rank's stream."""
+        states = {"rng.torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        if not self.dist.enabled:
+            return states
+        gathered = dict(states)
+        for key, state in states.items():
+            local = state.to(self._comm_device)
+            parts = [torch.empty_like(local) for _ in range(self.dist.world_size)]
+            torch.distributed.all_gather(parts, local)
+            gathered.update({f"{key}.rank{r}": parts[r].cpu() for r in range(1, self.dist.world_size)})
+        return gathered
+
+    @property
+    def _comm_device(self) -> torch.device:
+        """Where tensors for collectives live: the GPU for NCCL, the CPU for gloo."""
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _barrier(self) -> None:
+        if self.dist.enabled:
+            torch.distributed.barrier()
 
     def _prune(self, keep: Path) -> None:
         folders = sorted(p for p in (self.out / "checkpoints").glob("step_*") if p.is_dir() and p.suffix != ".tmp")
@@ -399,6 +551,7 @@ class Trainer:
             prefetch_factor=4 if workers else None,
             # its own generator: creating an iterator must not draw from the global RNG (exact resume)
             generator=torch.Generator().manual_seed(int(self.cfg["seed"])),
+            worker_init_fn=_ignore_sigint if self.dist.enabled else None,
         )
 
     def _to_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -406,24 +559,35 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float | None:
-        """Mean loss of the inference model over up to ``val_batches`` validation batches, with fixed noise."""
+        """Mean loss of the inference model over up to ``val_batches`` validation batches, with fixed noise.
+
+        Under torchrun every rank takes part: each evaluates its slice of every (global) batch and the per-batch
+        sums are all-reduced, so each batch's mean is the one process's (exactly so for a deterministic loss)."""
         if self.val_data is None or len(self.val_data) == 0:
             return None
         model = self._inference_model()
         model.eval()
-        bs = min(int(self.cfg["batch_size"]), len(self.val_data))
-        order = [list(range(i, min(i + bs, len(self.val_data)))) for i in range(0, len(self.val_data), bs)]
-        order = order[: int(self.cfg["val_batches"])]
-        losses = []
+        n = len(self.val_data)
+        bs = min(int(self.cfg["batch_size"]), n)
+        order = [list(range(i, min(i + bs, n))) for i in range(0, n, bs)][: int(self.cfg["val_batches"])]
+        rank, world = self.dist.rank, self.dist.world_size
+        mine = [b[rank * -(-len(b) // world) : (rank + 1) * -(-len(b) // world)] for b in order]
+        todo = [j for j, b in enumerate(mine) if b]
+        # per batch: loss sum and sample count, in float64: for one process (loss * count) / count is the loss
+        totals = torch.zeros(len(order), 2, dtype=torch.float64)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(self.cfg["seed"]))
-            for batch in self._loader(self.val_data, iter(order)):
+            for j, batch in zip(todo, self._loader(self.val_data, iter([mine[j] for j in todo])), strict=True):
                 with self._autocast():
                     loss, _ = model.compute_loss(self._to_device(batch))
-                losses.append(float(loss))
+                totals[j, 0], totals[j, 1] = float(loss) * len(mine[j]), len(mine[j])
+        if self.dist.enabled:
+            shared = totals.to(self._comm_device)
+            torch.distributed.all_reduce(shared)
+            totals = shared.cpu()
         model.train()
-        return float(np.mean(losses))
+        return float(np.mean((totals[:, 0] / totals[:, 1]).numpy()))
 
     def rollouts(self) -> dict[str, Any] | None:
         ecfg = self.cfg.get("eval") or {}
@@ -447,8 +611,10 @@ class Trainer:
         model.train()
         return result.to_dict()
 
-    def _log(self, row: dict[str, Any], tb: Any, writer: csv.DictWriter, f: Any) -> None:
+    def _log(self, row: dict[str, Any], tb: Any, writer: csv.DictWriter | None, f: Any) -> None:
         self.history.append(row)
+        if writer is None:  # not rank 0: it alone writes metrics.csv and TensorBoard
+            return
         writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
         f.flush()
         for k, v in row.items():
@@ -458,26 +624,34 @@ class Trainer:
     def run(self) -> TrainSummary:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.out.mkdir(parents=True, exist_ok=True)
+        main, world = self.dist.main, self.dist.world_size
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         steps = int(self.cfg["steps"])
         bs = int(self.cfg["batch_size"])
         start_step = self.step
         batches = batch_indices(len(self.train_data), bs, int(self.cfg["seed"]), start_step)
+        if self.dist.enabled:  # the global batch as one process draws it; this rank trains on its slice
+            batches = shard_batches(batches, self.dist.rank, world)
         loader = iter(self._loader(self.train_data, batches))
         per_epoch = len(self.train_data) // bs
         warmup = int(self.cfg["optim"]["warmup_steps"])
         base_lr = float(self.cfg["optim"]["lr"])  # not the param groups': a resumed optimiser holds a scaled lr
         log_every, val_every = int(self.cfg["log_every"]), int(self.cfg["val_every"])
         ckpt_every, eval_every = int(self.cfg["checkpoint_every"]), int((self.cfg.get("eval") or {}).get("every", 0))
-        csv_path = self.out / "metrics.csv"
-        new_csv = not csv_path.exists() or start_step == 0
-        if not new_csv:
-            _truncate_metrics(csv_path, start_step)  # rows an interrupted run logged past its checkpoint
-        f = csv_path.open("w" if new_csv else "a", newline="")
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        if new_csv:
-            writer.writeheader()
-        tb = SummaryWriter(str(self.out / "tb"), purge_step=start_step or None)
+        f: Any = None
+        writer: csv.DictWriter | None = None
+        tb: Any = None
+        if main:  # rank 0 alone writes the run folder
+            csv_path = self.out / "metrics.csv"
+            new_csv = not csv_path.exists() or start_step == 0
+            if not new_csv:
+                _truncate_metrics(csv_path, start_step)  # rows an interrupted run logged past its checkpoint
+            f = csv_path.open("w" if new_csv else "a", newline="")
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            if new_csv:
+                writer.writeheader()
+            tb = SummaryWriter(str(self.out / "tb"), purge_step=start_step or None)
         self.policy.train()
         t0 = time.perf_counter()
         window_t, window_n, running = time.perf_counter(), 0, []
@@ -492,13 +666,16 @@ class Trainer:
         )
         stop_at = min(steps, int(self.cfg.get("stop_at") or steps))
         deadline = t0 + 60.0 * float(self.cfg["time_limit_min"]) if self.cfg.get("time_limit_min") else math.inf
-        interrupted = False
+        signalled = False  # Ctrl-C reached this process
+        interrupted = False  # training stops after this step: at once alone, at the step all agree on under torchrun
 
         def on_sigint(signum: int, frame: Any) -> None:  # Ctrl-C: finish this step, checkpoint it, stop
-            nonlocal interrupted
-            if interrupted:  # a second Ctrl-C: stop now, without a checkpoint of this step
+            nonlocal signalled, interrupted
+            if signalled:  # a second Ctrl-C: stop now, without a checkpoint of this step
                 raise KeyboardInterrupt
-            interrupted = True
+            signalled = True
+            if not self.dist.enabled:
+                interrupted = True
 
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
@@ -514,9 +691,18 @@ class Trainer:
                     raise
                 with self._autocast():
                     loss, metrics = self.loss_fn(batch)
-                if not torch.isfinite(loss):
+                batch_loss, logged, stop_flags = loss.detach(), metrics["loss"], (False, False)
+                if self.dist.enabled:
+                    # one all-reduce a step: the mean of the ranks' losses (the loss of the global batch) and
+                    # whether any rank saw Ctrl-C or passed the time limit, so that all stop after the same step
+                    flags = [float(signalled), float(time.perf_counter() > deadline)]
+                    shared = torch.cat([loss.detach().float().reshape(1), loss.new_tensor(flags)])
+                    torch.distributed.all_reduce(shared)
+                    batch_loss = logged = shared[0] / world
+                    stop_flags = (bool(shared[1] > 0), bool(shared[2] > 0))
+                if not torch.isfinite(batch_loss):
                     raise FloatingPointError(
-                        f"the training loss is {float(loss)} at step {self.step}; lower optim.lr or check the "
+                        f"the training loss is {float(batch_loss)} at step {self.step}; lower optim.lr or check the "
                         f"dataset for NaN (realloop-dataset verify). The last checkpoint is intact."
                     )
                 self.optimizer.zero_grad(set_to_none=True)
@@ -526,11 +712,15 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update_parameters(self.policy)
                 self.step += 1
-                running.append(metrics["loss"])
+                running.append(logged)
                 window_n += bs
                 bar.update(1)
                 row: dict[str, Any] = {}
-                if time.perf_counter() > deadline:
+                if self.dist.enabled:
+                    interrupted = interrupted or stop_flags[0]
+                    if stop_flags[1]:
+                        stop_at = self.step
+                elif time.perf_counter() > deadline:
                     stop_at = self.step  # a bounded budget: end here, resumable, on the full schedule
                 last = self.step == stop_at
                 if self.step % log_every == 0 or last:
@@ -544,7 +734,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['train_loss']:.4f}", refresh=False)
                 if val_every and (self.step % val_every == 0 or last):
                     last_val = row["val_loss"] = self.validate()
-                if eval_every and (self.step % eval_every == 0 or last):
+                if eval_every and (self.step % eval_every == 0 or last) and main:  # rank 0's policy: all ranks'
                     last_eval = self.rollouts()
                     if last_eval:
                         row.update(success_rate=last_eval["success_rate"], mean_return=last_eval["mean_return"])
@@ -558,8 +748,9 @@ class Trainer:
             if main_thread and previous is not None:
                 signal.signal(signal.SIGINT, previous)
             bar.close()
-            tb.close()
-            f.close()
+            if main:
+                tb.close()
+                f.close()
         seconds = time.perf_counter() - t0
         if folder is None:  # nothing left to train: the resumed run was complete
             folder = resolve_checkpoint(self.out / "checkpoints")
@@ -568,7 +759,7 @@ class Trainer:
             policy=self.cfg["policy"]["name"],
             dataset=str(self.dataset_path),
             out=str(self.out),
-            device=str(self.device),
+            device=f"{world} x {self.device.type}" if self.dist.enabled else str(self.device),
             steps=self.step,
             start_step=start_step,
             seconds=round(seconds, 1),
@@ -580,8 +771,9 @@ class Trainer:
             eval=last_eval,
             history=self.history,
         )
-        plot_losses(self.history, self.out / "loss.png", title=f"{summary.policy} on {self.dataset_path.name}")
-        (self.out / "train_summary.json").write_text(json.dumps(asdict(summary), indent=2))
+        if main:
+            plot_losses(self.history, self.out / "loss.png", title=f"{summary.policy} on {self.dataset_path.name}")
+            (self.out / "train_summary.json").write_text(json.dumps(asdict(summary), indent=2))
         return summary
 
 
@@ -647,9 +839,16 @@ def plot_losses(history: Sequence[Mapping[str, Any]], path: Path, title: str = "
 
 
 def train(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> TrainSummary:
-    """Run a training config (hydra DictConfig or a resolved dict); see the module doc."""
+    """Run a training config (hydra DictConfig or a resolved dict); see the module doc. Under torchrun this
+    process trains as its rank and leaves the process group it joined."""
     plain: dict[str, Any] = to_plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    return Trainer(plain, progress=progress).run()
+    dist = Distributed.from_env()
+    owned = dist.enabled and not torch.distributed.is_initialized()
+    try:
+        return Trainer(plain, progress=progress, dist=dist).run()
+    finally:
+        if owned and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 # errors a user can fix from the message: printed as one line, exit code 2, no traceback
@@ -668,16 +867,22 @@ USER_ERRORS = (
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base=None)
 def _hydra_main(cfg: DictConfig) -> None:
+    dist = Distributed.from_env()
     try:
         summary = train(cfg)
     except USER_ERRORS as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"realloop-train: error: {msg}", file=sys.stderr)
+        # every rank says what failed it (an error on one rank alone would otherwise go unseen)
+        where = f" (rank {dist.rank})" if dist.rank else ""
+        print(f"realloop-train{where}: error: {msg}", file=sys.stderr)
         sys.exit(2)
     except TrainingInterrupted as e:
-        print(f"realloop-train: {e}", file=sys.stderr)
+        if dist.main:  # all ranks stopped at the same step: one message
+            print(f"realloop-train: {e}", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        if not dist.main:
+            sys.exit(130)
         out = Path(str(cfg.out))
         last = out / "checkpoints" / "last"
         where = (
@@ -687,8 +892,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         )
         print(f"realloop-train: interrupted; {where}", file=sys.stderr)
         sys.exit(130)
-    print(summary.line())
-    print(f"summary: {Path(summary.out) / 'train_summary.json'}, curves: {Path(summary.out) / 'loss.png'}")
+    if dist.main:
+        print(summary.line())
+        print(f"summary: {Path(summary.out) / 'train_summary.json'}, curves: {Path(summary.out) / 'loss.png'}")
 
 
 def main() -> None:
@@ -696,3 +902,7 @@ def main() -> None:
     one line for a config error)."""
     exit_on_config_error("realloop-train", compose_config)
     _hydra_main()
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=N -m realloop.policies.train ...
+    main()
