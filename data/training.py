@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from realloop.data.dataset import Dataset
 from realloop.data.episode import Stream
+from realloop.data.images import fit_image
 from realloop.data.schema import Feature
 
 
@@ -40,7 +41,8 @@ class _EpisodeTable:
     index: int
     n_steps: int
     values: dict[str, np.ndarray]  # numeric key -> (n_steps, *shape) float32, the aligned samples
-    frames: dict[str, np.ndarray]  # image key -> (n_steps,) int64 frame index of each step
+    frames: dict[str, np.ndarray]  # image key -> (n_steps,) int64 frame index of each step (a cache row if cached)
+    cache: dict[str, np.ndarray]  # image key -> (n_frames, H, W, C) uint8 decoded frames (cache_images)
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -54,6 +56,11 @@ class WindowDataset(torch.utils.data.Dataset):
     A sample is a dict: ``key`` -> float32 tensor ``(len(deltas[key]), *shape)`` for numeric features or
     ``(len(deltas[key]), C, H, W)`` in [0, 1] for images; ``key + "_is_pad"`` -> bool ``(len(deltas[key]),)``;
     ``episode_index`` and ``step`` -> int64 scalars.
+
+    ``image_size`` (H, W) fits every frame to that size (:func:`realloop.data.images.fit_image`, the policy
+    runner's rule). ``cache_images`` decodes each frame the windows use once, at construction, and keeps it in
+    memory as uint8 (at ``image_size``: 100 episodes of two 96x96 cameras at 10 Hz are a few hundred MB), so
+    training never waits for JPEG decoding; DataLoader workers share the cache (fork).
     """
 
     def __init__(
@@ -65,8 +72,14 @@ class WindowDataset(torch.utils.data.Dataset):
         episodes: Sequence[int] | None = None,
         reference: str | None = None,
         progress: bool = False,
+        image_size: Sequence[int] | None = None,
+        cache_images: bool = False,
     ) -> None:
         self.path = Path(path)
+        if image_size is not None and (len(image_size) != 2 or min(int(v) for v in image_size) < 1):
+            raise ValueError(f"image_size must be [height, width] in pixels, got {list(image_size)}")
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.cache_images = bool(cache_images)
         if not deltas:
             raise ValueError("deltas is empty: give the step offsets to read for at least one key")
         self.deltas: dict[str, np.ndarray] = {}
@@ -84,6 +97,8 @@ class WindowDataset(torch.utils.data.Dataset):
         if unknown:
             raise KeyError(f"no features {unknown} in {self.path}; it has {sorted(ds.features)}")
         self.features: dict[str, Feature] = {k: ds.features[k] for k in self.deltas}
+        if self.image_size is not None:
+            self.features = {k: resized_feature(f, self.image_size) for k, f in self.features.items()}
         available = ds.episode_indices
         self.episodes = list(available if episodes is None else episodes)
         missing = sorted(set(self.episodes) - set(available))
@@ -92,7 +107,8 @@ class WindowDataset(torch.utils.data.Dataset):
 
         self._tables: dict[int, _EpisodeTable] = {}
         lengths = []
-        for e in tqdm(self.episodes, desc="index", unit="episode", disable=not progress):
+        desc = "decode frames" if self.cache_images and any(f.is_image for f in self.features.values()) else "index"
+        for e in tqdm(self.episodes, desc=desc, unit="episode", disable=not progress):
             table = self._build_table(ds, e)
             self._tables[e] = table
             lengths.append(table.n_steps)
@@ -127,14 +143,26 @@ class WindowDataset(torch.utils.data.Dataset):
     def _build_table(self, ds: Dataset, index: int) -> _EpisodeTable:
         ep = ds.episode(index)
         view = ep.aligned(self.rate, list(self.deltas), self.offsets, self.reference)
-        values, frames = {}, {}
+        values, frames, cache = {}, {}, {}
         for key, feature in self.features.items():
             idx = view.indices[key]
             if feature.is_image:
                 frames[key] = idx.astype(np.int64)
+                if self.cache_images:
+                    used, rows = np.unique(frames[key], return_inverse=True)
+                    cache[key] = self._fit(ep.stream(key).take(used))
+                    frames[key] = rows.reshape(-1).astype(np.int64)
             else:
                 values[key] = np.asarray(ep.stream(key).read()[idx], dtype=np.float32)
-        return _EpisodeTable(index, len(view), values, frames)
+        return _EpisodeTable(index, len(view), values, frames, cache)
+
+    def _fit(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W[, C]) frames -> (N, H', W', C) at ``image_size``."""
+        if frames.ndim == 3:
+            frames = frames[..., None]
+        if self.image_size is None:
+            return frames
+        return np.stack([fit_image(f, self.image_size) for f in frames]) if len(frames) else frames
 
     # -- per-process zarr handles ---------------------------------------------------------------------------
     def _reset_handles(self) -> None:
@@ -171,6 +199,8 @@ class WindowDataset(torch.utils.data.Dataset):
             clamped = np.clip(steps, 0, table.n_steps - 1)
             if key in table.values:
                 out[key] = torch.from_numpy(table.values[key][clamped])
+            elif key in table.cache:
+                out[key] = _to_float_chw(table.cache[key][table.frames[key][clamped]])
             else:
                 out[key] = self._read_frames(episode, key, table.frames[key][clamped])
             out[f"{key}_is_pad"] = torch.from_numpy(steps != clamped)
@@ -181,14 +211,8 @@ class WindowDataset(torch.utils.data.Dataset):
     def _read_frames(self, episode: int, key: str, frame_idx: np.ndarray) -> torch.Tensor:
         """Frames as float32 ``(T, C, H, W)`` in [0, 1]; each distinct frame is read and decoded once."""
         uniq, inverse = np.unique(frame_idx, return_inverse=True)
-        frames = self._stream(episode, key).take(uniq)  # its FrameReader; damage: one line (DamagedDataError)
-        if frames.ndim == 3:
-            frames = frames[..., None]
-        chw = frames[inverse.reshape(-1)].transpose(0, 3, 1, 2)
-        # numpy, not torch: torch's intra-op thread pool makes this small conversion slow in the main process
-        out = np.empty(chw.shape, dtype=np.float32)
-        np.divide(chw, np.float32(255.0), out=out)
-        return torch.from_numpy(out)
+        frames = self._fit(self._stream(episode, key).take(uniq))  # its FrameReader; damage: one line
+        return _to_float_chw(frames[inverse.reshape(-1)])
 
     def episode_length(self, episode: int) -> int:
         """Number of steps of an episode's aligned view."""
@@ -200,6 +224,24 @@ class WindowDataset(torch.utils.data.Dataset):
             f"WindowDataset({str(self.path)!r}, samples={len(self)}, episodes={len(self.episodes)}, "
             f"rate={self.rate}, deltas(first, last)={horizons})"
         )
+
+
+def _to_float_chw(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, C) uint8 -> float32 (T, C, H, W) in [0, 1]."""
+    chw = frames.transpose(0, 3, 1, 2)
+    # numpy, not torch: torch's intra-op thread pool makes this small conversion slow in the main process
+    out = np.empty(chw.shape, dtype=np.float32)
+    np.divide(chw, np.float32(255.0), out=out)
+    return torch.from_numpy(out)
+
+
+def resized_feature(feature: Feature, image_size: Sequence[int]) -> Feature:
+    """An image feature as ``image_size`` (H, W) fitting gives it; other features unchanged."""
+    if not feature.is_image:
+        return feature
+    d = feature.to_dict()
+    d["shape"] = [int(image_size[0]), int(image_size[1]), *list(d["shape"])[2:]]
+    return Feature.from_dict(feature.name, d)
 
 
 def split_episodes(

@@ -1,6 +1,6 @@
-"""Observation encoders for realloop's policies, in pure torch: a GroupNorm ResNet-18 trunk, a spatial-softmax
-keypoint head, a per-camera image encoder with random/center cropping, and an encoder for a whole observation dict
-with history.
+"""Observation encoders for realloop's policies, in pure torch: two convolutional trunks (a GroupNorm ResNet-18 for
+GPUs, a small four-layer GroupNorm conv net that trains on a CPU), a spatial-softmax keypoint head, a per-camera
+image encoder with random/center cropping, and an encoder for a whole observation dict with history.
 
 GroupNorm rather than BatchNorm because the diffusion policy trains with small per-step batches and is evaluated
 one observation at a time; BatchNorm's running statistics interact badly with that (and with EMA weights).
@@ -77,6 +77,45 @@ class ResNet18GN(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+class SmallConvGN(nn.Module):
+    """A small conv trunk for CPU training: four 3x3 conv + GroupNorm + ReLU layers, the first two with stride 2.
+
+    forward: (B, in_channels, H, W) -> (B, channels[-1], ~H/4, ~W/4). About 1/20 of ResNet-18's multiply-adds on
+    84x84 crops, and it keeps a 21x21 feature map, fine enough for spatial-softmax keypoints to place an object.
+    """
+
+    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 32, 32)) -> None:
+        super().__init__()
+        if len(channels) != 4:
+            raise ValueError(f"the small conv trunk has 4 layers: give 4 channel counts, got {list(channels)}")
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for i, c in enumerate(channels):
+            layers += [nn.Conv2d(c_in, c, 3, stride=2 if i < 2 else 1, padding=1, bias=False), _group_norm(c)]
+            layers.append(nn.ReLU(inplace=True))
+            c_in = c
+        self.net = nn.Sequential(*layers)
+        self.out_channels = int(channels[-1])
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+BACKBONES = ("resnet18", "small")
+
+
+def make_backbone(name: str, in_channels: int) -> nn.Module:
+    """A trunk by name: ``resnet18`` (GPUs) or ``small`` (CPUs)."""
+    if name == "resnet18":
+        return ResNet18GN(in_channels)
+    if name == "small":
+        return SmallConvGN(in_channels)
+    raise ValueError(f"unknown image encoder {name!r}; known: {', '.join(BACKBONES)}")
+
+
 class SpatialSoftmax(nn.Module):
     """Keypoints from a feature map: a 1x1 conv to ``num_keypoints`` channels, a softmax over the spatial positions
     of each, and the expected (x, y) position under it, in [-1, 1] (x along the width, y along the height).
@@ -136,13 +175,19 @@ def center_crop(images: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 class ImageEncoder(nn.Module):
-    """One camera: crop (random per sample in training, centered in eval, none when ``crop`` is None), ResNet18GN,
-    SpatialSoftmax, Linear, ReLU.
+    """One camera: crop (random per sample in training, centered in eval, none when ``crop`` is None), a trunk
+    (``backbone``: ``resnet18`` or ``small``), SpatialSoftmax, Linear, ReLU.
 
     forward: (B, C, H, W) with (C, H, W) == ``image_shape`` -> (B, feature_dim).
     """
 
-    def __init__(self, image_shape: Sequence[int], crop: Sequence[int] | None = None, feature_dim: int = 64) -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        crop: Sequence[int] | None = None,
+        feature_dim: int = 64,
+        backbone: str = "resnet18",
+    ) -> None:
         super().__init__()
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
@@ -152,7 +197,7 @@ class ImageEncoder(nn.Module):
         if self.crop is not None and (self.crop[0] > h or self.crop[1] > w or min(self.crop) < 1):
             raise ValueError(f"crop {crop} does not fit in images of height and width {(h, w)}")
         self.feature_dim = feature_dim
-        self.backbone = ResNet18GN(c)
+        self.backbone = make_backbone(backbone, c)
         in_h, in_w = self.crop if self.crop is not None else (h, w)
         with torch.no_grad():
             feature_map = self.backbone(torch.zeros(1, c, in_h, in_w))
@@ -185,6 +230,7 @@ class ObservationEncoder(nn.Module):
         crop: Sequence[int] | None = None,
         image_feature_dim: int = 64,
         share_image_encoder: bool = False,
+        image_encoder: str = "resnet18",
     ) -> None:
         super().__init__()
         if not shapes:
@@ -211,14 +257,16 @@ class ObservationEncoder(nn.Module):
                     f"share_image_encoder needs all cameras to have the same shape, got {listed}; "
                     "resize the cameras to one shape or set share_image_encoder=False"
                 )
-            self.image_encoders["shared"] = ImageEncoder(self.shapes[self.image_keys[0]], crop, image_feature_dim)
+            self.image_encoders["shared"] = ImageEncoder(
+                self.shapes[self.image_keys[0]], crop, image_feature_dim, image_encoder
+            )
         else:
             for key in self.image_keys:
                 # ModuleDict names cannot contain dots.
                 name = key[len(IMAGE_PREFIX) :].replace(".", "_")
                 if name in self.image_encoders:
                     raise ValueError(f"camera keys collide as module name {name!r}: rename {key!r}")
-                self.image_encoders[name] = ImageEncoder(self.shapes[key], crop, image_feature_dim)
+                self.image_encoders[name] = ImageEncoder(self.shapes[key], crop, image_feature_dim, image_encoder)
         low_dim = sum(self.shapes[k][0] for k in self.low_dim_keys)
         self.out_dim_per_step: int = low_dim + image_feature_dim * len(self.image_keys)
 

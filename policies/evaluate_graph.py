@@ -4,7 +4,10 @@
 
 Each episode launches the whole graph as processes over DDS (sim mirror seeded with the episode's seed, the
 policy runner with the checkpoint, the safety filter, the recorder) and waits until the recorder ends the
-episode: the runner reports the task's success, or a failure ``--episode-s`` sim seconds after its first action
+episode. The runner runs as on a robot: no task model (``task: null``), its observation from the topics the
+checkpoint's features name (joint states, the cameras it sees, ``/sim/environment_state`` only for a policy
+trained on it); the sim mirror is the referee, its ``/sim/status`` the task's success. The runner reports the
+task's success, or a failure ``--episode-s`` sim seconds after its first action
 (failed episodes are recorded too), or the wall-clock ``--timeout`` passes. It prints a summary line and writes
 ``<out>/eval_graph.json`` with each episode's result and its recording ``<out>/seed_<seed>.zarr``.
 
@@ -64,6 +67,15 @@ def _keep_last(store: dict[str, dict[str, Any] | None], key: str) -> Callable[[A
     return on_status
 
 
+def checkpoint_cameras(checkpoint: Path) -> list[str]:
+    """The cameras a checkpoint's policy sees (``observation.images.<cam>`` features), from its policy.json."""
+    from realloop.policies.checkpoint import resolve_checkpoint
+
+    meta = json.loads((resolve_checkpoint(checkpoint) / "policy.json").read_text())
+    prefix = "observation.images."
+    return sorted(k[len(prefix) :] for k in meta.get("features", {}) if k.startswith(prefix))
+
+
 def run_on_graph(
     checkpoint: Path,
     recording: Path,
@@ -83,11 +95,17 @@ def run_on_graph(
     Returns seed, recording, log (the launch's output), seconds, committed, success (and the committed episode's
     source, duration_s and actions) from the dataset, and ``status``: the last JSON status each node published,
     keyed ``policy_runner``, ``safety_filter`` and ``recorder`` (None for a node never heard)."""
+    cameras = checkpoint_cameras(checkpoint)
+    # the sim renders the cameras the policy sees; the recorder records them (the front one at least, to watch)
+    recorded = cameras or ["front"]
     overrides = [
         f"nodes.recorder.params.dataset={recording}",
         f"nodes.sim_mirror.params.seed={seed}",
-        "nodes.sim_mirror.params.cameras=[front]",
-        "nodes.recorder.params.streams.wrist=null",
+        f"nodes.sim_mirror.params.cameras=[{','.join(recorded)}]",
+        *[f"nodes.recorder.params.streams.{c}=null" for c in ("front", "wrist") if c not in recorded],
+        # the runner as on a robot: no task model, its inputs from the topics, the sim's status as the referee
+        "nodes.policy_runner.params.task=null",
+        "nodes.policy_runner.params.robot=arm6",
         "nodes.policy_runner.params.policy.kind=checkpoint",
         f"nodes.policy_runner.params.policy.path={checkpoint}",
         *overrides,

@@ -52,7 +52,7 @@ from realloop.configs import CONFIG_DIR
 from realloop.configs.schema import compose_checked, exit_on_config_error, to_plain
 from realloop.data import Dataset, DatasetLockedError, NotADatasetError
 from realloop.data.stats import MissingStatsError, ensure_stats, load_stats
-from realloop.data.training import WindowDataset, split_episodes
+from realloop.data.training import WindowDataset, resized_feature, split_episodes
 from realloop.policies.checkpoint import (
     CheckpointError,
     build_policy,
@@ -72,6 +72,7 @@ CONFIG_TYPES = {
     "compile": "bool|str",
     "dataset.path": "str|null",
     "dataset.rate": "number|null",
+    "dataset.image_size": "list|null",
     "stop_at": "int|null",
     "time_limit_min": "number|null",
     "eval.env": "str|null",
@@ -83,7 +84,11 @@ CONFIG_BOUNDS = {
     "optim.lr": (0, None), "optim.warmup_steps": (0, None), "optim.grad_clip": (0, None), "ema.decay": (0, 1),
     "eval.every": (0, None), "eval.episodes": (0, None), "eval.num_envs": (1, None),
 }  # fmt: skip
-CONFIG_CHOICES = {"precision": ("auto", "fp32", "bf16"), "compile": ("auto", True, False)}
+CONFIG_CHOICES = {
+    "precision": ("auto", "fp32", "bf16"),
+    "compile": ("auto", True, False),
+    "policy.image_encoder": ("resnet18", "small"),
+}
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -327,7 +332,9 @@ class Trainer:
                     f"{self.dataset_path} has no features {missing} that policy {pcfg['name']} needs (it has "
                     f"{sorted(ds.features)}); choose the policy's inputs with policy.obs_keys=[...]"
                 )
-            features = {k: ds.features[k].to_dict() for k in keys}
+            size = dcfg.get("image_size")
+            # the policy sees camera frames at image_size (fitted by WindowDataset, and by the runner at run time)
+            features = {k: (resized_feature(ds.features[k], size) if size else ds.features[k]).to_dict() for k in keys}
             self.features: dict[str, Any] = json.loads(json.dumps(features))  # as policy.json stores them
             self.dataset_info = {
                 "path": str(self.dataset_path.resolve()),
@@ -344,6 +351,9 @@ class Trainer:
             n_obs_steps=pcfg["n_obs_steps"],
             horizon=pcfg["horizon"],
             rate=dcfg.get("rate"),
+            image_size=dcfg.get("image_size"),
+            cache_images=bool(dcfg.get("cache_images", False)),
+            progress=self.progress and bool(dcfg.get("cache_images", False)),  # decoding takes a while
         )
         self.train_data = WindowDataset.for_policy(self.dataset_path, episodes=self.train_eps, **window)
         self.val_data = (

@@ -17,8 +17,8 @@ from realloop.policies.encoders import ObservationEncoder
 
 class DiffusionPolicy(ChunkPolicy):
     """Denoises a normalised action chunk ``(horizon, action_dim)`` with a 1-D temporal U-Net whose blocks are
-    FiLM-conditioned on the diffusion step and the observation features (state vectors, and per-camera
-    ResNet-18/GroupNorm encoders with random-crop augmentation for images).
+    FiLM-conditioned on the diffusion step and the observation features (state vectors, and per-camera image
+    encoders with random-crop augmentation: ResNet-18/GroupNorm, or a small conv net for CPUs).
 
     ``num_inference_steps`` DDIM steps at inference (10 by default; the model trains on
     ``num_train_timesteps`` DDPM steps). Other arguments: see :class:`ChunkPolicy`, ``ObservationEncoder``,
@@ -37,6 +37,7 @@ class DiffusionPolicy(ChunkPolicy):
         crop: Sequence[int] | None = None,
         image_feature_dim: int = 64,
         share_image_encoder: bool = False,
+        image_encoder: str = "resnet18",
         down_dims: Sequence[int] = (64, 128, 256),
         kernel_size: int = 5,
         n_groups: int = 8,
@@ -49,7 +50,7 @@ class DiffusionPolicy(ChunkPolicy):
     ) -> None:
         super().__init__(features, obs_keys, action_key, n_obs_steps, horizon, n_action_steps, normalization)
         self.encoder = ObservationEncoder(
-            self.obs_shapes, tuple(crop) if crop else None, image_feature_dim, share_image_encoder
+            self.obs_shapes, tuple(crop) if crop else None, image_feature_dim, share_image_encoder, image_encoder
         )
         self.unet = ConditionalUnet1D(
             self.action_dim,

@@ -28,7 +28,9 @@ default ``/<cam>/image_raw/compressed`` for each camera of the robot spec), alig
 decoded to RGB, centre-cropped to the training frames' aspect ratio and resized to their size.
 
 While ``/intervention`` is true (a human drives with teleop) it publishes nothing; on release it restarts from
-the measured state. With ``max_episode_s`` an episode that has not succeeded that long after its first action
+the measured state. The task's status (``status_topic``: JSON ``{"episode", "success"}``, from the sim mirror
+or any success detector) ends an episode on success and starts a new one when its episode changes, with or
+without a task model. With ``max_episode_s`` an episode that has not succeeded that long after its first action
 ends as a failure: the runner holds and (``report_success``) sends ``failure`` to the recorder, which commits it.
 Stale joint states (older than ``max_state_age``) stop it acting until fresh ones come.
 """
@@ -207,8 +209,9 @@ class PolicyRunner(Node):
             self.cameras[key] = (cam, topic, buf, shape)
         self.max_image_age = float(self.param("max_image_age", 0.5))
         self.create_subscription("/intervention", Bool, self._on_intervention)
-        if self.u is not None:  # a sim task's mirror reports success and episode resets
-            self.create_subscription("/sim/status", String, self._on_sim_status, qos="latched")
+        status_topic = self.param("status_topic")
+        if status_topic:  # task success and episode resets (the sim mirror's status, or a success detector's)
+            self.create_subscription(str(status_topic), String, self._on_sim_status, qos="latched")
 
         prefix = str(self.param("command_prefix", "/unsafe")).rstrip("/")
         ctrl = self.spec.command.controller

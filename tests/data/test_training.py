@@ -251,3 +251,27 @@ def test_a_corrupted_chunk_is_one_line_naming_episode_stream_and_verify(
     with pytest.raises(DamagedDataError, match=r"frames of stream 'observation\.images\.front' in episode_000002"):
         for i in range(len(w)):
             w[i]
+
+
+def test_image_size_fits_frames_and_the_cache_gives_the_same_samples(dataset: tuple[Path, dict]) -> None:
+    """image_size fits frames with the runner's rule (data.images.fit_image); cached windows equal decoded ones."""
+    from realloop.data.images import fit_image
+
+    path, _ = dataset
+    deltas = {FRONT: [-1, 0], WRIST: [0], "action": [0, 1]}
+    plain = WindowDataset(path, deltas, rate=10, image_size=(8, 12))
+    cached = WindowDataset(path, deltas, rate=10, image_size=(8, 12), cache_images=True)
+    assert plain.features[FRONT].shape == (8, 12, 3) and plain.features[WRIST].shape == (8, 12)
+    assert len(plain) == len(cached)
+    for i in (0, 7, len(plain) - 1):
+        a, b = plain[i], cached[i]
+        assert a[FRONT].shape == (2, 3, 8, 12) and a[WRIST].shape == (1, 1, 8, 12)
+        for key in deltas:
+            assert torch.equal(a[key], b[key]), (i, key)
+    # each frame is the recorded frame, fitted by hand
+    full = WindowDataset(path, deltas, rate=10)[5][FRONT][1].numpy()
+    recorded = np.round(full.transpose(1, 2, 0) * 255.0).astype(np.uint8)
+    expected = fit_image(recorded, (8, 12)).transpose(2, 0, 1).astype(np.float32) / 255.0
+    assert np.allclose(plain[5][FRONT][1].numpy(), expected)
+    with pytest.raises(ValueError, match="image_size"):
+        WindowDataset(path, deltas, image_size=(8,))

@@ -235,3 +235,20 @@ def test_observation_encoder_low_dim_only_and_errors():
         enc({"observation.other": torch.rand(2, 3, 4)})
     with pytest.raises(ValueError, match="expected"):
         enc({"observation.state": torch.rand(2, 3, 5)})
+
+
+def test_small_conv_trunk_is_a_fraction_of_resnet18_and_keeps_a_fine_feature_map() -> None:
+    from realloop.policies.encoders import SmallConvGN
+
+    small = SmallConvGN(3)
+    out = small(torch.zeros(2, 3, 84, 84))
+    assert out.shape == (2, 32, 21, 21)  # stride 4: a 21x21 map for the keypoints
+    assert n_params(small) < n_params(ResNet18GN(3)) / 50
+    enc = ImageEncoder((3, 96, 96), crop=(84, 84), feature_dim=32, backbone="small")
+    assert enc.feature_map_shape == (32, 21, 21)
+    enc.eval()
+    assert enc(torch.rand(4, 3, 96, 96)).shape == (4, 32)
+    obs = ObservationEncoder({"observation.images.front": (3, 96, 96)}, crop=(84, 84), image_encoder="small")
+    assert isinstance(obs.image_encoders["front"].backbone, SmallConvGN)
+    with pytest.raises(ValueError, match="unknown image encoder 'resnet'"):
+        ImageEncoder((3, 96, 96), backbone="resnet")
