@@ -6,7 +6,9 @@ Publishes ``/joint_states`` at ``state_rate_hz``, the spec's cameras (``<cam>/im
 status on ``/sim/status`` (JSON: success, reward, episode). Takes ros2_control commands: joint positions on
 ``/<controller>/commands``, the gripper on ``/<gripper controller>/commands``, trajectories on
 ``/<controller>/joint_trajectory``, and for legged robots ``/cmd_vel`` (walked by the scripted gait).
-``/sim/reset`` (String: empty or a seed) starts a new episode.
+``/sim/reset`` (String: empty or a seed) starts a new episode. With ``randomize`` each episode draws the task's
+domain randomisation from its seed: friction, masses, damping, armature, actuator gains, camera poses, lights and
+colours of the model (the gym env's action latency and observation noise are not applied: the graph has its own).
 
 Its DDS domain follows the rule of every node (``domain_id``, else ``ROS_DOMAIN_ID``, else 0), so nodes started
 alone meet it. So that it never drives a real robot by accident, it refuses a domain where another participant
@@ -71,19 +73,31 @@ def other_robot(node: Node, wait: float) -> str | None:
 
 
 def task_model_env(
-    task: str, control_mode: str | None = None, seed: int | None = None, robot: str | None = None
+    task: str,
+    control_mode: str | None = None,
+    seed: int | None = None,
+    robot: str | None = None,
+    randomize: bool | Mapping[str, Any] = False,
 ) -> gym.Env:
     """A task's env (never terminating) in ``control_mode`` (default: the task config's); ``task`` is a task config
-    name (arm_lift) or a gymnasium id; ``robot`` a robot spec name or path in place of the task's."""
+    name (arm_lift) or a gymnasium id; ``robot`` a robot spec name or path in place of the task's; ``randomize``:
+    domain randomisation drawn at each reset, ``True`` for the task config's ranges or a mapping of them."""
     import realloop.sim  # noqa: F401 - registers the realloop/ ids
 
     kwargs: dict[str, Any] = {}
+    ranges: Any = dict(randomize) if isinstance(randomize, Mapping) else None
     if "/" not in task:
         from realloop.sim.collect import compose_config
 
         cfg = compose_config([f"task={task}"])["task"]
         task = cfg["env_id"]
         kwargs = dict(cfg.get("env") or {})
+        if randomize is True:
+            ranges = cfg.get("randomize")
+    if randomize is True and not ranges:
+        raise ValueError(f"randomize=true: task {task!r} has no randomize ranges; give them (randomize={{...}})")
+    if ranges:
+        kwargs["randomize"] = ranges
     kwargs.pop("max_episode_steps", None)
     if control_mode:
         kwargs["control_mode"] = control_mode
@@ -122,7 +136,8 @@ class SimMirror(Node):
         self.exit_code = 0
         check_until = time.monotonic() + float(self.param("robot_check_s", 0.5))  # discovery runs meanwhile
         self.seed = params.get("seed")
-        self.env = task_model_env(str(self.param("task", "arm_lift")), "joint_position", self.seed)
+        randomize = self.param("randomize", False)
+        self.env = task_model_env(str(self.param("task", "arm_lift")), "joint_position", self.seed, None, randomize)
         self.u = task_of(self.env)
         self.robot = self.u.robot
         self.spec = self.robot.spec

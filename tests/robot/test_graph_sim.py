@@ -130,3 +130,35 @@ def test_sim_graphs_run_on_their_own_domain() -> None:
 
     for name in ("sim_arm_teleop", "sim_arm_policy", "sim_quad_teleop"):
         assert load_graph(name).domain_id == 42  # never the robot's ROS_DOMAIN_ID (docs/ros2.md)
+
+
+def test_sim_mirror_randomizes_each_episode_from_its_seed(domain_id: int) -> None:
+    """randomize=true: each /sim/reset draws the task's physics and camera poses from the episode's seed; the
+    same seed gives the same draw, and the clock runs on across resets."""
+    from realloop.robot.nodes.sim_mirror import SimMirror
+
+    def draw(mirror: SimMirror) -> np.ndarray:
+        m = mirror.model
+        return np.concatenate([m.geom_friction[:, 0], m.body_mass, m.cam_pos.ravel(), m.cam_quat.ravel()])
+
+    plain = SimMirror(params={"task": "arm_lift", "seed": 3, "cameras": [], "robot_check_s": 0}, domain_id=domain_id)
+    nominal = draw(plain)
+    plain.close()
+    mirror = SimMirror(
+        params={"task": "arm_lift", "seed": 3, "cameras": [], "robot_check_s": 0, "randomize": True},
+        domain_id=domain_id,
+    )
+    try:
+        first = draw(mirror)
+        assert not np.allclose(first, nominal)
+        t0 = mirror.sim_now()
+        for _ in range(5):
+            mirror.tick()
+        mirror._on_reset(String("4"))
+        second = draw(mirror)
+        assert not np.allclose(second, first)
+        assert mirror.sim_now() >= t0 + 5 * mirror.tick_dt - 1e-9  # stamps never go back on a reset
+        mirror._on_reset(String("3"))
+        assert np.allclose(draw(mirror), first)
+    finally:
+        mirror.close()
