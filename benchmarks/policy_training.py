@@ -1,5 +1,6 @@
 """Policy training throughput: samples/s and seconds/step of realloop-train's Trainer for the state diffusion,
-image diffusion and MLP BC policies on a recorded arm lift dataset.
+image diffusion (ResNet-18 per camera, and the CPU preset's small conv net with frames cached in memory) and MLP
+BC policies on a recorded arm lift dataset.
 
 The dataset (default ``outputs/bench/train_bench_lift.zarr``) is recorded with realloop-collect when missing
 (``task=arm_lift images=true``, ``--episodes`` scripted episodes; topped up if it has fewer). Each policy then
@@ -43,7 +44,7 @@ from omegaconf import OmegaConf
 from realloop.data import Dataset
 from realloop.policies.train import Trainer, compose_config, pick_device
 
-POLICIES = ("diffusion", "diffusion_image", "bc")
+POLICIES = ("diffusion", "diffusion_image", "diffusion_image_cpu", "bc")
 CAMERAS = ("observation.images.wrist", "observation.images.front")
 # (name, precision, compile)
 VARIANTS = {"cpu": [("fp32", "fp32", False)], "cuda": [("fp32", "fp32", False), ("bf16_compile", "bf16", True)]}
@@ -168,24 +169,24 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for policy in args.policies:
-        batch_size = args.image_batch if policy == "diffusion_image" else args.state_batch
+        batch_size = args.image_batch if policy.startswith("diffusion_image") else args.state_batch
         for variant in VARIANTS[device.type]:
             r = run_case(policy, variant, args, str(device), batch_size)
             results.append(r)
             print(
-                f"  {policy:16s} {r['variant']:13s} batch {batch_size:3d}: {r['samples_per_s']:9.1f} samples/s, "
+                f"  {policy:20s} {r['variant']:13s} batch {batch_size:3d}: {r['samples_per_s']:9.1f} samples/s, "
                 f"{r['s_per_step']:.4f} s/step (warm-up {r['warmup_s']:.1f} s)",
                 flush=True,
             )
 
     header = (
-        f"{'policy':16s} {'variant':13s} {'device':6s} {'params':>8s} {'batch':>5s} {'samples/s':>10s} "
+        f"{'policy':20s} {'variant':13s} {'device':6s} {'params':>8s} {'batch':>5s} {'samples/s':>10s} "
         f"{'steps/s':>8s} {'s/step':>8s} {'warm-up s':>9s}"
     )
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         print(
-            f"{r['policy']:16s} {r['variant']:13s} {r['device']:6s} {r['params'] / 1e6:7.2f}M {r['batch_size']:5d} "
+            f"{r['policy']:20s} {r['variant']:13s} {r['device']:6s} {r['params'] / 1e6:7.2f}M {r['batch_size']:5d} "
             f"{r['samples_per_s']:10.1f} {r['steps_per_s']:8.3f} {r['s_per_step']:8.4f} {r['warmup_s']:9.1f}"
         )
     report = {
