@@ -337,14 +337,7 @@ def _check_episodes_exist(path: str, episodes: Sequence[int]) -> None:
 
 def _index_ranges(indices: Sequence[int]) -> str:
     """``[0, 1, 2, 5]`` -> ``0..2, 5 (4 in all)``; ``none`` for no episodes."""
-    if not indices:
-        return "none (it is empty)"
-    parts, start = [], indices[0]
-    for prev, cur in zip(indices, [*indices[1:], None], strict=True):
-        if cur is None or cur != prev + 1:
-            parts.append(f"{start}..{prev}" if prev > start else str(start))
-            start = cur if cur is not None else start
-    return f"{', '.join(parts)} ({len(indices)} in all)"
+    return f"{index_ranges(indices)} ({len(indices)} in all)" if indices else "none (it is empty)"
 
 
 # -- stats ---------------------------------------------------------------------------------------------------
