@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -337,6 +338,7 @@ class ScriptedOperator(Node):
         self.log.info("scripted operator done: %d/%d episodes succeeded", ok, len(self.results))
         out = self.param("summary")
         if out:
+            Path(str(out)).parent.mkdir(parents=True, exist_ok=True)
             with open(str(out), "w") as f:
                 json.dump({"episodes": self.results, "successes": ok}, f, indent=1)
         self.shutdown()
