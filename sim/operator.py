@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from realloop.robot.msgs import Float64MultiArray, JointState, Joy, String, header
+from realloop.robot.msgs import Float64MultiArray, JointState, Joy, String, header, json_object
 from realloop.robot.node import Node
 from realloop.robot.nodes import run_node
 from realloop.robot.spec import RobotSpec, load_robot_spec
@@ -245,11 +245,10 @@ class ScriptedOperator(Node):
 
     def _on_json(self, store: dict[str, Any]) -> Any:
         def on_status(msg: String) -> None:
-            try:
+            status = json_object(msg.data)
+            if status is not None:
                 store.clear()
-                store.update(json.loads(msg.data))
-            except ValueError:
-                pass
+                store.update(status)
 
         return on_status
 

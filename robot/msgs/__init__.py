@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+from typing import Any
 
 from .cdr import CdrError, decode, encode, ros_fields
 from .types import (
@@ -68,6 +70,7 @@ __all__ = [
     "decode",
     "encode",
     "header",
+    "json_object",
     "message",
     "ros_fields",
     "ros_type_of",
@@ -92,3 +95,13 @@ def type_hash(ros_type: str) -> str:
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_JAZZY).hash_rihs01(ros_type)
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """A JSON status message's object (``/recorder/status``, ``/sim/status``, ``~/status``), or None when the text
+    is not a JSON object: a status from another publisher must not stop the node that reads it."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

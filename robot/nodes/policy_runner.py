@@ -49,7 +49,7 @@ import numpy as np
 from realloop.data.align import last_at_or_before
 from realloop.data.images import fit_image
 
-from ..msgs import Bool, CompressedImage, Float64MultiArray, Image, JointState, String
+from ..msgs import Bool, CompressedImage, Float64MultiArray, Image, JointState, String, json_object
 from ..node import Node
 from ..observation import STATE, JointStateObserver
 from ..recorder.streams import InvalidSample, message_to_rgb
@@ -320,7 +320,9 @@ class PolicyRunner(Node):
             self._status("intervention" if self.paused else "running")
 
     def _on_sim_status(self, msg: String) -> None:
-        status = json.loads(msg.data)
+        status = json_object(msg.data)
+        if status is None:
+            return
         episode = status.get("episode")
         if self.sim_episode is not None and episode != self.sim_episode:  # the sim was reset: new episode
             self.policy.reset()

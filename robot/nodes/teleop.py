@@ -22,7 +22,6 @@ logged at each change of state (``status_line: false`` turns it off).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..msgs import Bool, Float64MultiArray, JointState, Joy, String, Twist, TwistStamped, Vector3, header
+from ..msgs import Bool, Float64MultiArray, JointState, Joy, String, Twist, TwistStamped, Vector3, header, json_object
 from ..node import Node
 from ..teleop.commander import ArmCommander, BaseCommander, make_commander
 from ..teleop.gamepad import JoyMapper, LocalGamepad
@@ -210,11 +209,8 @@ class TeleopNode(Node):
             self.commander.sync(msg.name, msg.position)
 
     def _on_recorder_status(self, msg: String) -> None:
-        try:
-            status = json.loads(msg.data)
-        except ValueError:
-            status = None
-        if not isinstance(status, dict):
+        status = json_object(msg.data)
+        if status is None:
             self.log.warning("/recorder/status is not a JSON object: %.80r", msg.data)
             return
         self._recorder_status, self._status_at = status, time.monotonic()

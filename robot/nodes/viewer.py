@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from ..msgs import CompressedImage, JointState, String
+from ..msgs import CompressedImage, JointState, String, json_object
 from ..node import Node, resolve_topic
 from ..recorder.streams import jpeg_shape
 from ..teleop.status import format_status
@@ -325,11 +325,8 @@ class ViewerNode(Node):
             self._joints = (msg, time.monotonic())
 
     def _on_recorder_status(self, msg: String) -> None:
-        try:
-            status = json.loads(msg.data)
-        except ValueError:
-            status = None
-        if not isinstance(status, dict):
+        status = json_object(msg.data)
+        if status is None:
             status = {"state": "unreadable", "data": msg.data[:200]}
         with self._lock:
             self._recorder = (status, time.monotonic())

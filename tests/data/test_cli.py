@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error, run
 
 from realloop.data.cli import main
 from realloop.data.dataset import Dataset
@@ -76,19 +77,6 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def ds_path(pristine: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(pristine, tmp_path / "demo.zarr"))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(err: str, *words: str) -> None:
-    assert "Traceback" not in err
-    assert err.count("\n") == 1, err
-    for w in words:
-        assert w in err, err
 
 
 # -- info ----------------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error, run
 
 from realloop.data import Dataset, DatasetLockedError
-from realloop.data.cli import main
 from realloop.data.curate import (
     CURATE_MARK,
     Condition,
@@ -75,19 +75,6 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def src(pristine: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(pristine, tmp_path / "src.zarr"))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(err: str, *words: str) -> None:
-    assert "Traceback" not in err
-    assert err.count("\n") == 1, err
-    for w in words:
-        assert w in err, err
 
 
 def tree_digest(root: Path) -> dict[str, str]:
