@@ -1,16 +1,10 @@
 """realloop.sim: the MuJoCo mirror — MJCF models, gymnasium tasks, randomisation, experts.
 
 Importing it registers the gymnasium ids (``realloop/ArmReach-v0``, ``ArmLift-v0``, ``ArmPushT-v0``,
-``QuadWalk-v0``) and, on a machine without a display, selects headless EGL rendering (``MUJOCO_GL=egl``)
-unless MUJOCO_GL is already set; that only takes effect if MuJoCo was not imported before.
+``QuadWalk-v0``); the headless rendering backend is chosen when ``realloop`` is imported.
 """
 
 import os
-import sys
-
-# MuJoCo reads MUJOCO_GL once, when first imported: setting it later would only make error messages lie
-if "mujoco" not in sys.modules and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-    os.environ.setdefault("MUJOCO_GL", "egl")
 
 try:
     import mujoco  # noqa: F401

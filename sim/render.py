@@ -1,6 +1,6 @@
 """Headless camera rendering of MuJoCo scenes, with a clear error when no OpenGL backend is usable.
 
-`realloop.sim` sets ``MUJOCO_GL=egl`` before MuJoCo is imported when the machine has no display and the
+Importing `realloop` sets ``MUJOCO_GL=egl`` before MuJoCo is imported when the machine has no display and the
 variable is unset; set it yourself (``egl``, ``osmesa`` or ``glfw``) to choose another backend.
 """
 
@@ -18,7 +18,7 @@ class RenderError(RuntimeError):
 
 def gl_hint() -> str:
     backend = os.environ.get("MUJOCO_GL")
-    early = " (MuJoCo was imported before realloop.sim could pick a headless backend)" if backend is None else ""
+    early = " (MuJoCo was imported before realloop could pick a headless backend)" if backend is None else ""
     return (
         f"MUJOCO_GL={backend!r}{early}. Without a display use MUJOCO_GL=egl (needs libEGL: a GPU driver or Mesa, e.g. "
         "`apt install libegl1`) or MUJOCO_GL=osmesa (CPU, `apt install libosmesa6`), set before MuJoCo is first "

@@ -299,3 +299,22 @@ def test_lift_state_holds_the_cube_offset_from_the_gripper_and_sets_from_the_pos
     np.testing.assert_allclose(model.observation()[ENV_STATE], state, atol=1e-5)
     with pytest.raises(ValueError, match=r"cube's pose.*got 3 values"):
         model.set_task_state(state[:3])
+
+
+def test_headless_backend_is_chosen_whichever_module_imports_mujoco_first() -> None:
+    # a node module that imports MuJoCo before realloop.sim still renders on a machine without a display
+    code = (
+        "import os, realloop.robot.nodes.sim_mirror as m\n"
+        "print(os.environ.get('MUJOCO_GL'))\n"
+        "from realloop.sim.render import CameraRenderer\n"
+        "env = m.task_model_env('arm_lift', 'joint_position', 0, None, False)\n"
+        "env.reset(seed=0)\n"
+        "u = env.unwrapped\n"
+        "print(CameraRenderer(u.model, 48, 64).render(u.data, 'front_cam').shape)\n"
+    )
+    unset = ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY", "PYOPENGL_PLATFORM")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.split("\n")
+    assert lines[0] == "egl" and lines[1] == "(48, 64, 3)", res.stdout
