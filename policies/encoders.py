@@ -177,7 +177,9 @@ def center_crop(images: Tensor, size: tuple[int, int]) -> Tensor:
 
 class ImageEncoder(nn.Module):
     """One camera: crop (random per sample in training, centered in eval, none when ``crop`` is None), a trunk
-    (``backbone``: ``resnet18`` or ``small``), SpatialSoftmax, Linear, ReLU.
+    (``backbone``: ``resnet18`` or ``small``), SpatialSoftmax, Linear, ReLU. ``color_jitter`` > 0 scales each
+    channel of each training image by a factor in [1 - j, 1 + j] and shifts it by up to +-j (the images arrive
+    normalised, so j is in units of the channel's std): lighting and colour changes the camera will see.
 
     forward: (B, C, H, W) with (C, H, W) == ``image_shape`` -> (B, feature_dim).
     """
@@ -188,6 +190,7 @@ class ImageEncoder(nn.Module):
         crop: Sequence[int] | None = None,
         feature_dim: int = 64,
         backbone: str = "resnet18",
+        color_jitter: float = 0.0,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3:
@@ -197,6 +200,9 @@ class ImageEncoder(nn.Module):
         self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
         if self.crop is not None and (self.crop[0] > h or self.crop[1] > w or min(self.crop) < 1):
             raise ValueError(f"crop {crop} does not fit in images of height and width {(h, w)}")
+        if not 0.0 <= color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {color_jitter}")
+        self.color_jitter = float(color_jitter)
         self.feature_dim = feature_dim
         self.backbone = make_backbone(backbone, c)
         in_h, in_w = self.crop if self.crop is not None else (h, w)
@@ -209,6 +215,12 @@ class ImageEncoder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"ImageEncoder expects (B, *{self.image_shape}), got {tuple(images.shape)}")
+        if self.training and self.color_jitter > 0:
+            b, c = images.shape[:2]
+            j = self.color_jitter
+            gain = 1 + j * (2 * torch.rand(b, c, 1, 1, device=images.device, dtype=images.dtype) - 1)
+            shift = j * (2 * torch.rand(b, c, 1, 1, device=images.device, dtype=images.dtype) - 1)
+            images = images * gain + shift
         if self.crop is not None:
             images = random_crop(images, self.crop) if self.training else center_crop(images, self.crop)
         return self.out(self.pool(self.backbone(images)))
@@ -232,6 +244,7 @@ class ObservationEncoder(nn.Module):
         image_feature_dim: int = 64,
         share_image_encoder: bool = False,
         image_encoder: str = "resnet18",
+        color_jitter: float = 0.0,
     ) -> None:
         super().__init__()
         if not shapes:
@@ -259,7 +272,7 @@ class ObservationEncoder(nn.Module):
                     "resize the cameras to one shape or set share_image_encoder=False"
                 )
             self.image_encoders["shared"] = ImageEncoder(
-                self.shapes[self.image_keys[0]], crop, image_feature_dim, image_encoder
+                self.shapes[self.image_keys[0]], crop, image_feature_dim, image_encoder, color_jitter
             )
         else:
             for key in self.image_keys:
@@ -267,7 +280,9 @@ class ObservationEncoder(nn.Module):
                 name = key[len(IMAGE_PREFIX) :].replace(".", "_")
                 if name in self.image_encoders:
                     raise ValueError(f"camera keys collide as module name {name!r}: rename {key!r}")
-                self.image_encoders[name] = ImageEncoder(self.shapes[key], crop, image_feature_dim, image_encoder)
+                self.image_encoders[name] = ImageEncoder(
+                    self.shapes[key], crop, image_feature_dim, image_encoder, color_jitter
+                )
         low_dim = sum(self.shapes[k][0] for k in self.low_dim_keys)
         self.out_dim_per_step: int = low_dim + image_feature_dim * len(self.image_keys)
 

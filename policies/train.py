@@ -82,7 +82,7 @@ CONFIG_BOUNDS = {
     "val_batches": (1, None), "checkpoint_every": (1, None), "keep_checkpoints": (1, None), "stop_at": (1, None),
     "time_limit_min": (0, None), "dataset.val_fraction": (0, 1), "dataset.num_workers": (0, None),
     "optim.lr": (0, None), "optim.warmup_steps": (0, None), "optim.grad_clip": (0, None), "ema.decay": (0, 1),
-    "eval.every": (0, None), "eval.episodes": (0, None), "eval.num_envs": (1, None),
+    "eval.every": (0, None), "policy.color_jitter": (0, 0.99), "eval.episodes": (0, None), "eval.num_envs": (1, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
     "precision": ("auto", "fp32", "bf16"),

@@ -30,6 +30,7 @@ class MLPPolicy(ChunkPolicy):
         image_feature_dim: int = 64,
         share_image_encoder: bool = False,
         image_encoder: str = "resnet18",
+        color_jitter: float = 0.0,
         hidden_dims: Sequence[int] = (512, 512, 512),
         dropout: float = 0.1,
         loss: str = "l1",
@@ -39,7 +40,12 @@ class MLPPolicy(ChunkPolicy):
             raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
         self.loss = loss
         self.encoder = ObservationEncoder(
-            self.obs_shapes, tuple(crop) if crop else None, image_feature_dim, share_image_encoder, image_encoder
+            self.obs_shapes,
+            tuple(crop) if crop else None,
+            image_feature_dim,
+            share_image_encoder,
+            image_encoder,
+            color_jitter,
         )
         layers: list[nn.Module] = []
         width = self.encoder.out_dim(self.n_obs_steps)

@@ -38,6 +38,7 @@ class DiffusionPolicy(ChunkPolicy):
         image_feature_dim: int = 64,
         share_image_encoder: bool = False,
         image_encoder: str = "resnet18",
+        color_jitter: float = 0.0,
         down_dims: Sequence[int] = (64, 128, 256),
         kernel_size: int = 5,
         n_groups: int = 8,
@@ -50,7 +51,12 @@ class DiffusionPolicy(ChunkPolicy):
     ) -> None:
         super().__init__(features, obs_keys, action_key, n_obs_steps, horizon, n_action_steps, normalization)
         self.encoder = ObservationEncoder(
-            self.obs_shapes, tuple(crop) if crop else None, image_feature_dim, share_image_encoder, image_encoder
+            self.obs_shapes,
+            tuple(crop) if crop else None,
+            image_feature_dim,
+            share_image_encoder,
+            image_encoder,
+            color_jitter,
         )
         self.unet = ConditionalUnet1D(
             self.action_dim,

@@ -138,6 +138,34 @@ def test_image_encoder_train_crops_differ_eval_is_center_crop():
         torch.testing.assert_close(plain(image[:, :, 4:68, 4:68]), eval_features[:1])
 
 
+def test_image_encoder_color_jitter_is_a_per_channel_gain_and_shift_in_training_only():
+    torch.manual_seed(0)
+    enc = ImageEncoder((3, 16, 16), crop=None, feature_dim=8, backbone="small", color_jitter=0.3)
+    seen: list[torch.Tensor] = []
+    enc.backbone.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().clone()))
+    image = torch.randn(1, 3, 16, 16)
+    batch = image.expand(64, -1, -1, -1)
+
+    enc.train()
+    enc(batch)
+    x, y = image.flatten(2), seen[-1].flatten(2)  # (1, 3, 256), (64, 3, 256)
+    gain = ((y - y.mean(-1, keepdim=True)) * (x - x.mean(-1, keepdim=True))).sum(-1) / (
+        (x - x.mean(-1, keepdim=True)) ** 2
+    ).sum(-1)
+    shift = y.mean(-1) - gain * x.mean(-1)
+    torch.testing.assert_close(y, gain[..., None] * x + shift[..., None], rtol=1e-4, atol=1e-4)  # affine per channel
+    assert gain.sub(1).abs().max() <= 0.3 + 1e-5 and shift.abs().max() <= 0.3 + 1e-5
+    assert gain.std() > 0.05 and shift.std() > 0.05  # drawn per sample and channel
+    assert not torch.allclose(gain[:, 0], gain[:, 1])
+
+    enc.eval()
+    with torch.no_grad():
+        enc(batch)
+    torch.testing.assert_close(seen[-1], batch)
+    with pytest.raises(ValueError, match="color_jitter"):
+        ImageEncoder((3, 16, 16), color_jitter=1.5)
+
+
 def test_image_encoder_gradient_reaches_conv1_and_shape_checks():
     enc = ImageEncoder((1, 40, 48), crop=(32, 40), feature_dim=8)
     assert enc.feature_map_shape == (512, 1, 2)
