@@ -15,6 +15,10 @@ The policy class is named by the config's ``_target_``; it must lie inside ``rea
 anything is imported (:func:`check_config`). Env ids and env kwargs read from a checkpoint or a dataset are
 checked the same way before use (:func:`check_env_id`, :func:`check_env_kwargs`): only realloop's own tasks, with
 plain-data kwargs the task's constructor takes.
+
+The pieces of a training state that realloop-train and the actor-critic learners (``realloop.policies.rl.state``)
+share live here too: :func:`atomic_folder`, :func:`optimizer_state` / :func:`restore_optimizer` and
+:func:`rng_state` / :func:`restore_rng_state`.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ import importlib
 import inspect
 import json
 import os
+import random
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -150,8 +157,93 @@ def build_policy(policy_cfg: Mapping[str, Any], features: Mapping[str, Mapping[s
     return cls(features=features, **kwargs)
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON at ``path``."""
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """A fresh temporary folder next to ``folder`` (``<name>.tmp``) to write into; when the block ends without an
+    error it replaces ``folder``, so readers see the old folder or the complete new one, never a part. An error
+    (a full disk) removes the temporary folder and leaves ``folder`` as it was."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # what a killed writer left
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """``tensors`` as one safetensors file (detached, contiguous, on the CPU)."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+# -- optimiser and RNG state as safetensors + JSON ---------------------------------------------------------------
+def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser's state: its tensors (moments, step counts) as ``optimizer.<param index>.<name>``, and JSON
+    (hyper-parameters of each param group, non-tensor per-parameter values). :func:`restore_optimizer` undoes it."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for i, st in sd["state"].items():
+        for name, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optimizer.{i}.{name}"] = v
+            else:
+                scalars[f"{i}.{name}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], js: Mapping[str, Any]) -> None:
+    """Load what :func:`optimizer_state` returned into ``opt`` (built over the same parameters in the same order);
+    keys of ``tensors`` that do not start with ``optimizer.`` are ignored."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optimizer."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    for key, v in js["scalars"].items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": js["param_groups"]})
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """This process's global random states: torch's (and each CUDA device's) as tensors ``rng.torch``,
+    ``rng.cuda.<i>``; numpy's legacy global generator and Python's ``random`` as JSON. :func:`restore_rng_state`
+    undoes it."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    np_state = np.random.get_state(legacy=False)
+    assert isinstance(np_state, dict)  # legacy=False: the dict form
+    version, words, gauss = random.getstate()
+    js = {
+        "numpy": {**np_state, "state": {**np_state["state"], "key": np_state["state"]["key"].tolist()}},
+        "python": [version, list(words), gauss],
+    }
+    return tensors, js
+
+
+def restore_rng_state(tensors: Mapping[str, torch.Tensor], js: Mapping[str, Any]) -> None:
+    """Set the global random states :func:`rng_state` returned (CUDA's only where it was saved and is here)."""
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            if f"rng.cuda.{i}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng.cuda.{i}"], i)
+    np_state = js["numpy"]
+    key = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**np_state, "state": {**np_state["state"], "key": key}})
+    version, words, gauss = js["python"]
+    random.setstate((version, tuple(words), gauss))
 
 
 def save_checkpoint(
@@ -165,19 +257,14 @@ def save_checkpoint(
     """Write a checkpoint folder atomically (temporary name, then rename) and return its path."""
     folder = Path(folder)
     check_config(dict(config))
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}, str(tmp / WEIGHTS))
-    _write_json(tmp / "config.json", dict(config))
-    schema = {k: f.to_dict() for k, f in policy.features.items()}
-    _write_json(tmp / "policy.json", {"features": schema, "normalizer": policy.normalizer.describe(), **meta})
-    if training_tensors is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in training_tensors.items()}, str(tmp / TRAINING_STATE))
-        _write_json(tmp / "training_state.json", dict(training_json or {}))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        save_tensors(policy.state_dict(), tmp / WEIGHTS)
+        write_json(tmp / "config.json", dict(config))
+        schema = {k: f.to_dict() for k, f in policy.features.items()}
+        write_json(tmp / "policy.json", {"features": schema, "normalizer": policy.normalizer.describe(), **meta})
+        if training_tensors is not None:
+            save_tensors(training_tensors, tmp / TRAINING_STATE)
+            write_json(tmp / "training_state.json", dict(training_json or {}))
     return folder
 
 
@@ -205,7 +292,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object at ``path``; :class:`CheckpointError` naming the file when it is missing or not JSON."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as e:
@@ -227,8 +315,8 @@ class LoadedCheckpoint:
 def load_policy(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the policy of a checkpoint (see :func:`resolve_checkpoint` for ``path``), in eval mode."""
     folder = resolve_checkpoint(path)
-    config = _read_json(folder / "config.json")
-    meta = _read_json(folder / "policy.json")
+    config = read_json(folder / "config.json")
+    meta = read_json(folder / "policy.json")
     check_config(config)  # before anything is imported or built
     if "policy" not in config or "features" not in meta:
         raise CheckpointError(f"{folder} lacks the policy config or the feature schema")
@@ -249,4 +337,4 @@ def load_training_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str
     """The tensors and JSON that resume needs, from a checkpoint folder."""
     if not (folder / TRAINING_STATE).is_file():
         raise CheckpointError(f"{folder} has no {TRAINING_STATE}: it cannot be resumed from")
-    return load_file(str(folder / TRAINING_STATE)), _read_json(folder / "training_state.json")
+    return load_file(str(folder / TRAINING_STATE)), read_json(folder / "training_state.json")

@@ -58,7 +58,9 @@ from realloop.policies.checkpoint import (
     build_policy,
     link_last,
     load_training_state,
+    optimizer_state,
     resolve_checkpoint,
+    restore_optimizer,
     save_checkpoint,
 )
 from realloop.policies.chunk_policy import ChunkPolicy
@@ -262,31 +264,6 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# -- optimiser state as safetensors + JSON ------------------------------------------------------------------------
-def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for i, st in sd["state"].items():
-        for name, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optimizer.{i}.{name}"] = v
-            else:
-                scalars[f"{i}.{name}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], js: Mapping[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith("optimizer."):
-            _, i, name = key.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    for key, v in js["scalars"].items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": js["param_groups"]})
 
 
 # -- the run ------------------------------------------------------------------------------------------------------

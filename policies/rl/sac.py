@@ -1,0 +1,354 @@
+"""Soft actor-critic (Haarnoja et al. 2018) with the RLPD recipe (Ball et al. 2023): a LayerNorm critic ensemble,
+targets from the minimum over a random subset of it (REDQ), several critic steps per batch (update-to-data
+ratio), an auto-tuned entropy temperature; optionally a behaviour-cloning term for demonstrations.
+
+The losses, each in one place: :meth:`SACLearner.td_target`, :meth:`SACLearner.critic_loss`,
+:meth:`SACLearner.actor_loss`, :meth:`SACLearner.temperature_loss`; :meth:`SACLearner.update` runs them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realloop.policies.rl.learner import Batch, Learner, Observation
+from realloop.policies.rl.networks import (
+    EnsembleQ,
+    FeatureEncoder,
+    TanhGaussianActor,
+    Temperature,
+    random_shift,
+    to_unit_float,
+)
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """The learner's hyper-parameters; the defaults are RLPD's (its ``rlpd_config`` for state observations).
+
+    Attributes:
+        num_critics: E, the critic ensemble size (RLPD 10; plain SAC 2).
+        num_min_critics: M, the target is the minimum over M members drawn at random each critic step (2; M = E
+            is the minimum over all).
+        utd: G, the update-to-data ratio: :meth:`SACLearner.update` splits a batch of G*B transitions into G
+            minibatches, takes one critic step on each, then one actor and one temperature step on the last.
+        hidden_dims: hidden widths of the actor's and each critic's MLP.
+        critic_layer_norm: LayerNorm after each hidden Linear of the critics, before the ReLU (RLPD).
+        actor_q: how the actor's objective reduces the ensemble: ``mean`` (RLPD, REDQ) or ``min`` (SAC's
+            clipped double Q).
+        tau: Polyak rate of the target critic (and target encoder) after every critic step.
+        actor_lr, critic_lr, temperature_lr: Adam learning rates (the critic's also trains the encoder).
+        init_temperature: the entropy temperature alpha at the start.
+        target_entropy: the entropy the temperature steers to; None: -|A|/2 (RLPD's choice; SAC's paper: -|A|).
+        backup_entropy: subtract alpha * log pi(a'|s') in the TD target (soft backup); off for sparse rewards,
+            where it would hand out entropy bonuses larger than the reward.
+        bc_weight: weight of MSE(tanh(actor mean), batch action) in the actor loss, over the whole batch (0: off).
+        obs_normalization: ``mean_std``, ``min_max`` or ``identity``, for the state keys that ``obs_stats`` covers.
+        image_encoder: ``small`` (a CPU-sized conv net) or ``resnet18``.
+        image_feature_dim: features per camera.
+        augment_pad: DrQ random shift of images by up to this many pixels, in updates only (0: off).
+    """
+
+    num_critics: int = 10
+    num_min_critics: int = 2
+    utd: int = 1
+    hidden_dims: tuple[int, ...] = (256, 256)
+    critic_layer_norm: bool = True
+    actor_q: str = "mean"
+    tau: float = 0.005
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 3e-4
+    init_temperature: float = 1.0
+    target_entropy: float | None = None
+    backup_entropy: bool = True
+    bc_weight: float = 0.0
+    obs_normalization: str = "mean_std"
+    image_encoder: str = "small"
+    image_feature_dim: int = 64
+    augment_pad: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_min_critics <= self.num_critics:
+            raise ValueError(
+                f"num_min_critics must be in [1, num_critics={self.num_critics}], got {self.num_min_critics}"
+            )
+        if self.utd < 1:
+            raise ValueError(f"utd must be at least 1, got {self.utd}")
+        if self.actor_q not in ("mean", "min"):
+            raise ValueError(f"actor_q must be 'mean' or 'min', got {self.actor_q!r}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.bc_weight < 0 or self.augment_pad < 0:
+            raise ValueError("bc_weight and augment_pad must not be negative")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> SACConfig:
+        """``rlpd`` (the defaults) or ``sac`` (two critics without LayerNorm, clipped double Q for the actor:
+        the original SAC), with ``overrides``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "rlpd": {},
+    "sac": {"num_critics": 2, "num_min_critics": 2, "critic_layer_norm": False, "actor_q": "min"},
+}
+
+
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """``module``'s parameters get no gradient inside the block (the critic, while the actor's loss uses it)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
+class SACLearner(Learner):
+    """SAC/RLPD on observation dicts (state vectors and camera images) with continuous actions.
+
+    Args:
+        obs_shapes: observation key -> per-sample shape; ``observation.images.<cam>`` keys are (C, H, W) uint8
+            images, the others (D,) vectors (see :class:`~realloop.policies.rl.networks.FeatureEncoder`).
+        action_low, action_high: the action bounds in env units, (A,). The learner works in [-1, 1]: ``act``
+            returns env units, ``update`` maps the batch's env-unit actions into [-1, 1] (clipped).
+        config: hyper-parameters (default: :class:`SACConfig`, RLPD's); ``overrides`` replace fields of it.
+        obs_stats: fixed normalisation statistics of the state keys (``realloop.data.stats.load_stats`` form);
+            they become buffers of the encoder, saved with the weights.
+        device: where the modules live and the updates run.
+
+    Modules: ``encoder`` (shared: the critic's loss trains it, the actor sees its features detached),
+    ``encoder_target`` and ``critic_target`` (Polyak copies), ``actor``, ``critic`` (an E-member ensemble),
+    ``temperature``. Randomness (exploration noise, target subsets, image shifts) comes from torch's global
+    generator, so seed it with ``torch.manual_seed`` before building.
+
+    The batch's ``online`` flag is not used here: how online and offline data mix is the replay buffer's choice
+    (RLPD samples them half and half).
+    """
+
+    def __init__(
+        self,
+        obs_shapes: Mapping[str, Sequence[int]],
+        action_low: Sequence[float] | np.ndarray,
+        action_high: Sequence[float] | np.ndarray,
+        config: SACConfig | None = None,
+        obs_stats: Mapping[str, Mapping[str, Any]] | None = None,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> None:
+        self.config = cfg = dataclasses.replace(config or SACConfig(), **overrides)
+        self.device = torch.device(device)
+        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32))
+        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32))
+        if low.ndim != 1 or low.shape != high.shape or not bool((high > low).all()):
+            raise ValueError(f"action bounds must be two (A,) vectors with high > low, got {low} and {high}")
+        self.action_low, self.action_high = low.to(self.device), high.to(self.device)
+        self.action_dim = int(low.shape[0])
+        self.target_entropy = -self.action_dim / 2 if cfg.target_entropy is None else float(cfg.target_entropy)
+
+        self.encoder = FeatureEncoder(
+            obs_shapes, obs_stats, cfg.obs_normalization, cfg.image_encoder, cfg.image_feature_dim
+        )
+        width = self.encoder.out_dim
+        self.actor = TanhGaussianActor(width, self.action_dim, cfg.hidden_dims)
+        self.critic = EnsembleQ(width, self.action_dim, cfg.num_critics, cfg.hidden_dims, cfg.critic_layer_norm)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.temperature = Temperature(cfg.init_temperature)
+        for module in self.modules().values():
+            # Always in training mode: nothing here behaves differently in eval mode (GroupNorm, no dropout, the
+            # image encoders' own crop and colour jitter off); augmentation is explicit, in updates only.
+            module.to(self.device)
+        self._optimizers = {
+            "critic": torch.optim.Adam([*self.critic.parameters(), *self.encoder.parameters()], lr=cfg.critic_lr),
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr),
+            "temperature": torch.optim.Adam(self.temperature.parameters(), lr=cfg.temperature_lr),
+        }
+        self.updates = 0  # calls of update()
+        self.critic_steps = 0  # utd per update
+
+    # -- the seam ------------------------------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "encoder": self.encoder,
+            "encoder_target": self.encoder_target,
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "temperature": self.temperature,
+        }
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return dict(self._optimizers)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"updates": self.updates, "critic_steps": self.critic_steps}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.updates, self.critic_steps = int(state["updates"]), int(state["critic_steps"])
+
+    def actor_weights(self) -> dict[str, Tensor]:
+        """The encoder (normaliser and image encoders) and the actor, as ``encoder.*`` and ``actor.*``."""
+        return {
+            f"{name}.{k}": v.detach().cpu().clone()
+            for name in ("encoder", "actor")
+            for k, v in self.modules()[name].state_dict().items()
+        }
+
+    def load_actor_weights(self, weights: Mapping[str, Tensor]) -> None:
+        unknown = sorted(k for k in weights if not k.startswith(("encoder.", "actor.")))
+        if unknown:
+            raise KeyError(f"actor weights hold keys of neither the encoder nor the actor: {unknown[:5]}")
+        for name in ("encoder", "actor"):
+            prefix = f"{name}."
+            own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            self.modules()[name].load_state_dict(own, strict=True)
+
+    def warm_start(self, actor_weights: Mapping[str, Tensor]) -> None:
+        """Start learning from another learner's actor (and shared encoder): :meth:`load_actor_weights`, and the
+        target encoder set to the loaded encoder. The critic and the temperature start afresh.
+
+        Design note, imitation checkpoints: realloop's imitation policies (``ChunkPolicy``: diffusion, MLP BC)
+        map an observation *history* through their own encoder and normaliser to a normalised action *chunk*,
+        so no layer of theirs corresponds to this actor's; copying weights across would be a guess. The clean
+        route goes through data: train a learner of this class on the demonstrations with ``bc_weight`` > 0
+        (offline, the same batches RLPD uses; or only the actor's BC term, when the critic should start
+        afresh), or on (observation, first action of the chunk) pairs the imitation policy labels, and pass its
+        :meth:`actor_weights` here. A full learner state (offline pretraining, e.g. Cal-QL, then fine-tuning)
+        loads with ``realloop.policies.rl.state.load_learner_state`` instead.
+        """
+        self.load_actor_weights(actor_weights)
+        self.encoder_target.load_state_dict(self.encoder.state_dict())
+
+    @torch.no_grad()
+    def act(self, obs: Observation, explore: bool) -> np.ndarray:
+        features = self.encoder(self._observation(obs, augment=False))
+        action = self.actor.sample(features)[0] if explore else self.actor.mode(features)
+        return self._env_action(action).cpu().numpy()
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """G = ``utd`` critic steps on the G minibatches of ``batch`` (its size must divide by G), each followed by
+        the Polyak update of the targets, then one actor and one temperature step on the last minibatch."""
+        b = self._prepare(batch)
+        n, g = int(b["reward"].shape[0]), self.config.utd
+        if n % g:
+            raise ValueError(f"the batch of {n} transitions does not split into utd={g} equal minibatches")
+        size = n // g
+        for i in range(g):
+            mb = {k: _take(v, slice(i * size, (i + 1) * size)) for k, v in b.items()}
+            loss, critic_metrics = self.critic_loss(mb)
+            self._step("critic", loss)
+            self._update_targets()
+            self.critic_steps += 1
+        loss, actor_metrics = self.actor_loss(mb)
+        self._step("actor", loss)
+        temperature_loss = self.temperature_loss(actor_metrics["entropy"])
+        self._step("temperature", temperature_loss)
+        self.updates += 1
+        metrics = {**critic_metrics, **actor_metrics, "temperature_loss": temperature_loss.detach()}
+        metrics["temperature"] = self.temperature().detach()
+        return {k: float(v) for k, v in metrics.items()}
+
+    # -- the losses (batches as _prepare makes them: tensors on the device, actions in [-1, 1]) ---------------------
+    @torch.no_grad()
+    def td_target(self, mb: Mapping[str, Any]) -> Tensor:
+        """``r + discount * (min over M random target critics of Q(s', a') [- alpha log pi(a'|s')])``,
+        a' ~ pi(s'): (B,). ``discount`` is the batch's (0 after a terminal step: the target is the reward)."""
+        next_obs = mb["next_observation"]
+        next_action, next_log_prob = self.actor.sample(self.encoder(next_obs))
+        next_q, _ = self.critic_target.min_over_subset(
+            self.encoder_target(next_obs), next_action, self.config.num_min_critics
+        )
+        if self.config.backup_entropy:
+            next_q = next_q - self.temperature() * next_log_prob
+        return mb["reward"] + mb["discount"] * next_q
+
+    def critic_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Every member's squared TD error against the one shared target, averaged over members and batch; its
+        gradient trains the critic and the encoder."""
+        target = self.td_target(mb)
+        q = self.critic(self.encoder(mb["observation"]), mb["action"])  # (E, B)
+        loss = ((q - target) ** 2).mean()
+        return loss, {"critic_loss": loss.detach(), "q": q.detach().mean(), "target_q": target.mean()}
+
+    def actor_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """``E[alpha log pi(a|s) - Q(s, a)]``, a ~ pi(s) reparameterised, Q the ensemble's mean (or min), plus
+        ``bc_weight * MSE(tanh(mean), batch action)``. Trains the actor only."""
+        with torch.no_grad():
+            # SAC from pixels (SAC-AE, DrQ): the encoder is shared; the critic's gradient alone trains it and the
+            # actor sees its features detached, so the policy gradient cannot distort the representation.
+            features = self.encoder(mb["observation"])
+        action, log_prob = self.actor.sample(features)
+        with _frozen(self.critic):
+            qs = self.critic(features, action)
+        q = qs.mean(dim=0) if self.config.actor_q == "mean" else qs.min(dim=0).values
+        loss = (self.temperature().detach() * log_prob - q).mean()
+        metrics = {"actor_loss": loss.detach(), "entropy": -log_prob.detach().mean()}
+        if self.config.bc_weight > 0:
+            bc = F.mse_loss(self.actor.mode(features), mb["action"])
+            loss = loss + self.config.bc_weight * bc
+            metrics["bc_loss"] = bc.detach()
+        return loss, metrics
+
+    def temperature_loss(self, entropy: Tensor) -> Tensor:
+        """``alpha * (entropy - target_entropy)``: alpha grows while the policy's entropy is below the target."""
+        return self.temperature() * (entropy.detach() - self.target_entropy)
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    def _step(self, name: str, loss: Tensor) -> None:
+        opt = self._optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def _update_targets(self) -> None:
+        tau = self.config.tau
+        for target, online in ((self.critic_target, self.critic), (self.encoder_target, self.encoder)):
+            for t, p in zip(target.parameters(), online.parameters(), strict=True):
+                t.lerp_(p, tau)
+
+    def _observation(self, obs: Observation, augment: bool) -> dict[str, Tensor]:
+        out = {k: torch.as_tensor(v).to(self.device) for k, v in obs.items() if k in self.encoder.shapes}
+        if augment and self.config.augment_pad > 0:
+            for k in self.encoder.image_keys:
+                out[k] = random_shift(to_unit_float(out[k]), self.config.augment_pad)
+        return out
+
+    def _prepare(self, batch: Batch) -> dict[str, Any]:
+        """The batch as tensors on the device, images shifted (once per batch), actions in [-1, 1]."""
+
+        def vector(key: str) -> Tensor:
+            return torch.as_tensor(batch[key], dtype=torch.float32).to(self.device)  # type: ignore[literal-required]
+
+        action = 2.0 * (vector("action") - self.action_low) / (self.action_high - self.action_low) - 1.0
+        return {
+            "observation": self._observation(batch["observation"], augment=True),
+            "next_observation": self._observation(batch["next_observation"], augment=True),
+            "action": action.clamp(-1.0, 1.0),
+            "reward": vector("reward"),
+            "discount": vector("discount"),
+        }
+
+    def _env_action(self, action: Tensor) -> Tensor:
+        scaled = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return torch.minimum(torch.maximum(scaled, self.action_low), self.action_high)
+
+
+def _take(value: Any, index: slice) -> Any:
+    """``value[index]`` for a tensor, or for each tensor of a dict of them."""
+    if isinstance(value, dict):
+        return {k: v[index] for k, v in value.items()}
+    return value[index]

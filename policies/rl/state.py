@@ -1,0 +1,108 @@
+"""A learner's whole training state as a folder of safetensors and JSON, never pickle:
+
+    <folder>/
+        learner_state.safetensors   every module's state dict (``module.<name>.<key>``), every optimiser's
+                                    tensors (``optimizer.<name>/optimizer.<i>.<moment>``), torch's RNG states
+        learner_state.json          optimiser hyper-parameters, the learner's extra state (counters), numpy's
+                                    and Python's RNG states, and the caller's ``meta``
+
+Saving and loading go through the learner seam (:class:`~realloop.policies.rl.learner.Learner`: ``modules``,
+``optimizers``, ``extra_state``), so this works for every learner. After :func:`load_learner_state` into a learner
+built with the same arguments, the same batches give bit-identical parameters (on one device) to a learner that
+never stopped. The folder is written under a temporary name and renamed (:func:`~realloop.policies.checkpoint.
+atomic_folder`): a crash leaves the previous state, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from realloop.policies.checkpoint import (
+    CheckpointError,
+    atomic_folder,
+    optimizer_state,
+    read_json,
+    restore_optimizer,
+    restore_rng_state,
+    rng_state,
+    save_tensors,
+    write_json,
+)
+from realloop.policies.rl.learner import Learner
+
+TENSORS = "learner_state.safetensors"
+JSON = "learner_state.json"
+FORMAT = "realloop-learner-state/1"
+
+
+def save_learner_state(folder: str | os.PathLike[str], learner: Learner, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write ``learner``'s modules, optimisers, extra state and the global RNG states (torch, CUDA, numpy,
+    Python) to ``folder`` (replaced atomically), with ``meta`` (plain JSON: config, step...). Returns the path."""
+    tensors = {}
+    for name, module in learner.modules().items():
+        tensors.update({f"module.{name}.{k}": v for k, v in module.state_dict().items()})
+    optimizers = {}
+    for name, opt in learner.optimizers().items():
+        opt_tensors, optimizers[name] = optimizer_state(opt)
+        tensors.update({f"optimizer.{name}/{k}": v for k, v in opt_tensors.items()})
+    rng_tensors, rng_json = rng_state()
+    tensors.update(rng_tensors)
+    state = {
+        "format": FORMAT,
+        "modules": sorted(learner.modules()),
+        "optimizers": optimizers,
+        "extra_state": learner.extra_state(),
+        "rng": rng_json,
+        "meta": dict(meta or {}),
+    }
+    folder = Path(folder)
+    with atomic_folder(folder) as tmp:
+        save_tensors(tensors, tmp / TENSORS)
+        write_json(tmp / JSON, state)
+    return folder
+
+
+def load_learner_state(folder: str | os.PathLike[str], learner: Learner, restore_rng: bool = True) -> dict[str, Any]:
+    """Load what :func:`save_learner_state` wrote into ``learner`` (built with the same arguments): modules
+    (strictly), optimisers, extra state and, with ``restore_rng``, the global RNG states. Returns the ``meta``.
+    A folder that is not a learner state, or one of another learner, raises :class:`CheckpointError`."""
+    folder = Path(folder)
+    if not (folder / TENSORS).is_file():
+        raise CheckpointError(f"no learner state at {folder}: {TENSORS} is missing")
+    state = read_json(folder / JSON)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{folder / JSON} is not a realloop learner state (format {state.get('format')!r})")
+    try:
+        tensors = load_file(str(folder / TENSORS))
+    except Exception as e:  # safetensors raises its own error types for truncated or garbage files
+        raise CheckpointError(f"{folder / TENSORS} cannot be read ({e}); the state is corrupted") from e
+    modules, optimizers = learner.modules(), learner.optimizers()
+    if sorted(modules) != state["modules"] or sorted(optimizers) != sorted(state["optimizers"]):
+        raise CheckpointError(
+            f"{folder} holds modules {state['modules']} and optimisers {sorted(state['optimizers'])}, this learner "
+            f"has {sorted(modules)} and {sorted(optimizers)}: it was saved by another kind of learner"
+        )
+    for name, module in modules.items():
+        prefix = f"module.{name}."
+        try:
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        except RuntimeError as e:
+            lines = str(e).strip().splitlines()
+            raise CheckpointError(
+                f"{folder}: the saved {name!r} does not fit this learner's ({lines[-1].strip() if lines else e}); "
+                "build the learner with the arguments it was saved with"
+            ) from None
+    for name, opt in optimizers.items():
+        prefix = f"optimizer.{name}/"
+        restore_optimizer(
+            opt, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, state["optimizers"][name]
+        )
+    learner.load_extra_state(state["extra_state"])
+    if restore_rng:
+        restore_rng_state(tensors, state["rng"])
+    return dict(state["meta"])

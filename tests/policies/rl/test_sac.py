@@ -1,0 +1,266 @@
+"""SACLearner: env-unit actions, the TD target's discount, UTD steps, the shared encoder's gradients, and learning
+on small synthetic problems (no simulator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from realloop.policies.rl.learner import Batch, Learner
+from realloop.policies.rl.sac import SACConfig, SACLearner
+
+STATE = "observation.state"
+WRIST, FRONT = "observation.images.wrist", "observation.images.front"
+LOW, HIGH = np.array([-2.0, 0.0, 10.0]), np.array([2.0, 1.0, 20.0])
+
+
+def batch(obs: np.ndarray, action: np.ndarray, reward: np.ndarray, discount: np.ndarray, next_obs: np.ndarray) -> Batch:
+    """A state-only batch (obs keyed as observation.state)."""
+    n = len(obs)
+    return {
+        "observation": {STATE: obs.astype(np.float32)},
+        "action": action.astype(np.float32),
+        "reward": reward.astype(np.float32),
+        "discount": discount.astype(np.float32),
+        "next_observation": {STATE: next_obs.astype(np.float32)},
+        "online": np.ones(n, dtype=bool),
+    }
+
+
+def random_batch(rng: np.random.Generator, n: int, obs_dim: int = 4, low: Any = LOW, high: Any = HIGH) -> Batch:
+    return batch(
+        rng.normal(size=(n, obs_dim)),
+        rng.uniform(low, high, size=(n, len(low))),
+        rng.normal(size=n),
+        np.full(n, 0.99),
+        rng.normal(size=(n, obs_dim)),
+    )
+
+
+def image_batch(rng: np.random.Generator, n: int) -> Batch:
+    b = random_batch(rng, n)
+    for obs in (b["observation"], b["next_observation"]):
+        obs[WRIST] = rng.integers(0, 256, size=(n, 3, 16, 16), dtype=np.uint8)
+        obs[FRONT] = rng.integers(0, 256, size=(n, 3, 16, 16), dtype=np.uint8)
+    return b
+
+
+def tiny(obs_dim: int = 4, low: Any = LOW, high: Any = HIGH, **overrides: Any) -> SACLearner:
+    cfg = {"hidden_dims": (32, 32), "num_critics": 4, **overrides}
+    return SACLearner({STATE: (obs_dim,)}, low, high, **cfg)
+
+
+def tiny_images(**overrides: Any) -> SACLearner:
+    shapes = {STATE: (4,), WRIST: (3, 16, 16), FRONT: (3, 16, 16)}
+    return SACLearner(shapes, LOW, HIGH, hidden_dims=(32, 32), num_critics=2, image_feature_dim=8, **overrides)
+
+
+def test_it_is_a_learner_with_named_modules_and_optimizers() -> None:
+    learner = tiny()
+    assert isinstance(learner, Learner)
+    assert set(learner.modules()) == {"encoder", "encoder_target", "actor", "critic", "critic_target", "temperature"}
+    assert set(learner.optimizers()) == {"critic", "actor", "temperature"}
+    assert learner.target_entropy == -1.5  # -|A| / 2
+    assert SACConfig.preset("sac").num_critics == 2 and SACConfig().num_critics == 10
+    with pytest.raises(ValueError, match="num_min_critics"):
+        SACConfig(num_critics=2, num_min_critics=3)
+
+
+def test_act_returns_env_units_inside_the_bounds() -> None:
+    torch.manual_seed(0)
+    learner = tiny()
+    with torch.no_grad():
+        learner.actor.mean.bias.copy_(torch.tensor([30.0, -30.0, 0.0]))  # saturate two dims at the bounds
+    obs = {STATE: np.random.default_rng(0).normal(size=(512, 4)).astype(np.float32)}
+    for explore in (True, False):
+        a = learner.act(obs, explore=explore)
+        assert a.shape == (512, 3) and a.dtype == np.float32
+        assert bool((a >= LOW.astype(np.float32)).all() and (a <= HIGH.astype(np.float32)).all())
+    np.testing.assert_allclose(learner.act(obs, explore=False)[:, :2], np.broadcast_to([2.0, 0.0], (512, 2)))
+    assert 12 < learner.act(obs, explore=False)[:, 2].mean() < 18  # the middle of [10, 20], not of [-1, 1]
+    np.testing.assert_array_equal(learner.act(obs, explore=False), learner.act(obs, explore=False))
+    assert not np.array_equal(learner.act(obs, explore=True), learner.act(obs, explore=True))
+
+
+def test_update_maps_env_unit_actions_into_unit_range() -> None:
+    learner = tiny()
+    b = random_batch(np.random.default_rng(0), 8)
+    b["action"][0] = LOW
+    b["action"][1] = HIGH
+    b["action"][2] = (LOW + HIGH) / 2
+    b["action"][3] = HIGH + 5  # outside: clipped
+    prepared = learner._prepare(b)["action"]
+    expected = torch.tensor([[-1.0] * 3, [1.0] * 3, [0.0] * 3, [1.0] * 3])
+    torch.testing.assert_close(prepared[:4], expected)
+
+
+def test_a_terminal_transition_s_target_is_just_the_reward() -> None:
+    torch.manual_seed(0)
+    learner = tiny(backup_entropy=True)
+    mb = learner._prepare(random_batch(np.random.default_rng(1), 16))
+
+    def target(discount: float) -> torch.Tensor:
+        with torch.random.fork_rng():
+            torch.manual_seed(7)  # the same a' and target members each time
+            return learner.td_target({**mb, "discount": torch.full((16,), discount)})
+
+    torch.testing.assert_close(target(0.0), mb["reward"])
+    bootstrap = target(1.0) - mb["reward"]
+    assert bootstrap.abs().min() > 1e-4
+    torch.testing.assert_close(target(0.5), mb["reward"] + 0.5 * bootstrap)
+
+
+def test_utd_takes_g_critic_steps_then_one_actor_and_temperature_step() -> None:
+    learner = tiny(utd=3)
+    steps = dict.fromkeys(learner.optimizers(), 0)
+    for name, opt in learner.optimizers().items():
+        opt.register_step_post_hook(lambda *_, name=name: steps.__setitem__(name, steps[name] + 1))
+    rng = np.random.default_rng(0)
+    metrics = learner.update(random_batch(rng, 3 * 8))
+    assert steps == {"critic": 3, "actor": 1, "temperature": 1}
+    learner.update(random_batch(rng, 3 * 8))
+    assert steps == {"critic": 6, "actor": 2, "temperature": 2}
+    assert learner.extra_state() == {"updates": 2, "critic_steps": 6}
+    assert {"critic_loss", "q", "target_q", "actor_loss", "entropy", "temperature", "temperature_loss"} <= set(metrics)
+    assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values())
+    with pytest.raises(ValueError, match="utd=3"):
+        learner.update(random_batch(rng, 25))
+
+
+def test_the_critic_trains_the_shared_encoder_and_the_actor_does_not() -> None:
+    torch.manual_seed(0)
+    learner = tiny_images()
+    mb = learner._prepare(image_batch(np.random.default_rng(0), 8))
+    encoder_params = list(learner.encoder.parameters())
+    assert encoder_params
+
+    learner.actor_loss(mb)[0].backward()
+    assert all(p.grad is None for p in encoder_params)
+    assert all(p.grad is None for p in learner.critic.parameters())
+    assert all(p.grad is not None for p in learner.actor.parameters())
+
+    learner.critic_loss(mb)[0].backward()
+    assert all(p.grad is not None for p in learner.critic.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in encoder_params if p.grad is not None) > 0
+    assert all(p.grad is None for p in learner.critic_target.parameters())
+
+
+def test_image_updates_run_and_acting_does_not_augment() -> None:
+    torch.manual_seed(0)
+    learner = tiny_images()
+    rng = np.random.default_rng(0)
+    before = {k: v.clone() for k, v in learner.encoder.state_dict().items()}
+    metrics = learner.update(image_batch(rng, 8))
+    assert np.isfinite(metrics["critic_loss"])
+    assert any(not torch.equal(before[k], v) for k, v in learner.encoder.state_dict().items())
+    obs = image_batch(rng, 2)["observation"]
+    a = learner.act(obs, explore=False)
+    np.testing.assert_array_equal(a, learner.act(obs, explore=False))
+    assert bool((a >= LOW.astype(np.float32)).all() and (a <= HIGH.astype(np.float32)).all())
+    # the update shifts images: prepared observations differ from the raw ones (as unit floats)
+    shifted = learner._prepare(image_batch(np.random.default_rng(3), 8))["observation"][WRIST]
+    raw = torch.as_tensor(image_batch(np.random.default_rng(3), 8)["observation"][WRIST]).float() / 255
+    assert shifted.shape == raw.shape and not torch.equal(shifted, raw)
+
+
+def test_observation_statistics_travel_in_the_actor_weights() -> None:
+    torch.manual_seed(0)
+    stats = {STATE: {"mean": [5.0, -3.0, 0.0, 1.0], "std": [2.0, 0.5, 1.0, 4.0]}}
+    learner = tiny(obs_stats=stats)
+    weights = learner.actor_weights()
+    assert any(k.startswith("encoder.normalizer.") for k in weights)
+    torch.manual_seed(1)
+    actor_side = tiny()  # built without the statistics, other random weights
+    obs = {STATE: np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32) * 3 + 5}
+    assert not np.allclose(actor_side.act(obs, explore=False), learner.act(obs, explore=False))
+    actor_side.load_actor_weights(weights)
+    np.testing.assert_array_equal(actor_side.act(obs, explore=False), learner.act(obs, explore=False))
+    with pytest.raises(KeyError, match="neither"):
+        actor_side.load_actor_weights({**weights, "critic.out.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("preset", ["sac", "rlpd"])
+def test_it_learns_the_best_action_of_a_contextual_bandit(preset: str) -> None:
+    """One-step problem: context s in [-1, 1]^2, best action a*(s) = (1.5 s0, 0.5 + 0.4 s1) in env units, reward
+    -|a - a*|^2 / scale; random behaviour actions; discount 0. The learnt deterministic action moves to a*."""
+    torch.manual_seed(0)
+    low, high = np.array([-2.0, 0.0]), np.array([2.0, 1.0])
+    learner = SACLearner(
+        {STATE: (2,)},
+        low,
+        high,
+        SACConfig.preset(preset, hidden_dims=(64, 64), num_critics=2 if preset == "sac" else 5),
+        actor_lr=1e-3,
+        critic_lr=1e-3,
+        temperature_lr=1e-3,
+        init_temperature=0.1,
+    )
+    rng = np.random.default_rng(0)
+    scale = (high - low) / 2
+
+    def best(s: np.ndarray) -> np.ndarray:
+        return np.stack([1.5 * s[:, 0], 0.5 + 0.4 * s[:, 1]], axis=1)
+
+    def error() -> float:
+        s = rng.uniform(-1, 1, size=(256, 2)).astype(np.float32)
+        return float(np.abs((learner.act({STATE: s}, explore=False) - best(s)) / scale).mean())
+
+    before = error()
+    for _ in range(300):
+        s = rng.uniform(-1, 1, size=(64, 2))
+        a = rng.uniform(low, high, size=(64, 2))
+        reward = -(((a - best(s)) / scale) ** 2).sum(axis=1)
+        learner.update(batch(s, a, reward, np.zeros(64), s))
+    after = error()
+    assert after < 0.12 and after < before / 3, (before, after)
+
+
+def test_the_critic_learns_discounted_values_of_a_two_step_chain() -> None:
+    """s0 -> s1 (reward 0, discount 0.9) -> end (reward 1, terminal: discount 0). Without the entropy backup, Q(s1,
+    .) -> 1 and Q(s0, .) -> 0.9 whatever the action."""
+    torch.manual_seed(0)
+    learner = tiny(
+        obs_dim=2,
+        low=np.array([-1.0]),
+        high=np.array([1.0]),
+        backup_entropy=False,
+        tau=0.05,
+        critic_lr=1e-3,
+        num_critics=4,
+    )
+    s0, s1 = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    obs = np.repeat(np.concatenate([s0, s1]), 16, axis=0)
+    next_obs = np.repeat(np.concatenate([s1, s1]), 16, axis=0)  # s1's successor is unused (discount 0)
+    reward = np.repeat([0.0, 1.0], 16)
+    discount = np.repeat([0.9, 0.0], 16)
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        learner.update(batch(obs, rng.uniform(-1, 1, size=(32, 1)), reward, discount, next_obs))
+    with torch.no_grad():
+        a = torch.linspace(-1, 1, 9)[:, None]
+        q0 = learner.critic(learner.encoder({STATE: torch.tensor(s0, dtype=torch.float32).expand(9, 2)}), a)
+        q1 = learner.critic(learner.encoder({STATE: torch.tensor(s1, dtype=torch.float32).expand(9, 2)}), a)
+    assert abs(float(q1.mean()) - 1.0) < 0.03, float(q1.mean())
+    assert abs(float(q0.mean()) - 0.9) < 0.03, float(q0.mean())
+
+
+def test_bc_weight_pulls_the_actor_to_the_demonstrated_actions() -> None:
+    torch.manual_seed(0)
+    low, high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    demo = np.array([0.6, -0.4])
+    rng = np.random.default_rng(0)
+
+    def train(bc_weight: float) -> np.ndarray:
+        torch.manual_seed(0)
+        learner = tiny(obs_dim=2, low=low, high=high, bc_weight=bc_weight, actor_lr=1e-3)
+        for _ in range(150):
+            s = rng.normal(size=(32, 2))
+            learner.update(batch(s, np.tile(demo, (32, 1)), np.zeros(32), np.zeros(32), s))
+        return learner.act({STATE: rng.normal(size=(64, 2)).astype(np.float32)}, explore=False)
+
+    with_bc, without = train(10.0), train(0.0)
+    assert np.abs(with_bc - demo).mean() < 0.1
+    assert np.abs(without - demo).mean() > 3 * np.abs(with_bc - demo).mean()
