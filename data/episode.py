@@ -171,9 +171,11 @@ class Episode:
         """An aligned view: for each step time, the last sample at or before it in each stream.
 
         ``rate`` (Hz) makes step times ``t0, t0 + 1/rate, ...`` from the first instant at which every stream
-        has a sample up to the last sample of any stream. Without a rate, the step times are the timestamps
-        of ``reference`` (default ``action`` if recorded, else the first key): with streams that share one
-        clock (sim, RL) the view is the identity. ``times`` gives the step times outright (e.g. the ticks a
+        has a sample up to the last sample of ``reference`` (default ``action`` when it is in the view; without
+        one, the last sample of any stream): observations recorded after the last action (an episode's final
+        observation) are no step of their own. Without a rate, the step times are the timestamps of
+        ``reference`` (default ``action`` if recorded, else the first key): with streams that share one clock
+        (sim, RL) the view is the identity. ``times`` gives the step times outright (e.g. the ticks a
         controller logged). ``offsets[key]`` (seconds) is a per-stream latency: the sample used at step time ``t``
         is the last one at or before ``t - offsets[key]``.
         """
@@ -182,6 +184,8 @@ class Episode:
         unknown = set(offsets) - set(keys)
         if unknown:
             raise KeyError(f"offsets given for streams not in the view: {sorted(unknown)}")
+        if reference is not None and reference not in keys:
+            raise KeyError(f"reference stream {reference!r} is not in the view {keys}")
         # a stream delayed by d is seen at time t + d
         stamps = {k: self.stream(k).timestamps + offsets.get(k, 0.0) for k in keys}
         step_times: np.ndarray
@@ -191,7 +195,8 @@ class Episode:
             if rate <= 0:
                 raise ValueError(f"rate must be positive, got {rate}")
             t0 = max(s[0] for s in stamps.values())
-            t1 = max(s[-1] for s in stamps.values())
+            end = reference or ("action" if "action" in keys else None)
+            t1 = stamps[end][-1] if end is not None else max(s[-1] for s in stamps.values())
             n = int(np.floor((t1 - t0) * rate + 1e-9)) + 1 if t1 >= t0 else 0
             step_times = t0 + np.arange(n) / rate
         else:

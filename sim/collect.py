@@ -2,6 +2,10 @@
 
     realloop-collect task=arm_lift episodes=100 out=outputs/arm_lift.zarr images=true randomize=true
 
+Each step writes the observation before it, the action, and ``next.reward``, ``next.success``, ``next.done`` and
+``next.terminated`` at the step's sim time; each episode ends with its final observation, stamped one control period
+after the last step (the aligned view's steps are the actions: it is no step of its own).
+
 Hydra config: configs/collect.yaml with a task from configs/task/. Every episode is committed (atomically) as
 soon as it ends, so killing the command leaves a valid dataset with the episodes done so far; running it again
 appends. A progress bar shows the success rate; the run ends with a one-line summary, also saved as JSON next
@@ -134,7 +138,11 @@ def collect(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> Colle
                 writer.add("action", t, action)
                 writer.add("next.reward", t, reward)
                 writer.add("next.success", t, info["is_success"])
+                writer.add("next.done", t, terminated or truncated)
+                writer.add("next.terminated", t, terminated)
                 obs, steps, done = next_obs, steps + 1, terminated or truncated
+            for name, value in obs.items():  # the final observation, one control period after the last step
+                writer.add(name, steps * u.robot.control_dt, value)
             success = bool(info["is_success"])
             if success or c["keep_failures"]:
                 writer.commit(success=success)

@@ -244,7 +244,13 @@ class RobotEnv(gym.Env):
         return dict(self.randomizer.sim_params) if self.randomizer is not None else {}
 
     def dataset_features(self, image_format: str = "jpeg") -> dict[str, dict[str, Any]]:
-        """The dataset features a rollout of this env writes (sim/collect.py), all at the control rate."""
+        """The dataset features a rollout of this env writes (sim/collect.py), all at the control rate.
+
+        Per step: the observation before it, ``action``, and what the step returned: ``next.reward``,
+        ``next.success``, ``next.done`` (the episode ended after this step, terminated or truncated) and
+        ``next.terminated`` (a true terminal state: no bootstrapping; truncated = done and not terminated).
+        Every observation stream has one more sample than the steps: the final observation, after the last step.
+        """
         rate = self.robot.spec.control_rate_hz
         features: dict[str, dict[str, Any]] = {
             STATE: {"dtype": "float32", "shape": [len(self.state_names)], "names": self.state_names, "rate_hz": rate},
@@ -257,6 +263,8 @@ class RobotEnv(gym.Env):
             },
             "next.reward": {"dtype": "float32", "shape": [], "rate_hz": rate},
             "next.success": {"dtype": "bool", "shape": [], "rate_hz": rate},
+            "next.done": {"dtype": "bool", "shape": [], "rate_hz": rate},
+            "next.terminated": {"dtype": "bool", "shape": [], "rate_hz": rate},
         }
         if self.env_state_names:
             features[ENV_STATE] = {

@@ -133,6 +133,22 @@ def test_aligned_view_is_identity_on_a_shared_clock(ds: Dataset) -> None:
         np.testing.assert_array_equal(view.indices[k], np.arange(20))
 
 
+def test_rate_view_ends_at_the_last_action(ds: Dataset) -> None:
+    """A final observation stamped one step after the last action (as realloop-collect writes it) is no step of
+    its own with a rate; without an action in the view the steps run to the last sample of any stream."""
+    ts = np.arange(5) * 0.1
+    with ds.begin_episode(source="sim") as ep:
+        ep.extend("observation.state", np.append(ts, 0.5), np.arange(6)[:, None] * np.ones((6, 3)))
+        ep.extend("action", ts, np.ones((5, 2)))
+    ep = ds.episode(0)
+    for view in (ep.aligned(rate=10), ep.aligned()):
+        np.testing.assert_allclose(view.times, ts)
+        np.testing.assert_array_equal(view.indices["observation.state"], np.arange(5))
+    np.testing.assert_allclose(ep.aligned(rate=10, keys=["observation.state"]).times, np.arange(6) * 0.1)
+    with pytest.raises(KeyError, match="reference stream 'action' is not in the view"):
+        ep.aligned(rate=10, keys=["observation.state"], reference="action")
+
+
 def test_discard_and_exceptions_leave_nothing(ds: Dataset) -> None:
     ep = ds.begin_episode()
     ep.add("action", 0.0, np.zeros(2))

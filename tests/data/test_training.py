@@ -68,9 +68,11 @@ def test_windows_hold_the_aligned_samples(dataset: tuple[Path, dict]) -> None:
     i = 0
     for e, t0_ep in enumerate(T0):
         front_frames = reader.episode(e).stream(FRONT).read()  # decoded once through zarr
-        # step times, computed here from the written timestamps: every stream has a sample from t0 on
+        # step times, computed here from the written timestamps: every stream has a sample from t0 on, and the
+        # steps end at the last action (the state and cameras run on for a few samples after it)
         t0 = max(written[k][e][0][0] for k in FEATURES)
-        t_end = max(written[k][e][0][-1] for k in FEATURES)
+        t_end = written["action"][e][0][-1]
+        assert t_end < max(written[k][e][0][-1] for k in FEATURES)
         times = t0 + np.arange(int(np.floor((t_end - t0) * 10 + 1e-9)) + 1) / 10
         assert w.episode_length(e) == len(times)
         for step in range(len(times)):

@@ -41,13 +41,46 @@ def test_collect_writes_demonstrations_with_images_and_sim_params(tmp_path: Path
             assert ep.meta["sim_params"]["latency_steps"] in (0, 1)  # the physics that produced the episode
             seeds.append(ep.meta["attributes"]["seed"])
             n = ep.stream("action").data.shape[0]
-            for name in ds.features:
-                assert ep.stream(name).timestamps.shape == (n,)
+            for name in ds.features:  # observations: one more sample, the final observation
+                assert ep.stream(name).timestamps.shape == (n + name.startswith("observation."),)
             np.testing.assert_allclose(np.diff(ep.stream("action").timestamps), 0.1)
             assert ep.stream("next.success").data[-1]  # the episode ends on success
         assert seeds == [7, 8, 9]
         # different seeds -> different physics
         assert ds.episode(0).meta["sim_params"] != ds.episode(1).meta["sim_params"]
+
+
+def test_collect_writes_done_terminated_and_the_final_observation(tmp_path: Path) -> None:
+    """Each step's observation, next.done and next.terminated, and the final observation after the last step,
+    against a replay of the recorded actions: cut by the time limit (truncated) and ended on success."""
+    from realloop.sim.collect import make_task_env
+
+    for limit, terminated in ((4, False), (50, True)):
+        out = tmp_path / f"reach_{limit}.zarr"
+        cfg = compose_config(["task=arm_reach", "episodes=2", f"out={out}", f"task.env.max_episode_steps={limit}"])
+        collect(cfg, progress=False)
+        env = make_task_env(cfg.task, images=False, image_size=(96, 96), randomize=False)
+        with Dataset.open(out) as ds:
+            assert len(ds) == 2
+            for ep in ds.episodes():
+                actions = ep.stream("action").read()
+                n = len(actions)
+                assert ep.stream("next.done").read().tolist() == [False] * (n - 1) + [True]
+                assert ep.stream("next.terminated").read().tolist() == [False] * (n - 1) + [terminated]
+                assert ep.success is terminated and (terminated or n == limit)
+                obs, _ = env.reset(seed=ep.meta["attributes"]["seed"])
+                replay = [obs]
+                for a in actions:
+                    obs, *_ = env.step(a)
+                    replay.append(obs)
+                for key in obs:
+                    stream = ep.stream(key)
+                    np.testing.assert_array_equal(stream.read(), np.stack([o[key] for o in replay]), err_msg=key)
+                    np.testing.assert_allclose(stream.timestamps, np.arange(n + 1) * 0.1)
+                # the aligned view's steps are the actions, with or without a rate: the final observation is none
+                for view in (ep.aligned(), ep.aligned(rate=10)):
+                    assert len(view) == n and view.indices["observation.state"][-1] == n - 1
+        env.close()
 
 
 @pytest.mark.slow
