@@ -150,6 +150,7 @@ class RecorderNode(Node):
                 max_episode_s=max_s,
                 durable=bool(params.get("durable", True)),
                 log=self.log,
+                outcomes=bool(params.get("outcomes", True)),
             )
         except DatasetLockedError as e:
             super().close()

@@ -21,6 +21,12 @@ Nothing is interpolated: a gap stays a gap in the data, and the report says wher
 committed episode's attributes (``attributes.recorder``), into one summary line in the log, and into
 ``<dataset>.recorder.json`` (one entry per episode, discarded ones included).
 
+Outcomes (``outcomes=True``, with an ``action`` stream): at commit the episode also gets, stamped with each action
+sample, ``next.done`` (true at the last action) and, when its success is known, ``next.reward`` (1.0 at the last
+action of a successful episode, else 0.0), ``next.success`` and ``next.terminated`` (true at the last action of a
+successful episode: a failure or a stop is truncated). What reinforcement learning reads (policies/rl/buffer.py);
+a new dataset gets those features, an existing one is written the ones it has.
+
 Image streams may leave their size open (``shape: null``): the first frame fixes it. The dataset is then
 created once every such stream has sent a frame; a ``start`` that comes before waits for it (state
 ``waiting``). A dataset that exists already is appended to, and must have the streams' features.
@@ -40,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from realloop.data import Dataset, DatasetWriteError, EpisodeWriter
+from realloop.data.schema import Feature, make_feature
 
 from .streams import EncodedImage, StreamSpec
 
@@ -48,6 +55,12 @@ GAP_FACTOR = 1.5  # a stamp gap longer than this many periods means samples went
 BATCH = 64  # numeric samples buffered per stream before they go to the writer (one call instead of 64)
 RECEIVE_TIE_S = 1e-6  # spacing of receive stamps that share one clock reading
 RECEIVE_TIE_WINDOW_S = 1e-3  # how far a receive stamp may sit behind the last one and still be a tie
+OUTCOMES = {  # written at commit, stamped with the action samples
+    "next.reward": "float32",
+    "next.success": "bool",
+    "next.done": "bool",
+    "next.terminated": "bool",
+}
 
 
 def report_path_for(dataset: str | os.PathLike[str]) -> Path:
@@ -149,7 +162,8 @@ class Recorder:
     """Records the streams of ``specs`` into the dataset at ``path``, one episode at a time.
 
     ``robot`` is the robot spec as a mapping (stored in a new dataset's root; its ``name`` goes into every
-    episode); ``task``, ``source`` and ``attributes`` go into every episode's metadata.
+    episode); ``task``, ``source`` and ``attributes`` go into every episode's metadata; ``outcomes`` writes the
+    ``next.*`` outcome streams at commit (see the module doc).
     """
 
     def __init__(
@@ -165,6 +179,7 @@ class Recorder:
         report_path: str | os.PathLike[str] | None = None,
         durable: bool = True,
         log: logging.Logger | None = None,
+        outcomes: bool = True,
     ) -> None:
         self.path = Path(path)
         self.specs: dict[str, StreamSpec] = {s.feature: s for s in specs}
@@ -187,6 +202,9 @@ class Recorder:
         self._latched: dict[str, tuple[float, Any]] = {}
         self._buffers: dict[str, tuple[list[float], list[np.ndarray]]] = {}
         self._warned: set[str] = set()
+        # the outcome features written at commit (those no stream records; an existing dataset's own choice)
+        self.outcomes = [n for n in OUTCOMES if n not in self.specs] if outcomes and "action" in self.specs else []
+        self._action_stamps: list[float] = []
         self._open_existing_or_create()
 
     # -- state ---------------------------------------------------------------------------------------------
@@ -212,6 +230,7 @@ class Recorder:
             ds = Dataset.open(self.path, mode="a", durable=self.durable)
             try:
                 self._adopt_features(ds)
+                self.outcomes = [n for n in self.outcomes if n in ds.features]
             except ValueError:
                 ds.close()
                 raise
@@ -250,7 +269,8 @@ class Recorder:
         if self.waiting_for:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        features = [s.feature_def() for s in self.specs.values()]
+        features: list[Feature] = [s.feature_def() for s in self.specs.values()]
+        features += [make_feature(n, dtype=OUTCOMES[n], shape=()) for n in self.outcomes]
         self.dataset = Dataset.create(
             self.path,
             features,
@@ -321,6 +341,8 @@ class Recorder:
             elif self.specs[feature].is_image:
                 self.episode.add(feature, t, value)  # encoded on the writer's thread pool
             else:
+                if feature == "action":
+                    self._action_stamps.append(t)
                 ts, vals = self._buffers.setdefault(feature, ([], []))
                 ts.append(t)
                 vals.append(value)
@@ -371,6 +393,7 @@ class Recorder:
         self.stats = {f: StreamStats(s, now) for f, s in self.specs.items()}
         self._buffers = {}
         self._warned = set()
+        self._action_stamps = []
         self.log.info("recording episode %d", self.next_index)
         for f, (_t, value) in self._latched.items():
             st = self.stats[f]
@@ -387,6 +410,7 @@ class Recorder:
         self.tick(now, check_duration=False)
         try:
             self._flush()
+            self._write_outcomes(success)
         except DatasetWriteError as e:
             self._write_failed(e, now)
             return self.last
@@ -400,6 +424,23 @@ class Recorder:
             self._write_failed(e, now)
             return self.last
         return self._finish(now, outcome="committed", success=success, ended_by=ended_by, index=index)
+
+    def _write_outcomes(self, success: bool | None) -> None:
+        """The ``next.*`` outcome streams, stamped with the episode's action samples (see the module doc)."""
+        assert self.episode is not None
+        if not self.outcomes or not self._action_stamps:
+            return
+        stamps = np.asarray(self._action_stamps)
+        last = np.arange(len(stamps)) == len(stamps) - 1
+        values = {"next.done": last}
+        if success is not None:
+            reached = last & bool(success)
+            values.update(
+                {"next.reward": reached.astype(np.float32), "next.success": reached, "next.terminated": reached}
+            )
+        for name, value in values.items():
+            if name in self.outcomes:
+                self.episode.extend(name, stamps, value)
 
     def discard(self, now: float, reason: str = "command") -> dict[str, Any] | None:
         """Drop the episode in progress: nothing of it stays in the dataset (the report still says why)."""

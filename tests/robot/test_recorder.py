@@ -328,6 +328,64 @@ def test_commit_discard_and_stop(tmp_path: Path) -> None:
     assert [e["ended_by"] for e in doc["episodes"]] == ["success", "command", "stop"]
 
 
+def test_outcomes_are_stamped_with_the_actions(tmp_path: Path) -> None:
+    """At commit: next.done at the last action; with a known outcome next.reward, next.success and next.terminated
+    (true at the last action of a success): what the replay buffer reads, at the recording's rate."""
+    from realloop.policies.rl.buffer import MissingFieldError, ReplayBuffer
+
+    def episode(feed: Clock, success: bool | None) -> list[float]:
+        rec = feed.rec
+        rec.start(feed.now)
+        actions = []
+        for i in range(50):  # 0.5 s: the state at 100 Hz, an action every 0.1 s; the state goes on after the last
+            feed.now += 0.01
+            feed.state(feed.now)
+            if i % 10 == 5:
+                rec.on_sample("action", None, np.full(3, i), feed.now)  # receive time
+                actions.append(feed.now)
+        rec.commit(feed.now, success)
+        return actions
+
+    rec = _recorder(tmp_path)
+    feed = Clock(rec)
+    stamps = [episode(feed, True), episode(feed, False)]
+    ds = Dataset.open(tmp_path / "rec.zarr")
+    for index, success in ((0, True), (1, False)):
+        ep = ds.episode(index)
+        for name in ("next.reward", "next.success", "next.done", "next.terminated"):
+            np.testing.assert_allclose(ep.stream(name).timestamps, stamps[index])
+        assert ep.stream("next.done").read().tolist() == [False] * 4 + [True]
+        assert ep.stream("next.terminated").read().tolist() == [False] * 4 + [success]
+        assert ep.stream("next.reward").read().tolist() == [0.0] * 4 + [float(success)]
+    buf = ReplayBuffer(["observation.state"], [tmp_path / "rec.zarr"], rate=10, gamma=0.5)
+    assert buf.offline_steps == 10
+    batch = buf.sample(200, np.random.default_rng(0))
+    t = batch["observation"]["observation.state"][:, 0].numpy()
+    success_end = (batch["action"][:, 0].numpy() == 45) & (t < stamps[1][0])
+    np.testing.assert_array_equal(batch["reward"].numpy(), success_end)
+    np.testing.assert_array_equal(batch["discount"].numpy(), np.where(success_end, 0.0, 0.5))
+    np.testing.assert_allclose(batch["next_observation"]["observation.state"][:, 0].numpy() - t, 0.1, atol=0.061)
+
+    episode(feed, None)  # stopped: the outcome is unknown, only the end is
+    ep = ds.episode(2)
+    assert ep.stream("next.done").read().tolist() == [False] * 4 + [True]
+    assert not {"next.reward", "next.success", "next.terminated"} & set(ep.stream_names)
+    with pytest.raises(MissingFieldError, match=r"episode 2 of dataset .* has no stream 'next.reward'"):
+        ReplayBuffer(["observation.state"], [tmp_path / "rec.zarr"], rate=10)
+    rec.close(feed.now)
+    assert verify(tmp_path / "rec.zarr").ok
+
+    # without outcomes, and an existing dataset without them: the streams as configured, nothing more
+    plain = _recorder(tmp_path / "plain", outcomes=False)
+    assert not {n for n in Dataset.open(tmp_path / "plain" / "rec.zarr").features if n.startswith("next.")}
+    plain.close(feed.now)
+    again = _recorder(tmp_path / "plain")
+    assert again.outcomes == []
+    episode(Clock(again, feed.now), True)
+    assert Dataset.open(tmp_path / "plain" / "rec.zarr").episode(0).stream_names == ["observation.state", "action"]
+    again.close(feed.now)
+
+
 def test_non_monotonic_samples_are_dropped_and_dead_streams_reported(tmp_path: Path, caplog) -> None:
     rec = _recorder(tmp_path)
     feed = Clock(rec)
