@@ -35,7 +35,7 @@ truncated flags, and the slot of the next observation. Images are fitted to ``im
 - ``next_observation``: as ``observation``, ``k`` steps later;
 - ``online``: ``(B,) bool``, True for transitions of the online ring;
 - ``mc_return``: ``(B,) float32``, the discounted return from the step to its episode's end (Cal-QL's Monte Carlo
-  return; NaN for online steps whose episode is still in progress).
+  return; NaN for online steps of an episode that has not ended).
 
 A transition spans ``k = n_step`` steps (``action_chunk`` when chunking), fewer where its episode ends (terminated
 or truncated) or, online, where the newest step of an episode in progress is reached.
@@ -496,6 +496,7 @@ class ReplayBuffer:
         self._ring: _Ring | None = None
         self._added = 0
         self._committed = 0
+        self._closed = False
 
         self.features: dict[str, Feature] = {}  # of the first dataset that has each key
         self.offline: _Slots | None = None
@@ -547,6 +548,8 @@ class ReplayBuffer:
         """Open (resume: reload its newest episodes into the ring) or, with known features, create the dataset."""
         assert self.online_path is not None
         path = self.online_path
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"online_path {path} is a file, not a dataset (a directory); choose another online_path")
         if path.exists() and any(path.iterdir()):
             ds = Dataset.open(path, mode="a")
             try:
@@ -661,6 +664,8 @@ class ReplayBuffer:
         (optional) is recorded as ``next.success``. Within an episode ``obs`` is the previous step's
         ``next_obs``; an ended episode is committed to the online dataset before this returns (raises
         ``DatasetWriteError`` if that fails: the ring keeps the episode)."""
+        if self._closed:
+            raise RuntimeError("the replay buffer is closed: open a new one (it reloads the online dataset)")
         rows = self._fmt.rows(obs)
         next_rows = self._fmt.rows(next_obs)
         act = np.asarray(action, dtype=np.float32)[None]
@@ -812,6 +817,7 @@ class ReplayBuffer:
         """Release the online dataset; episodes in progress are not committed (as after a crash)."""
         with self._lock:
             self._envs.clear()
+            self._closed = True
         with self._disk_lock:
             if self._online is not None:
                 self._online.close()
