@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file
+from torch import Tensor
 
 from realloop.policies.checkpoint import (
     CheckpointError,
@@ -40,9 +41,9 @@ JSON = "learner_state.json"
 FORMAT = "realloop-learner-state/1"
 
 
-def save_learner_state(folder: str | os.PathLike[str], learner: Learner, meta: Mapping[str, Any] | None = None) -> Path:
-    """Write ``learner``'s modules, optimisers, extra state and the global RNG states (torch, CUDA, numpy,
-    Python) to ``folder`` (replaced atomically), with ``meta`` (plain JSON: config, step...). Returns the path."""
+def learner_state(learner: Learner, meta: Mapping[str, Any] | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """``learner``'s modules, optimisers, extra state and the global RNG states (torch, CUDA, numpy, Python), as
+    tensors and JSON, with ``meta`` (plain JSON: config, step...); :func:`restore_learner_state` undoes it."""
     tensors = {}
     for name, module in learner.modules().items():
         tensors.update({f"module.{name}.{k}": v for k, v in module.state_dict().items()})
@@ -60,6 +61,12 @@ def save_learner_state(folder: str | os.PathLike[str], learner: Learner, meta: M
         "rng": rng_json,
         "meta": dict(meta or {}),
     }
+    return tensors, state
+
+
+def save_learner_state(folder: str | os.PathLike[str], learner: Learner, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write :func:`learner_state` to ``folder`` (replaced atomically). Returns the path."""
+    tensors, state = learner_state(learner, meta)
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
         save_tensors(tensors, tmp / TENSORS)
@@ -68,23 +75,36 @@ def save_learner_state(folder: str | os.PathLike[str], learner: Learner, meta: M
 
 
 def load_learner_state(folder: str | os.PathLike[str], learner: Learner, restore_rng: bool = True) -> dict[str, Any]:
-    """Load what :func:`save_learner_state` wrote into ``learner`` (built with the same arguments): modules
-    (strictly), optimisers, extra state and, with ``restore_rng``, the global RNG states. Returns the ``meta``.
-    A folder that is not a learner state, or one of another learner, raises :class:`CheckpointError`."""
+    """Load what :func:`save_learner_state` wrote into ``learner`` (see :func:`restore_learner_state`). Returns the
+    ``meta``."""
     folder = Path(folder)
     if not (folder / TENSORS).is_file():
         raise CheckpointError(f"no learner state at {folder}: {TENSORS} is missing")
     state = read_json(folder / JSON)
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"{folder / JSON} is not a realloop learner state (format {state.get('format')!r})")
     try:
         tensors = load_file(str(folder / TENSORS))
     except Exception as e:  # safetensors raises its own error types for truncated or garbage files
         raise CheckpointError(f"{folder / TENSORS} cannot be read ({e}); the state is corrupted") from e
+    return restore_learner_state(learner, tensors, state, str(folder), restore_rng)
+
+
+def restore_learner_state(
+    learner: Learner,
+    tensors: Mapping[str, Tensor],
+    state: Mapping[str, Any],
+    where: str = "learner state",
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Load what :func:`learner_state` returned into ``learner`` (built with the same arguments): modules
+    (strictly), optimisers, extra state and, with ``restore_rng``, the global RNG states. Returns the ``meta``.
+    A state that is not a learner's, or one of another learner, raises :class:`CheckpointError` (``where`` names
+    it)."""
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{where} is not a realloop learner state (format {state.get('format')!r})")
     modules, optimizers = learner.modules(), learner.optimizers()
     if sorted(modules) != state["modules"] or sorted(optimizers) != sorted(state["optimizers"]):
         raise CheckpointError(
-            f"{folder} holds modules {state['modules']} and optimisers {sorted(state['optimizers'])}, this learner "
+            f"{where} holds modules {state['modules']} and optimisers {sorted(state['optimizers'])}, this learner "
             f"has {sorted(modules)} and {sorted(optimizers)}: it was saved by another kind of learner"
         )
     for name, module in modules.items():
@@ -94,7 +114,7 @@ def load_learner_state(folder: str | os.PathLike[str], learner: Learner, restore
         except RuntimeError as e:
             lines = str(e).strip().splitlines()
             raise CheckpointError(
-                f"{folder}: the saved {name!r} does not fit this learner's ({lines[-1].strip() if lines else e}); "
+                f"{where}: the saved {name!r} does not fit this learner's ({lines[-1].strip() if lines else e}); "
                 "build the learner with the arguments it was saved with"
             ) from None
     for name, opt in optimizers.items():

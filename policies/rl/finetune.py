@@ -1,0 +1,606 @@
+"""``realloop-finetune``: actor-critic learning in a gymnasium env, from demonstrations and online practice.
+
+    realloop-finetune env=realloop/ArmLift-v0 demos=[outputs/lift_demos.zarr] algo=rlpd reward=success
+
+One loop: ``num_envs`` envs act as one batch (the learner's exploring policy, or uniform random actions for the
+first ``random_steps``); every step goes into the :class:`~realloop.policies.rl.buffer.ReplayBuffer` (offline:
+the ``demos`` datasets; online: a ring whose ended episodes are committed to ``<out>/online.zarr``); after
+``learning_starts`` each env step is followed by one learner update (``utd`` critic steps) on a batch the buffer
+samples (RLPD's half offline, half online). Every ``eval.every`` env steps the actor is evaluated by realloop-eval's
+rollouts on held-out seeds.
+
+Outputs in ``out``: ``metrics.csv`` and TensorBoard events (``tb/``), ``checkpoints/step_<env steps>`` (the
+checkpoint format of realloop-train: ``model.safetensors`` is the actor as a ChunkPolicy, which ``realloop-eval``,
+the policy runner and ``realloop-eval-graph`` run; ``training_state.*`` the whole learner, the loop and the buffer
+position), ``online.zarr``, ``curves.png`` and ``finetune_summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import gymnasium as gym
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from realloop.configs import CONFIG_DIR
+from realloop.configs.schema import compose_checked, exit_on_config_error, to_plain
+from realloop.data.dataset import Dataset
+from realloop.data.stats import ensure_stats
+from realloop.policies.checkpoint import CheckpointError, link_last, read_json, resolve_checkpoint, save_checkpoint
+from realloop.policies.evaluate import EvalError, evaluate, make_vector_env
+from realloop.policies.obs_map import ObsMap, load_obs_map
+from realloop.policies.rl.actor_policy import ActorPolicy
+from realloop.policies.rl.buffer import ReplayBuffer
+from realloop.policies.rl.learner import Batch
+from realloop.policies.rl.sac import SACConfig, SACLearner
+from realloop.policies.rl.state import learner_state, restore_learner_state
+
+IMAGES = "observation.images."
+ACTOR_POLICY = "realloop.policies.rl.actor_policy.ActorPolicy"
+
+# what configs/finetune.yaml's defaults cannot say about its keys (realloop.configs.schema)
+CONFIG_OPEN = ("env_kwargs", "obs_map")
+CONFIG_TYPES = {
+    "obs_keys": "list|null", "init": "str|null", "out": "str|null",
+    "image_size": "list|null", "progress": "bool|str", "algo.target_entropy": "number|null",
+}  # fmt: skip
+CONFIG_BOUNDS = {
+    "steps": (1, None), "num_envs": (1, None), "batch_size": (1, None), "random_steps": (0, None),
+    "learning_starts": (0, None), "capacity": (2, None), "online_ratio": (0, 1), "gamma": (0, 1), "n_step": (1, None),
+    "seed": (0, None), "eval.every": (0, None), "eval.episodes": (1, None), "eval.seed": (0, None),
+    "eval.num_envs": (1, None), "checkpoint_every": (1, None), "log_every": (1, None), "time_limit_min": (0, None),
+    "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
+    "algo.bc_weight": (0, None), "algo.augment_pad": (0, None),
+}  # fmt: skip
+CONFIG_CHOICES = {
+    "reward": ("env", "success"),
+    "device": ("auto", "cpu", "cuda"),
+    "progress": ("auto", True, False),
+    "algo.actor_q": ("mean", "min"),
+    "algo.obs_normalization": ("mean_std", "min_max", "identity"),
+    "algo.image_encoder": ("small", "resnet18"),
+}
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The finetune config with hydra-style overrides, without running hydra's app (for scripts and tests); a key
+    it does not have or a bad value raises :class:`~realloop.configs.schema.ConfigError` (one line)."""
+    return compose_checked(
+        "finetune", overrides, open=CONFIG_OPEN, types=CONFIG_TYPES, bounds=CONFIG_BOUNDS, choices=CONFIG_CHOICES
+    )
+
+
+class FinetuneError(ValueError):
+    """The run cannot start as configured (env, demonstrations, checkpoint); the message says what to change."""
+
+
+@dataclass
+class FinetuneSummary:
+    """What one realloop-finetune run did."""
+
+    env: str
+    algo: str
+    out: str
+    env_steps: int
+    start_env_steps: int
+    episodes: int
+    updates: int
+    seconds: float
+    train_success_rate: float | None  # over the last 20 training episodes
+    eval: dict[str, Any] | None
+    checkpoint: str | None
+    interrupted: bool = False
+    evals: list[dict[str, Any]] = field(default_factory=list)
+
+    def line(self) -> str:
+        ev = (
+            f"eval {self.eval['successes']}/{self.eval['episodes']} successful ({self.eval['success_rate']:.0%}), "
+            f"return {self.eval['return_mean']:.2f}"
+            if self.eval
+            else "no evaluation"
+        )
+        train = f"{self.train_success_rate:.0%}" if self.train_success_rate is not None else "-"
+        steps = self.env_steps - self.start_env_steps
+        return (
+            f"{self.algo} on {self.env}: {steps} env steps (to {self.env_steps}), {self.episodes} episodes, "
+            f"{self.updates} updates in {self.seconds:.0f} s; training success {train}; {ev} -> {self.checkpoint}"
+        )
+
+
+# -- the spaces ------------------------------------------------------------------------------------------------
+def _features(obs: Mapping[str, np.ndarray], keys: Sequence[str], action_space: gym.spaces.Box) -> dict[str, Any]:
+    """Feature schema of the learner's observations (from one env's observation) and of the action."""
+    features: dict[str, Any] = {}
+    for k in keys:
+        v = np.asarray(obs[k])
+        if k.startswith(IMAGES):
+            if v.ndim != 3 or v.dtype != np.uint8:
+                raise FinetuneError(f"observation {k!r} has shape {v.shape} {v.dtype}; cameras must be H x W x 3 uint8")
+            features[k] = {"dtype": "uint8", "shape": list(v.shape)}
+        else:
+            if v.ndim != 1:
+                raise FinetuneError(f"observation {k!r} has shape {v.shape}; give the learner vectors (an obs_map)")
+            features[k] = {"dtype": "float32", "shape": list(v.shape)}
+    features["action"] = {"dtype": "float32", "shape": list(action_space.shape)}
+    return features
+
+
+def _check_demos(paths: Sequence[str], features: Mapping[str, Any], reward: str) -> None:
+    """Refuse demonstrations that do not fit the env, before anything is loaded or learnt."""
+    for path in paths:
+        if not Path(path).exists():
+            raise FinetuneError(f"demos: {path} does not exist; fix the path, or record them (realloop-collect)")
+        try:
+            ds = Dataset.open(path)
+        except (ValueError, FileNotFoundError) as e:
+            raise FinetuneError(f"demos: {e}") from None
+        with ds:
+            have = ds.features
+            for key, f in features.items():
+                if key not in have:
+                    raise FinetuneError(
+                        f"demos {path} have no feature {key!r} that the env gives (it has {sorted(have)}); "
+                        "record them in this env, or choose obs_keys the dataset has"
+                    )
+                want = tuple(f["shape"])
+                got = have[key].shape
+                if not key.startswith(IMAGES) and got != want:
+                    raise FinetuneError(
+                        f"demos {path}: {key!r} has shape {got}, the env's has {want}: the demonstrations come from "
+                        "another env or control mode"
+                    )
+            needed = "next.success" if reward == "success" else "next.reward"
+            if needed not in have:
+                fix = "reward=success (rewards from next.success)" if needed == "next.reward" else "re-record them"
+                raise FinetuneError(f"demos {path} have no {needed!r} (reward={reward}); use {fix}")
+
+
+def _obs_stats(paths: Sequence[str], keys: Sequence[str]) -> dict[str, Any] | None:
+    """Statistics of the state observations from the first demonstration dataset, computed and stored there when
+    missing or stale (as realloop-train does); None without demonstrations."""
+    state = [k for k in keys if not k.startswith(IMAGES)]
+    if not paths or not state:
+        return None
+    stats = ensure_stats(paths[0])
+    return {k: {n: np.asarray(v, dtype=np.float64) for n, v in stats[k].items()} for k in state}
+
+
+def _env_meta(env_id: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """What realloop-eval's ``env=auto`` reads from a checkpoint to rebuild the env (the shape realloop-collect's
+    dataset attributes have)."""
+    env = {k: v for k, v in kwargs.items() if k not in ("cameras", "image_size", "control_mode", "randomize")}
+    attrs: dict[str, Any] = {"env_id": env_id, "collect_config": {"task": {"env": env}}}
+    if kwargs.get("control_mode"):
+        attrs["control_mode"] = kwargs["control_mode"]
+    if kwargs.get("randomize"):
+        attrs["collect_config"] = {"task": {"env": env, "randomize": kwargs["randomize"]}, "randomize": True}
+    return {"path": None, "attributes": attrs}
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+class Finetuner:
+    """One realloop-finetune run (see the module doc); :meth:`run` does it."""
+
+    def __init__(self, cfg: Mapping[str, Any], progress: bool = True) -> None:
+        from realloop.policies.train import pick_device
+
+        self.c = c = dict(cfg)
+        self.progress = progress
+        self.algo = dict(c["algo"])
+        self.env_id = str(c["env"])
+        self.env_kwargs = dict(c.get("env_kwargs") or {})
+        self.out = Path(c["out"] or f"outputs/finetune/{self.env_id.replace('/', '_')}_{self.algo['name']}")
+        self.device = pick_device(str(c["device"]))
+        self.num_envs = int(c["num_envs"])
+        if c["resume"] and c.get("init"):
+            raise FinetuneError("resume=true continues this run; init= starts a new one from a checkpoint: pick one")
+        last = self.out / "checkpoints" / "last"
+        if c["resume"] and not last.exists():
+            raise FinetuneError(f"resume=true but {self.out} has no checkpoint; run without resume to start")
+        if not c["resume"] and last.exists():
+            raise FinetuneError(f"{self.out} holds a run already; resume=true continues it, or choose another out=")
+
+        self.obs_map: ObsMap | None = load_obs_map(c.get("obs_map"))
+        try:
+            self.envs = make_vector_env(self.env_id, self.env_kwargs, self.num_envs)
+        except EvalError as e:
+            raise FinetuneError(str(e)) from None
+        space = self.envs.single_action_space
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise FinetuneError(f"{self.env_id} has action space {space}; actor-critic learning needs a 1-D Box")
+        self.low, self.high = space.low.astype(np.float32), space.high.astype(np.float32)
+        if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
+            raise FinetuneError(f"{self.env_id}'s action space {space} is unbounded; the actor needs finite bounds")
+        self.dt = _control_dt(self.envs.envs[0])
+        self.episode = 0  # training episodes started (their seeds)
+        self.current_seeds = [self._seed() for _ in range(self.num_envs)]  # of the episodes in progress
+        first = self._map(self.envs.reset(seed=self.current_seeds)[0])
+        keys = list(c.get("obs_keys") or sorted(first))
+        missing = [k for k in keys if k not in first]
+        if missing:
+            raise FinetuneError(f"obs_keys {missing} are not in the env's observation (it has {sorted(first)})")
+        self.keys = keys
+        self.obs = first
+        self.features = _features({k: v[0] for k, v in first.items()}, keys, space)
+        demos = [str(p) for p in c.get("demos") or []]
+        _check_demos(demos, self.features, str(c["reward"]))
+        self.demos = demos
+
+        torch.manual_seed(int(c["seed"]))
+        np.random.seed(int(c["seed"]))
+        random.seed(int(c["seed"]))
+        self.rng = np.random.default_rng(int(c["seed"]))
+        learner_cfg = SACConfig(**{k: v for k, v in self.algo.items() if k != "name"})
+        learner_cfg = _tupled(learner_cfg)
+        stats = _obs_stats(demos, keys) if learner_cfg.obs_normalization != "identity" else None
+        shapes = {k: _learner_shape(self.features[k]) for k in keys}
+        self.learner = SACLearner(shapes, self.low, self.high, learner_cfg, stats, self.device)
+        image_size = c.get("image_size")
+        self.buffer = ReplayBuffer(
+            keys, demos, capacity=int(c["capacity"]), online_path=self.out / "online.zarr",
+            online_ratio=float(c["online_ratio"]), gamma=float(c["gamma"]), n_step=int(c["n_step"]),
+            rewards="success" if c["reward"] == "success" else "recorded", image_size=image_size,
+            online_features=self._online_features(), step_dt=self.dt, task=self.env_id, seed=int(c["seed"]),
+            progress=progress,
+        )  # fmt: skip
+        self.env_steps = self.updates = self.episodes_done = 0
+        self.start_env_steps = 0
+        self.recent: deque[tuple[float, bool, int]] = deque(maxlen=20)  # return, success, length
+        self.returns = np.zeros(self.num_envs)
+        self.lengths = np.zeros(self.num_envs, dtype=int)
+        self.evals: list[dict[str, Any]] = []
+        self.metrics: dict[str, float] = {}
+        if c.get("init"):
+            self._load(resolve_checkpoint(str(c["init"])), resume=False)
+        if c["resume"]:
+            self._load(resolve_checkpoint(last), resume=True)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _seed(self) -> int:
+        seed = int(self.c["seed"]) * 1_000_000 + self.episode
+        self.episode += 1
+        return seed
+
+    def _map(self, obs: Any) -> dict[str, np.ndarray]:
+        return self.obs_map(obs) if self.obs_map is not None else {k: np.asarray(v) for k, v in dict(obs).items()}
+
+    def _online_features(self) -> dict[str, Any]:
+        rate = 1.0 / self.dt
+        out: dict[str, Any] = {}
+        for k, f in self.features.items():
+            out[k] = {**f, "rate_hz": rate}
+        for k, dtype in (("next.reward", "float32"), ("next.success", "bool"), ("next.done", "bool")):
+            out[k] = {"dtype": dtype, "shape": [], "rate_hz": rate}
+        out["next.terminated"] = {"dtype": "bool", "shape": [], "rate_hz": rate}
+        image_size = self.c.get("image_size")
+        for k in out:
+            if k.startswith(IMAGES) and image_size:
+                out[k]["shape"] = [int(image_size[0]), int(image_size[1]), 3]
+        return out
+
+    def policy_config(self) -> dict[str, Any]:
+        """The ``policy`` section of the checkpoint's config: builds the :class:`ActorPolicy`."""
+        a = self.algo
+        return {
+            "_target_": ACTOR_POLICY, "name": a["name"], "obs_keys": self.keys, "action_key": "action",
+            "action_low": self.low.tolist(), "action_high": self.high.tolist(), "hidden_dims": list(a["hidden_dims"]),
+            "image_encoder": a["image_encoder"], "image_feature_dim": int(a["image_feature_dim"]),
+        }  # fmt: skip
+
+    def actor_policy(self) -> ActorPolicy:
+        """The learner's current actor as a ChunkPolicy (CPU, eval mode)."""
+        features = dict(self.features)
+        if self.c.get("image_size"):
+            h, w = (int(v) for v in self.c["image_size"])
+            features = {k: {**f, "shape": [h, w, 3]} if k.startswith(IMAGES) else f for k, f in features.items()}
+        cfg = {k: v for k, v in self.policy_config().items() if k not in ("_target_", "name")}
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: the run's RNG stays as it was
+            policy = ActorPolicy(features, **cfg)
+        policy.load_state_dict({**policy.state_dict(), **self.learner.actor_weights()}, strict=True)
+        return policy.eval()
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def save(self) -> Path:
+        meta = {
+            "env_steps": self.env_steps, "updates": self.updates, "episode": self.episode,
+            "episodes_done": self.episodes_done, "current_seeds": self.current_seeds,
+            "rng": self.rng.bit_generator.state, "buffer": self.buffer.state_dict(), "evals": self.evals,
+        }  # fmt: skip
+        tensors, state = learner_state(self.learner, meta)
+        policy = self.actor_policy()
+        config = {**self.c, "policy": self.policy_config()}
+        info = {
+            "step": self.env_steps, "policy_name": self.algo["name"], "demos": self.demos,
+            "dataset": _env_meta(self.env_id, self.env_kwargs), "online_dataset": str(self.out / "online.zarr"),
+        }  # fmt: skip
+        folder = save_checkpoint(
+            self.out / "checkpoints" / f"step_{self.env_steps:08d}", policy, config, info, tensors, state
+        )
+        link_last(folder)
+        return folder
+
+    def _load(self, folder: Path, resume: bool) -> None:
+        from safetensors.torch import load_file
+
+        state = read_json(folder / "training_state.json")
+        if state.get("format") != "realloop-learner-state/1":
+            raise FinetuneError(f"{folder} is not a realloop-finetune checkpoint (no learner state); init= needs one")
+        config = read_json(folder / "config.json")
+        if resume:
+            for key in ("env", "obs_keys", "algo", "reward"):
+                if config.get(key) != self.c.get(key) and not (key == "obs_keys" and config.get(key) is None):
+                    raise FinetuneError(
+                        f"resume: {key}={self.c.get(key)!r} differs from the run's {config.get(key)!r}; resume with "
+                        "the run's settings, or start a new run (another out=)"
+                    )
+        meta = restore_learner_state(
+            self.learner, load_file(str(folder / "training_state.safetensors")), state, str(folder), restore_rng=resume
+        )
+        if resume:
+            self.env_steps = self.start_env_steps = int(meta["env_steps"])
+            self.updates, self.episode = int(meta["updates"]), int(meta["episode"])
+            self.episodes_done = int(meta["episodes_done"])
+            self.rng.bit_generator.state = meta["rng"]
+            self.buffer.load_state_dict(meta["buffer"])
+            self.evals = list(meta.get("evals") or [])
+            # the episodes in progress when the checkpoint was written start again from their first step (their
+            # steps were not committed); one that had just begun, as a checkpoint at an episode end has, goes on
+            # exactly as it would have
+            self.current_seeds = [int(v) for v in meta["current_seeds"]]
+            self.obs = self._map(self.envs.reset(seed=self.current_seeds)[0])
+            self.returns[:] = 0
+            self.lengths[:] = 0
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def _act(self) -> np.ndarray:
+        if self.env_steps < int(self.c["random_steps"]):
+            return self.rng.uniform(self.low, self.high, size=(self.num_envs, len(self.low))).astype(np.float32)
+        return self.learner.act({k: self.obs[k] for k in self.keys}, explore=True)
+
+    def _step(self) -> list[int]:
+        """One step of every env; returns the envs whose episode ended."""
+        actions = self._act()
+        next_raw, reward, terminated, truncated, info = self.envs.step(actions)
+        next_obs = self._map(next_raw)
+        key = str(self.c["success_key"])
+        success = np.asarray(info.get(key, np.zeros(self.num_envs, bool)), dtype=bool)
+        if self.c["reward"] == "success":
+            reward = success.astype(np.float32)
+        ended = []
+        for i in range(self.num_envs):
+            self.buffer.add(
+                {k: self.obs[k][i] for k in self.keys}, actions[i], float(reward[i]), bool(terminated[i]),
+                bool(truncated[i]), {k: next_obs[k][i] for k in self.keys}, env=i, success=bool(success[i]),
+            )  # fmt: skip
+            self.returns[i] += float(reward[i])
+            self.lengths[i] += 1
+            if terminated[i] or truncated[i]:
+                self.recent.append((float(self.returns[i]), bool(success[i]), int(self.lengths[i])))
+                self.returns[i], self.lengths[i] = 0.0, 0
+                self.episodes_done += 1
+                ended.append(i)
+        if ended:
+            mask = np.zeros(self.num_envs, dtype=bool)
+            mask[ended] = True
+            seeds: list[int | None] = [None] * self.num_envs
+            for i in ended:
+                seeds[i] = self.current_seeds[i] = self._seed()
+            reset = self._map(self.envs.reset(seed=seeds, options={"reset_mask": mask})[0])
+            for k in next_obs:
+                next_obs[k][mask] = reset[k][mask]
+        self.obs = next_obs
+        self.env_steps += self.num_envs
+        return ended
+
+    def _update(self) -> None:
+        size = int(self.c["batch_size"]) * int(self.algo["utd"])
+        if self.env_steps < int(self.c["learning_starts"]) or len(self.buffer) < int(self.c["batch_size"]):
+            return
+        for _ in range(self.num_envs):  # one update per env step
+            batch = cast(Batch, self.buffer.sample(size, self.rng))
+            self.metrics = self.learner.update(batch)
+            self.updates += 1
+
+    def evaluate(self) -> dict[str, Any]:
+        e = self.c["eval"]
+        with torch.random.fork_rng(devices=[]):  # evaluating leaves the training run's random stream alone
+            result = evaluate(
+                self.actor_policy(), self.env_id, self.env_kwargs, episodes=int(e["episodes"]),
+                num_envs=int(e["num_envs"]), seed=int(e["seed"]), obs_map=self.c.get("obs_map"),
+                success_key=str(self.c["success_key"]), progress=False,
+            )  # fmt: skip
+        row = {
+            "env_steps": self.env_steps, "successes": result.successes, "episodes": result.episodes,
+            "success_rate": result.success_rate, "return_mean": result.mean_return,
+        }  # fmt: skip
+        self.evals.append(row)
+        return row
+
+    def _row(self, started: float, steps0: int) -> dict[str, Any]:
+        rets = [r for r, _, _ in self.recent]
+        return {
+            "env_steps": self.env_steps, "episodes": self.episodes_done, "updates": self.updates,
+            "return": float(np.mean(rets)) if rets else float("nan"),
+            "success": float(np.mean([s for _, s, _ in self.recent])) if rets else float("nan"),
+            "env_steps_per_s": (self.env_steps - steps0) / max(time.perf_counter() - started, 1e-9),
+            **{k: self.metrics.get(k, float("nan")) for k in ("critic_loss", "actor_loss", "q", "temperature")},
+        }  # fmt: skip
+
+    def run(self) -> FinetuneSummary:
+        from torch.utils.tensorboard import SummaryWriter
+
+        c = self.c
+        self.out.mkdir(parents=True, exist_ok=True)
+        csv_path = self.out / "metrics.csv"
+        if c["resume"] and csv_path.exists():
+            _truncate_rows(csv_path, self.env_steps)
+        f = csv_path.open("a", newline="")
+        writer: csv.DictWriter | None = None
+        tb = SummaryWriter(str(self.out / "tb"))
+        steps, started, steps0 = int(c["steps"]), time.perf_counter(), self.env_steps
+        limit = float(c["time_limit_min"]) * 60
+        next_ckpt = (self.env_steps // int(c["checkpoint_every"]) + 1) * int(c["checkpoint_every"])
+        every = int(c["eval"]["every"])
+        next_eval = (self.env_steps // every + 1) * every if every else None
+        next_log = (self.env_steps // int(c["log_every"]) + 1) * int(c["log_every"])
+        checkpoint: Path | None = None
+        interrupted = False
+        bar = tqdm(total=steps, initial=self.env_steps, desc=f"finetune {self.algo['name']}", unit="step",
+                   disable=not self.progress)  # fmt: skip
+        try:
+            while self.env_steps < steps:
+                ended = self._step()
+                self._update()
+                bar.update(self.num_envs)
+                if self.env_steps >= next_log:
+                    row = self._row(started, steps0)
+                    if writer is None:
+                        writer = csv.DictWriter(f, fieldnames=list(row))
+                        if f.tell() == 0:
+                            writer.writeheader()
+                    writer.writerow(row)
+                    f.flush()
+                    for k, v in row.items():
+                        if k != "env_steps" and np.isfinite(v):
+                            tb.add_scalar(f"train/{k}", v, self.env_steps)
+                    bar.set_postfix(ret=f"{row['return']:.2f}", success=f"{row['success']:.0%}")
+                    next_log += int(c["log_every"])
+                if next_eval is not None and self.env_steps >= next_eval:
+                    ev = self.evaluate()
+                    tb.add_scalar("eval/success_rate", ev["success_rate"], self.env_steps)
+                    tb.add_scalar("eval/return", ev["return_mean"], self.env_steps)
+                    next_eval += every
+                out_of_time = limit > 0 and time.perf_counter() - started > limit
+                # at an episode end (of env 0), so a resumed run starts where this one would have gone on
+                if (self.env_steps >= next_ckpt and 0 in ended) or out_of_time:
+                    checkpoint = self.save()
+                    next_ckpt = (self.env_steps // int(c["checkpoint_every"]) + 1) * int(c["checkpoint_every"])
+                if out_of_time:
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+            f.close()
+            tb.close()
+        final_eval = None
+        if not interrupted:
+            final_eval = self.evaluate() if not self.evals or self.evals[-1]["env_steps"] != self.env_steps else None
+            final_eval = final_eval or self.evals[-1]
+            checkpoint = self.save()
+        elif checkpoint is None:
+            last = self.out / "checkpoints" / "last"
+            checkpoint = last.resolve() if last.exists() else None
+        self.buffer.close()
+        self.envs.close()
+        train_success = float(np.mean([s for _, s, _ in self.recent])) if self.recent else None
+        summary = FinetuneSummary(
+            self.env_id, self.algo["name"], str(self.out), self.env_steps, self.start_env_steps, self.episodes_done,
+            self.updates, round(time.perf_counter() - started, 1), train_success, final_eval,
+            str(checkpoint) if checkpoint else None, interrupted, self.evals,
+        )  # fmt: skip
+        (self.out / "finetune_summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        plot_curves(csv_path, self.evals, self.out / "curves.png", f"{self.algo['name']} on {self.env_id}")
+        return summary
+
+
+def _control_dt(env: gym.Env) -> float:
+    """Seconds per env step: a realloop task's control period, a MuJoCo env's ``dt``, else 1."""
+    u = env.unwrapped
+    robot = getattr(u, "robot", None)
+    dt = getattr(robot, "control_dt", None) or getattr(u, "dt", None)
+    return float(dt) if dt else 1.0
+
+
+def _tupled(cfg: SACConfig) -> SACConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, hidden_dims=tuple(int(h) for h in cfg.hidden_dims))
+
+
+def _learner_shape(feature: Mapping[str, Any]) -> tuple[int, ...]:
+    s = [int(v) for v in feature["shape"]]
+    return (s[2], s[0], s[1]) if feature.get("dtype") == "uint8" and len(s) == 3 else tuple(s)
+
+
+def _truncate_rows(path: Path, env_steps: int) -> None:
+    """Drop the rows an interrupted run logged after its checkpoint."""
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines:
+        return
+    step = [ln.split(",", 1)[0] for ln in lines]
+    kept = [lines[0]] + [ln for ln, s in zip(lines[1:], step[1:], strict=True) if s.isdigit() and int(s) <= env_steps]
+    path.write_text("".join(kept))
+
+
+def plot_curves(csv_path: Path, evals: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
+    """Training return and success (last 20 episodes) and evaluation success against env steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open())) if csv_path.exists() else []
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if rows:
+        x = [int(r["env_steps"]) for r in rows]
+        a.plot(x, [float(r["return"]) for r in rows], label="training return (last 20)")
+        b.plot(x, [float(r["success"]) for r in rows], label="training success (last 20)")
+    if evals:
+        b.plot([e["env_steps"] for e in evals], [e["success_rate"] for e in evals], "o-", label="evaluation success")
+    for ax in (a, b):
+        ax.set_xlabel("env steps")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def finetune(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> FinetuneSummary:
+    """Run a finetune config (hydra DictConfig or a resolved dict); see the module doc."""
+    plain: dict[str, Any] = to_plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    return Finetuner(plain, progress).run()
+
+
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError)
+
+
+@hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="finetune")
+def _app(cfg: DictConfig) -> None:
+    progress = cfg.progress
+    try:
+        summary = finetune(cfg, progress=sys.stderr.isatty() if progress == "auto" else bool(progress))
+    except USER_ERRORS as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"realloop-finetune: error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    print(summary.line())
+    print(f"summary: {Path(summary.out) / 'finetune_summary.json'}, curves: {Path(summary.out) / 'curves.png'}")
+    if summary.interrupted:
+        sys.exit(130)
+
+
+def main() -> None:
+    """Console entry point (hydra parses ``key=value`` overrides from sys.argv, checked first)."""
+    exit_on_config_error("realloop-finetune", compose_config)
+    _app()
+
+
+if __name__ == "__main__":
+    main()
