@@ -111,6 +111,8 @@ def test_two_ranks_match_one_process_through_ctrl_c_and_resume(lift_dataset: Pat
     weights = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
     reference = load_file(str(Path(one.checkpoint) / "model.safetensors"))
     assert weights.keys() == reference.keys() and not any(k.startswith("module.") for k in weights)
-    assert all(torch.allclose(weights[k], reference[k], rtol=1e-4, atol=1e-6) for k in weights)
+    # float rounding of the all-reduce moves near-zero weights by a few 1e-6 over the run (Adam scales tiny
+    # gradient differences up); one optimiser step moves a weight by up to lr = 1e-3 (the bc preset)
+    assert all(torch.allclose(weights[k], reference[k], rtol=1e-4, atol=1e-5) for k in weights)
     loaded = load_policy(out)
     assert type(loaded.policy).__name__ == "MLPPolicy" and loaded.meta["step"] == end
