@@ -8,7 +8,7 @@ one observation at a time; BatchNorm's running statistics interact badly with th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -226,6 +226,28 @@ class ImageEncoder(nn.Module):
         return self.out(self.pool(self.backbone(images)))
 
 
+def split_observation_keys(
+    shapes: Mapping[str, Sequence[int]],
+) -> tuple[dict[str, tuple[int, ...]], list[str], list[str]]:
+    """Per-sample ``shapes`` as int tuples, the image keys (``observation.images.*``, each (C, H, W)) and the vector
+    keys (each (D,)), both sorted; a ValueError names a key of the wrong rank."""
+    if not shapes:
+        raise ValueError("an observation encoder needs at least one observation feature")
+    out = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
+    images = sorted(k for k in out if k.startswith(IMAGE_PREFIX))
+    vectors = sorted(k for k in out if not k.startswith(IMAGE_PREFIX))
+    for key in images:
+        if len(out[key]) != 3:
+            raise ValueError(f"image feature {key!r} must have shape (C, H, W), got {out[key]}")
+    for key in vectors:
+        if len(out[key]) != 1:
+            raise ValueError(
+                f"feature {key!r} has shape {out[key]}; non-image features must be 1-D (D,) "
+                f"(image keys start with {IMAGE_PREFIX!r})"
+            )
+    return out, images, vectors
+
+
 class ObservationEncoder(nn.Module):
     """A whole observation dict with history -> one flat conditioning vector.
 
@@ -247,20 +269,7 @@ class ObservationEncoder(nn.Module):
         color_jitter: float = 0.0,
     ) -> None:
         super().__init__()
-        if not shapes:
-            raise ValueError("ObservationEncoder needs at least one observation feature")
-        self.shapes = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
-        self.image_keys = sorted(k for k in self.shapes if k.startswith(IMAGE_PREFIX))
-        self.low_dim_keys = sorted(k for k in self.shapes if not k.startswith(IMAGE_PREFIX))
-        for key in self.image_keys:
-            if len(self.shapes[key]) != 3:
-                raise ValueError(f"image feature {key!r} must have shape (C, H, W), got {self.shapes[key]}")
-        for key in self.low_dim_keys:
-            if len(self.shapes[key]) != 1:
-                raise ValueError(
-                    f"feature {key!r} has shape {self.shapes[key]}; non-image features must be 1-D (D,) "
-                    f"(image keys start with {IMAGE_PREFIX!r})"
-                )
+        self.shapes, self.image_keys, self.low_dim_keys = split_observation_keys(shapes)
         self.share_image_encoder = share_image_encoder
         self.image_encoders = nn.ModuleDict()
         if self.image_keys and share_image_encoder:

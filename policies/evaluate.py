@@ -381,7 +381,8 @@ def _section(value: Any, where: str) -> Mapping[str, Any]:
 
 
 def env_kwargs_from_checkpoint(meta: Mapping[str, Any], where: str = "policy.json") -> tuple[str, dict[str, Any]]:
-    """The env id and ``gym.make`` kwargs of the env the checkpoint's training data was recorded in.
+    """The env id and ``gym.make`` kwargs of the env the checkpoint's training data was recorded in (or, for a
+    realloop-finetune checkpoint, its ``env`` entry: the env the learner acted in).
 
     From the dataset attributes realloop-collect writes: the control mode, the cameras the policy sees (its
     ``observation.images.<cam>`` features) at their image size, the task's randomisation when the data was
@@ -391,6 +392,10 @@ def env_kwargs_from_checkpoint(meta: Mapping[str, Any], where: str = "policy.jso
     """
     from realloop.policies.checkpoint import check_env_id, check_env_kwargs
 
+    if meta.get("env") is not None:  # the env a learner acted in (realloop-finetune), id and kwargs as given
+        env = _section(meta["env"], f"{where} (env)")
+        given = dict(_section(env.get("kwargs"), f"{where} (env.kwargs)"))
+        return check_env_id(env.get("id"), f"{where} (env.id)"), check_env_kwargs(given, f"{where} (env.kwargs)")
     dataset = meta.get("dataset") or {}
     attrs = dataset.get("attributes") or {}
     env_id = attrs.get("env_id")
@@ -481,7 +486,9 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> tuple[EvalResult, Path]:
 
     env_id = str(c.get("env") or "auto")
     kwargs: dict[str, Any] = {}
-    recorded = ((loaded.meta.get("dataset") or {}).get("attributes") or {}).get("env_id")
+    recorded = (loaded.meta.get("env") or {}).get("id") or (
+        ((loaded.meta.get("dataset") or {}).get("attributes") or {}).get("env_id")
+    )
     # the training env, as it was recorded (checked: it comes from a file); any other id the user typed is theirs,
     # a 'module:Env' one included, and gets no kwargs from the checkpoint
     if env_id == "auto" or (env_id == recorded and env_id in TASKS):

@@ -18,6 +18,7 @@ position), ``online.zarr``, ``curves.png`` and ``finetune_summary.json``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 import sys
@@ -178,18 +179,6 @@ def _obs_stats(paths: Sequence[str], keys: Sequence[str]) -> dict[str, Any] | No
     return {k: {n: np.asarray(v, dtype=np.float64) for n, v in stats[k].items()} for k in state}
 
 
-def _env_meta(env_id: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """What realloop-eval's ``env=auto`` reads from a checkpoint to rebuild the env (the shape realloop-collect's
-    dataset attributes have)."""
-    env = {k: v for k, v in kwargs.items() if k not in ("cameras", "image_size", "control_mode", "randomize")}
-    attrs: dict[str, Any] = {"env_id": env_id, "collect_config": {"task": {"env": env}}}
-    if kwargs.get("control_mode"):
-        attrs["control_mode"] = kwargs["control_mode"]
-    if kwargs.get("randomize"):
-        attrs["collect_config"] = {"task": {"env": env, "randomize": kwargs["randomize"]}, "randomize": True}
-    return {"path": None, "attributes": attrs}
-
-
 # -- the run ---------------------------------------------------------------------------------------------------
 class Finetuner:
     """One realloop-finetune run (see the module doc); :meth:`run` does it."""
@@ -244,7 +233,7 @@ class Finetuner:
         random.seed(int(c["seed"]))
         self.rng = np.random.default_rng(int(c["seed"]))
         learner_cfg = SACConfig(**{k: v for k, v in self.algo.items() if k != "name"})
-        learner_cfg = _tupled(learner_cfg)
+        learner_cfg = dataclasses.replace(learner_cfg, hidden_dims=tuple(learner_cfg.hidden_dims))
         stats = _obs_stats(demos, keys) if learner_cfg.obs_normalization != "identity" else None
         shapes = {k: _learner_shape(self.features[k]) for k in keys}
         self.learner = SACLearner(shapes, self.low, self.high, learner_cfg, stats, self.device)
@@ -253,7 +242,7 @@ class Finetuner:
             keys, demos, capacity=int(c["capacity"]), online_path=self.out / "online.zarr",
             online_ratio=float(c["online_ratio"]), gamma=float(c["gamma"]), n_step=int(c["n_step"]),
             rewards="success" if c["reward"] == "success" else "recorded", image_size=image_size,
-            online_features=self._online_features(), step_dt=self.dt, task=self.env_id, seed=int(c["seed"]),
+            step_dt=self.dt, task=self.env_id, seed=int(c["seed"]),
             progress=progress,
         )  # fmt: skip
         self.env_steps = self.updates = self.episodes_done = 0
@@ -276,20 +265,6 @@ class Finetuner:
 
     def _map(self, obs: Any) -> dict[str, np.ndarray]:
         return self.obs_map(obs) if self.obs_map is not None else {k: np.asarray(v) for k, v in dict(obs).items()}
-
-    def _online_features(self) -> dict[str, Any]:
-        rate = 1.0 / self.dt
-        out: dict[str, Any] = {}
-        for k, f in self.features.items():
-            out[k] = {**f, "rate_hz": rate}
-        for k, dtype in (("next.reward", "float32"), ("next.success", "bool"), ("next.done", "bool")):
-            out[k] = {"dtype": dtype, "shape": [], "rate_hz": rate}
-        out["next.terminated"] = {"dtype": "bool", "shape": [], "rate_hz": rate}
-        image_size = self.c.get("image_size")
-        for k in out:
-            if k.startswith(IMAGES) and image_size:
-                out[k]["shape"] = [int(image_size[0]), int(image_size[1]), 3]
-        return out
 
     def policy_config(self) -> dict[str, Any]:
         """The ``policy`` section of the checkpoint's config: builds the :class:`ActorPolicy`."""
@@ -324,7 +299,7 @@ class Finetuner:
         config = {**self.c, "policy": self.policy_config()}
         info = {
             "step": self.env_steps, "policy_name": self.algo["name"], "demos": self.demos,
-            "dataset": _env_meta(self.env_id, self.env_kwargs), "online_dataset": str(self.out / "online.zarr"),
+            "env": {"id": self.env_id, "kwargs": self.env_kwargs}, "online_dataset": str(self.out / "online.zarr"),
         }  # fmt: skip
         folder = save_checkpoint(
             self.out / "checkpoints" / f"step_{self.env_steps:08d}", policy, config, info, tensors, state
@@ -524,12 +499,6 @@ def _control_dt(env: gym.Env) -> float:
     robot = getattr(u, "robot", None)
     dt = getattr(robot, "control_dt", None) or getattr(u, "dt", None)
     return float(dt) if dt else 1.0
-
-
-def _tupled(cfg: SACConfig) -> SACConfig:
-    import dataclasses
-
-    return dataclasses.replace(cfg, hidden_dims=tuple(int(h) for h in cfg.hidden_dims))
 
 
 def _learner_shape(feature: Mapping[str, Any]) -> tuple[int, ...]:

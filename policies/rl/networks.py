@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realloop.policies.encoders import IMAGE_PREFIX, ImageEncoder, random_crop
+from realloop.policies.encoders import IMAGE_PREFIX, ImageEncoder, random_crop, split_observation_keys
 from realloop.policies.normalize import Normalizer
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the actor's std lies in [e^-5, e^2] (SpinUp / DrQ's squashing)
@@ -204,20 +204,7 @@ class FeatureEncoder(nn.Module):
         image_feature_dim: int = 64,
     ) -> None:
         super().__init__()
-        if not shapes:
-            raise ValueError("the encoder needs at least one observation key")
-        self.shapes = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
-        self.image_keys = sorted(k for k in self.shapes if k.startswith(IMAGE_PREFIX))
-        self.state_keys = sorted(k for k in self.shapes if not k.startswith(IMAGE_PREFIX))
-        for key in self.image_keys:
-            if len(self.shapes[key]) != 3:
-                raise ValueError(f"image {key!r} must have shape (C, H, W), got {self.shapes[key]}")
-        for key in self.state_keys:
-            if len(self.shapes[key]) != 1:
-                raise ValueError(
-                    f"{key!r} has shape {self.shapes[key]}; state observations must be vectors (D,) "
-                    f"(image keys start with {IMAGE_PREFIX!r})"
-                )
+        self.shapes, self.image_keys, self.state_keys = split_observation_keys(shapes)
         if stats is None:
             modes = dict.fromkeys(self.state_keys, "identity")
         elif isinstance(normalization, str):
