@@ -3,7 +3,8 @@ runner and ``realloop-eval-graph`` run actor-critic policies exactly as they run
 
 It holds what :meth:`SACLearner.actor_weights` hands an actor (``encoder.*``: the observation normaliser and the
 image encoders; ``actor.*``: the tanh-Gaussian head) and acts with the deterministic action ``tanh(mean)`` mapped
-to the env's action bounds: one observation step, a chunk of one action.
+to the env's action bounds: one observation step, a chunk of one action. Action dims the learner did not act on
+(realloop-finetune's ``hold_actions``) are filled with their held values.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ class ActorPolicy(ChunkPolicy):
         obs_keys: the observations the learner sees.
         action_low, action_high: the env's action bounds, (A,).
         hidden_dims, image_encoder, image_feature_dim: the learner's (``SACConfig``), so the weights fit.
+        held_dims, held_values: action dims the actor does not output and their values (env units); the actor
+            outputs the other dims, in order.
     """
 
-    action_low: Tensor  # buffers
+    action_low: Tensor  # buffers: the bounds of the dims the actor outputs, and the full action with held values
     action_high: Tensor
+    held_action: Tensor
 
     def __init__(
         self,
@@ -43,6 +47,8 @@ class ActorPolicy(ChunkPolicy):
         hidden_dims: Sequence[int] = (256, 256),
         image_encoder: str = "small",
         image_feature_dim: int = 64,
+        held_dims: Sequence[int] = (),
+        held_values: Sequence[float] = (),
     ) -> None:
         # the encoder normalises (its own buffers, the learner's statistics); the base class's maps stay identity
         super().__init__(features, obs_keys, action_key, 1, 1, 1, IDENTITY)
@@ -50,10 +56,20 @@ class ActorPolicy(ChunkPolicy):
             raise ValueError(
                 f"action bounds of length {len(action_low)} and {len(action_high)} for a {self.action_dim}-D action"
             )
+        held = [int(i) for i in held_dims]
+        a = self.action_dim
+        if len(held) != len(held_values) or len(set(held)) != len(held) or not all(0 <= i < a for i in held):
+            raise ValueError(f"held_dims {held} must be distinct dims of the {a}-D action, one value each")
+        self.free_dims = [i for i in range(self.action_dim) if i not in held]
         self.encoder = FeatureEncoder(self.obs_shapes, None, "identity", image_encoder, image_feature_dim)
-        self.actor = TanhGaussianActor(self.encoder.out_dim, self.action_dim, tuple(hidden_dims))
-        self.register_buffer("action_low", torch.tensor(list(action_low), dtype=torch.float32))
-        self.register_buffer("action_high", torch.tensor(list(action_high), dtype=torch.float32))
+        self.actor = TanhGaussianActor(self.encoder.out_dim, len(self.free_dims), tuple(hidden_dims))
+        low = torch.tensor(list(action_low), dtype=torch.float32)
+        high = torch.tensor(list(action_high), dtype=torch.float32)
+        held_action = torch.zeros(self.action_dim)
+        held_action[held] = torch.tensor(list(held_values), dtype=torch.float32)
+        self.register_buffer("action_low", low[self.free_dims])
+        self.register_buffer("action_high", high[self.free_dims])
+        self.register_buffer("held_action", held_action)
 
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError("an ActorPolicy learns through its learner (realloop-finetune), not realloop-train")
@@ -62,4 +78,6 @@ class ActorPolicy(ChunkPolicy):
         """(B, 1, A): the deterministic action in env units for one observation step ``{key: (B, 1, ...)}``."""
         features = self.encoder({k: v[:, 0] for k, v in obs.items()})
         unit = self.actor.mode(features)
-        return (self.action_low + (unit + 1.0) * 0.5 * (self.action_high - self.action_low))[:, None]
+        action = self.held_action.expand(unit.shape[0], -1).clone()
+        action[:, self.free_dims] = self.action_low + (unit + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return action[:, None]

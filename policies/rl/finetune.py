@@ -53,7 +53,7 @@ IMAGES = "observation.images."
 ACTOR_POLICY = "realloop.policies.rl.actor_policy.ActorPolicy"
 
 # what configs/finetune.yaml's defaults cannot say about its keys (realloop.configs.schema)
-CONFIG_OPEN = ("env_kwargs", "obs_map")
+CONFIG_OPEN = ("env_kwargs", "obs_map", "hold_actions")
 CONFIG_TYPES = {
     "obs_keys": "list|null", "init": "str|null", "out": "str|null",
     "image_size": "list|null", "progress": "bool|str", "algo.target_entropy": "number|null",
@@ -107,12 +107,12 @@ class FinetuneSummary:
     evals: list[dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
-        ev = (
-            f"eval {self.eval['successes']}/{self.eval['episodes']} successful ({self.eval['success_rate']:.0%}), "
-            f"return {self.eval['return_mean']:.2f}"
-            if self.eval
-            else "no evaluation"
-        )
+        ev = "no evaluation"
+        if self.eval:
+            rate = self.eval["success_rate"]
+            ev = f"eval return {self.eval['return_mean']:.2f} over {self.eval['episodes']} episodes"
+            if rate is not None:
+                ev = f"eval {self.eval['successes']}/{self.eval['episodes']} successful ({rate:.0%}), " + ev[5:]
         train = f"{self.train_success_rate:.0%}" if self.train_success_rate is not None else "-"
         steps = self.env_steps - self.start_env_steps
         return (
@@ -139,8 +139,16 @@ def _features(obs: Mapping[str, np.ndarray], keys: Sequence[str], action_space: 
     return features
 
 
-def _check_demos(paths: Sequence[str], features: Mapping[str, Any], reward: str) -> None:
-    """Refuse demonstrations that do not fit the env, before anything is loaded or learnt."""
+def _check_demos(
+    paths: Sequence[str],
+    features: Mapping[str, Any],
+    reward: str,
+    held: Mapping[int, float] | None = None,
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+) -> None:
+    """Refuse demonstrations that do not fit the env, before anything is loaded or learnt; with ``held`` action
+    dims, demonstrations that move them by more than 5% of their range (the learner could not act as they did)."""
     for path in paths:
         if not Path(path).exists():
             raise FinetuneError(f"demos: {path} does not exist; fix the path, or record them (realloop-collect)")
@@ -167,6 +175,44 @@ def _check_demos(paths: Sequence[str], features: Mapping[str, Any], reward: str)
             if needed not in have:
                 fix = "reward=success (rewards from next.success)" if needed == "next.reward" else "re-record them"
                 raise FinetuneError(f"demos {path} have no {needed!r} (reward={reward}); use {fix}")
+        if held and low is not None and high is not None:
+            stats = ensure_stats(path)["action"]
+            for i, v in held.items():
+                off = max(abs(float(stats["min"][i]) - v), abs(float(stats["max"][i]) - v))
+                if off > 0.05 * float(high[i] - low[i]):
+                    raise FinetuneError(
+                        f"demos {path} move held action dim {i} up to {off:.3g} away from {v} (hold_actions); "
+                        "drop it from hold_actions, or use demonstrations that hold it"
+                    )
+
+
+def _action_names(env: gym.Env) -> list[str]:
+    """The names of the action's dims: a realloop task's control mode names them; otherwise none."""
+    mode = getattr(env.unwrapped, "action_mode", None)
+    return [str(n) for n in getattr(mode, "names", None) or []]
+
+
+def _held_actions(hold: Mapping[Any, Any], names: Sequence[str], low: np.ndarray, high: np.ndarray) -> dict[int, float]:
+    """``hold_actions`` as {dim index: value}, each name or index checked against the action."""
+    held: dict[int, float] = {}
+    for key, value in hold.items():
+        if str(key) in names:
+            i = names.index(str(key))
+        elif str(key).isdigit() and int(key) < len(low):
+            i = int(key)
+        else:
+            known = f"names {names} or " if names else ""
+            raise FinetuneError(f"hold_actions: {key!r} is no action dim; use {known}an index below {len(low)}")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise FinetuneError(f"hold_actions: {key}={value!r} is not a number") from None
+        if not low[i] <= v <= high[i]:
+            raise FinetuneError(f"hold_actions: {key}={v} is outside the action bounds [{low[i]}, {high[i]}]")
+        held[i] = v
+    if len(held) == len(low):
+        raise FinetuneError("hold_actions holds every action dim; leave the learner at least one")
+    return held
 
 
 def _obs_stats(paths: Sequence[str], keys: Sequence[str]) -> dict[str, Any] | None:
@@ -213,6 +259,11 @@ class Finetuner:
         self.low, self.high = space.low.astype(np.float32), space.high.astype(np.float32)
         if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
             raise FinetuneError(f"{self.env_id}'s action space {space} is unbounded; the actor needs finite bounds")
+        hold = dict(c.get("hold_actions") or {})
+        self.held = _held_actions(hold, _action_names(self.envs.envs[0]), self.low, self.high)
+        self.free = [i for i in range(len(self.low)) if i not in self.held]
+        self.held_action = np.zeros(len(self.low), dtype=np.float32)
+        self.held_action[list(self.held)] = list(self.held.values())
         self.dt = _control_dt(self.envs.envs[0])
         self.episode = 0  # training episodes started (their seeds)
         self.current_seeds = [self._seed() for _ in range(self.num_envs)]  # of the episodes in progress
@@ -225,7 +276,7 @@ class Finetuner:
         self.obs = first
         self.features = _features({k: v[0] for k, v in first.items()}, keys, space)
         demos = [str(p) for p in c.get("demos") or []]
-        _check_demos(demos, self.features, str(c["reward"]))
+        _check_demos(demos, self.features, str(c["reward"]), self.held, self.low, self.high)
         self.demos = demos
 
         torch.manual_seed(int(c["seed"]))
@@ -236,7 +287,7 @@ class Finetuner:
         learner_cfg = dataclasses.replace(learner_cfg, hidden_dims=tuple(learner_cfg.hidden_dims))
         stats = _obs_stats(demos, keys) if learner_cfg.obs_normalization != "identity" else None
         shapes = {k: _learner_shape(self.features[k]) for k in keys}
-        self.learner = SACLearner(shapes, self.low, self.high, learner_cfg, stats, self.device)
+        self.learner = SACLearner(shapes, self.low[self.free], self.high[self.free], learner_cfg, stats, self.device)
         image_size = c.get("image_size")
         self.buffer = ReplayBuffer(
             keys, demos, capacity=int(c["capacity"]), online_path=self.out / "online.zarr",
@@ -252,6 +303,7 @@ class Finetuner:
         self.lengths = np.zeros(self.num_envs, dtype=int)
         self.evals: list[dict[str, Any]] = []
         self.metrics: dict[str, float] = {}
+        self.has_success = False  # whether the env reports success_key (else success is no figure of the run)
         if c.get("init"):
             self._load(resolve_checkpoint(str(c["init"])), resume=False)
         if c["resume"]:
@@ -273,6 +325,7 @@ class Finetuner:
             "_target_": ACTOR_POLICY, "name": a["name"], "obs_keys": self.keys, "action_key": "action",
             "action_low": self.low.tolist(), "action_high": self.high.tolist(), "hidden_dims": list(a["hidden_dims"]),
             "image_encoder": a["image_encoder"], "image_feature_dim": int(a["image_feature_dim"]),
+            "held_dims": list(self.held), "held_values": [float(v) for v in self.held.values()],
         }  # fmt: skip
 
     def actor_policy(self) -> ActorPolicy:
@@ -341,9 +394,14 @@ class Finetuner:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def _act(self) -> np.ndarray:
+        """The envs' actions: full env actions, the held dims at their values."""
+        actions = np.tile(self.held_action, (self.num_envs, 1))
         if self.env_steps < int(self.c["random_steps"]):
-            return self.rng.uniform(self.low, self.high, size=(self.num_envs, len(self.low))).astype(np.float32)
-        return self.learner.act({k: self.obs[k] for k in self.keys}, explore=True)
+            low, high = self.low[self.free], self.high[self.free]
+            actions[:, self.free] = self.rng.uniform(low, high, size=(self.num_envs, len(self.free)))
+        else:
+            actions[:, self.free] = self.learner.act({k: self.obs[k] for k in self.keys}, explore=True)
+        return actions
 
     def _step(self) -> list[int]:
         """One step of every env; returns the envs whose episode ended."""
@@ -351,6 +409,7 @@ class Finetuner:
         next_raw, reward, terminated, truncated, info = self.envs.step(actions)
         next_obs = self._map(next_raw)
         key = str(self.c["success_key"])
+        self.has_success = self.has_success or key in info
         success = np.asarray(info.get(key, np.zeros(self.num_envs, bool)), dtype=bool)
         if self.c["reward"] == "success":
             reward = success.astype(np.float32)
@@ -386,6 +445,8 @@ class Finetuner:
             return
         for _ in range(self.num_envs):  # one update per env step
             batch = cast(Batch, self.buffer.sample(size, self.rng))
+            if self.held:  # the buffer keeps full env actions; the learner acts on the free dims
+                batch["action"] = batch["action"][:, self.free]
             self.metrics = self.learner.update(batch)
             self.updates += 1
 
@@ -409,7 +470,7 @@ class Finetuner:
         return {
             "env_steps": self.env_steps, "episodes": self.episodes_done, "updates": self.updates,
             "return": float(np.mean(rets)) if rets else float("nan"),
-            "success": float(np.mean([s for _, s, _ in self.recent])) if rets else float("nan"),
+            "success": float(np.mean([s for _, s, _ in self.recent])) if rets and self.has_success else float("nan"),
             "env_steps_per_s": (self.env_steps - steps0) / max(time.perf_counter() - started, 1e-9),
             **{k: self.metrics.get(k, float("nan")) for k in ("critic_loss", "actor_loss", "q", "temperature")},
         }  # fmt: skip
@@ -455,8 +516,9 @@ class Finetuner:
                     next_log += int(c["log_every"])
                 if next_eval is not None and self.env_steps >= next_eval:
                     ev = self.evaluate()
-                    tb.add_scalar("eval/success_rate", ev["success_rate"], self.env_steps)
-                    tb.add_scalar("eval/return", ev["return_mean"], self.env_steps)
+                    for name in ("success_rate", "return_mean"):
+                        if ev[name] is not None:  # an env without a success signal has no success rate
+                            tb.add_scalar(f"eval/{name}", ev[name], self.env_steps)
                     next_eval += every
                 out_of_time = limit > 0 and time.perf_counter() - started > limit
                 # at an episode end (of env 0), so a resumed run starts where this one would have gone on
@@ -482,7 +544,7 @@ class Finetuner:
             checkpoint = last.resolve() if last.exists() else None
         self.buffer.close()
         self.envs.close()
-        train_success = float(np.mean([s for _, s, _ in self.recent])) if self.recent else None
+        train_success = float(np.mean([s for _, s, _ in self.recent])) if self.recent and self.has_success else None
         summary = FinetuneSummary(
             self.env_id, self.algo["name"], str(self.out), self.env_steps, self.start_env_steps, self.episodes_done,
             self.updates, round(time.perf_counter() - started, 1), train_success, final_eval,
@@ -530,7 +592,10 @@ def plot_curves(csv_path: Path, evals: Sequence[Mapping[str, Any]], path: Path, 
         a.plot(x, [float(r["return"]) for r in rows], label="training return (last 20)")
         b.plot(x, [float(r["success"]) for r in rows], label="training success (last 20)")
     if evals:
-        b.plot([e["env_steps"] for e in evals], [e["success_rate"] for e in evals], "o-", label="evaluation success")
+        x = [e["env_steps"] for e in evals]
+        a.plot(x, [e["return_mean"] for e in evals], "o-", label="evaluation return")
+        if all(e["success_rate"] is not None for e in evals):
+            b.plot(x, [e["success_rate"] for e in evals], "o-", label="evaluation success")
     for ax in (a, b):
         ax.set_xlabel("env steps")
         ax.grid(True, alpha=0.3)

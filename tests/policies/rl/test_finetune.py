@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from realloop.data import Dataset
@@ -108,3 +109,29 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("realloop-finetune: error:") and "num_critic" in lines[0]
+
+
+def test_held_action_dims_stay_at_their_values_and_the_checkpoint_fills_them(tmp_path: Path, demos: Path) -> None:
+    hold = "hold_actions={ee.droll: 0, ee.dpitch: 0.02}"
+    summary, out = run(tmp_path / "h", f"demos=[{demos}]", hold, "steps=40", "eval.every=0", "random_steps=20")
+    assert summary.env_steps == 40
+    with Dataset.open(out / "online.zarr") as ds:  # the env got full actions: held dims fixed, the others free
+        actions = np.concatenate([ep.stream("action").read() for ep in ds.episodes()])
+    np.testing.assert_array_equal(actions[:, 3], 0.0)
+    np.testing.assert_allclose(actions[:, 4], 0.02, rtol=1e-6)
+    assert np.std(actions[:, [0, 1, 2, 5, 6]], axis=0).min() > 0
+    policy = load_policy(out).policy
+    assert policy.actor.mean.out_features == 5
+    obs = {k: torch.zeros(3, 1, *policy.obs_shapes[k]) for k in policy.obs_keys}
+    with torch.no_grad():
+        chunk = policy.sample_actions(obs)
+    assert chunk.shape == (3, 1, 7)
+    np.testing.assert_array_equal(chunk[:, 0, 3].numpy(), 0.0)
+    np.testing.assert_allclose(chunk[:, 0, 4].numpy(), 0.02, rtol=1e-6)
+
+    with pytest.raises(FinetuneError, match=r"'ee\.dyawn' is no action dim; use names \['ee\.dx'"):
+        run(tmp_path / "a", "hold_actions={ee.dyawn: 0}", "steps=10")
+    with pytest.raises(FinetuneError, match="outside the action bounds"):
+        run(tmp_path / "b", "hold_actions={ee.droll: 5}", "steps=10")
+    with pytest.raises(FinetuneError, match=r"move held action dim 0 .* drop it from hold_actions"):
+        run(tmp_path / "c", f"demos=[{demos}]", "hold_actions={ee.dx: 0}", "steps=10")
