@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import json
 import random
+import shlex
 import sys
 import time
 from collections import deque
@@ -105,6 +106,8 @@ class FinetuneSummary:
     checkpoint: str | None
     interrupted: bool = False
     evals: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0
+    command: str | None = None  # the command line, when started from one
 
     def line(self) -> str:
         ev = "no evaluation"
@@ -229,11 +232,12 @@ def _obs_stats(paths: Sequence[str], keys: Sequence[str]) -> dict[str, Any] | No
 class Finetuner:
     """One realloop-finetune run (see the module doc); :meth:`run` does it."""
 
-    def __init__(self, cfg: Mapping[str, Any], progress: bool = True) -> None:
+    def __init__(self, cfg: Mapping[str, Any], progress: bool = True, command: str | None = None) -> None:
         from realloop.policies.train import pick_device
 
         self.c = c = dict(cfg)
         self.progress = progress
+        self.command = command
         self.algo = dict(c["algo"])
         self.env_id = str(c["env"])
         self.env_kwargs = dict(c.get("env_kwargs") or {})
@@ -548,7 +552,7 @@ class Finetuner:
         summary = FinetuneSummary(
             self.env_id, self.algo["name"], str(self.out), self.env_steps, self.start_env_steps, self.episodes_done,
             self.updates, round(time.perf_counter() - started, 1), train_success, final_eval,
-            str(checkpoint) if checkpoint else None, interrupted, self.evals,
+            str(checkpoint) if checkpoint else None, interrupted, self.evals, int(self.c["seed"]), self.command,
         )  # fmt: skip
         (self.out / "finetune_summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         plot_curves(csv_path, self.evals, self.out / "curves.png", f"{self.algo['name']} on {self.env_id}")
@@ -606,10 +610,11 @@ def plot_curves(csv_path: Path, evals: Sequence[Mapping[str, Any]], path: Path, 
     plt.close(fig)
 
 
-def finetune(cfg: DictConfig | Mapping[str, Any], progress: bool = True) -> FinetuneSummary:
-    """Run a finetune config (hydra DictConfig or a resolved dict); see the module doc."""
+def finetune(cfg: DictConfig | Mapping[str, Any], progress: bool = True, command: str | None = None) -> FinetuneSummary:
+    """Run a finetune config (hydra DictConfig or a resolved dict); see the module doc. ``command``: the command
+    line that asked for it, kept in the summary JSON."""
     plain: dict[str, Any] = to_plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    return Finetuner(plain, progress).run()
+    return Finetuner(plain, progress, command).run()
 
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError)
@@ -619,7 +624,8 @@ USER_ERRORS = (ValueError, KeyError, FileNotFoundError, CheckpointError)
 def _app(cfg: DictConfig) -> None:
     progress = cfg.progress
     try:
-        summary = finetune(cfg, progress=sys.stderr.isatty() if progress == "auto" else bool(progress))
+        command = shlex.join(["realloop-finetune", *sys.argv[1:]])
+        summary = finetune(cfg, sys.stderr.isatty() if progress == "auto" else bool(progress), command)
     except USER_ERRORS as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"realloop-finetune: error: {msg}", file=sys.stderr)
