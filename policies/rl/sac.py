@@ -52,7 +52,10 @@ class SACConfig:
         backup_entropy: subtract alpha * log pi(a'|s') in the TD target (soft backup); off for sparse rewards,
             where it would hand out entropy bonuses larger than the reward.
         bc_weight: weight of MSE(tanh(actor mean), batch action) in the actor loss, over the whole batch (0: off).
-        obs_normalization: ``mean_std``, ``min_max`` or ``identity``, for the state keys that ``obs_stats`` covers.
+        obs_normalization: ``identity`` (RLPD's and SAC's raw state), ``mean_std`` or ``min_max`` for the state keys
+            that ``obs_stats`` covers. Statistics of demonstrations are narrow: a joint they never move has a std
+            near 1e-3, so online exploration moves that input by hundreds of std; use them only where every input
+            varies in the demonstrations as much as online.
         image_encoder: ``small`` (a CPU-sized conv net) or ``resnet18``.
         image_feature_dim: features per camera.
         augment_pad: DrQ random shift of images by up to this many pixels, in updates only (0: off).
@@ -72,7 +75,7 @@ class SACConfig:
     target_entropy: float | None = None
     backup_entropy: bool = True
     bc_weight: float = 0.0
-    obs_normalization: str = "mean_std"
+    obs_normalization: str = "identity"
     image_encoder: str = "small"
     image_feature_dim: int = 64
     augment_pad: int = 4
