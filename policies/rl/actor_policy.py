@@ -3,7 +3,8 @@ runner and ``realloop-eval-graph`` run actor-critic policies exactly as they run
 
 It holds what :meth:`SACLearner.actor_weights` hands an actor (``encoder.*``: the observation normaliser and the
 image encoders; ``actor.*``: the tanh-Gaussian head) and acts with the deterministic action ``tanh(mean)`` mapped
-to the env's action bounds: one observation step, a chunk of one action. Action dims the learner did not act on
+to the env's action bounds: one observation step, a chunk of one action (or of ``action_chunk`` actions, for a
+learner over action chunks), all of which the runner executes. Action dims the learner did not act on
 (realloop-finetune's ``hold_actions``) are filled with their held values.
 """
 
@@ -31,6 +32,7 @@ class ActorPolicy(ChunkPolicy):
         hidden_dims, image_encoder, image_feature_dim: the learner's (``SACConfig``), so the weights fit.
         held_dims, held_values: action dims the actor does not output and their values (env units); the actor
             outputs the other dims, in order.
+        action_chunk: H, actions per chunk (the actor's output is H actions' free dims, flat).
     """
 
     action_low: Tensor  # buffers: the bounds of the dims the actor outputs, and the full action with held values
@@ -49,9 +51,10 @@ class ActorPolicy(ChunkPolicy):
         image_feature_dim: int = 64,
         held_dims: Sequence[int] = (),
         held_values: Sequence[float] = (),
+        action_chunk: int = 1,
     ) -> None:
         # the encoder normalises (its own buffers, the learner's statistics); the base class's maps stay identity
-        super().__init__(features, obs_keys, action_key, 1, 1, 1, IDENTITY)
+        super().__init__(features, obs_keys, action_key, 1, action_chunk, action_chunk, IDENTITY)
         if len(action_low) != self.action_dim or len(action_high) != self.action_dim:
             raise ValueError(
                 f"action bounds of length {len(action_low)} and {len(action_high)} for a {self.action_dim}-D action"
@@ -62,7 +65,7 @@ class ActorPolicy(ChunkPolicy):
             raise ValueError(f"held_dims {held} must be distinct dims of the {a}-D action, one value each")
         self.free_dims = [i for i in range(self.action_dim) if i not in held]
         self.encoder = FeatureEncoder(self.obs_shapes, None, "identity", image_encoder, image_feature_dim)
-        self.actor = TanhGaussianActor(self.encoder.out_dim, len(self.free_dims), tuple(hidden_dims))
+        self.actor = TanhGaussianActor(self.encoder.out_dim, action_chunk * len(self.free_dims), tuple(hidden_dims))
         low = torch.tensor(list(action_low), dtype=torch.float32)
         high = torch.tensor(list(action_high), dtype=torch.float32)
         held_action = torch.zeros(self.action_dim)
@@ -75,9 +78,9 @@ class ActorPolicy(ChunkPolicy):
         raise NotImplementedError("an ActorPolicy learns through its learner (realloop-finetune), not realloop-train")
 
     def sample_actions(self, obs: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
-        """(B, 1, A): the deterministic action in env units for one observation step ``{key: (B, 1, ...)}``."""
+        """(B, H, A): the deterministic actions in env units for one observation step ``{key: (B, 1, ...)}``."""
         features = self.encoder({k: v[:, 0] for k, v in obs.items()})
-        unit = self.actor.mode(features)
-        action = self.held_action.expand(unit.shape[0], -1).clone()
-        action[:, self.free_dims] = self.action_low + (unit + 1.0) * 0.5 * (self.action_high - self.action_low)
-        return action[:, None]
+        unit = self.actor.mode(features).unflatten(-1, (self.horizon, len(self.free_dims)))
+        action = self.held_action.expand(unit.shape[0], self.horizon, -1).clone()
+        action[..., self.free_dims] = self.action_low + (unit + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return action

@@ -66,6 +66,7 @@ CONFIG_BOUNDS = {
     "eval.num_envs": (1, None), "checkpoint_every": (1, None), "log_every": (1, None), "time_limit_min": (0, None),
     "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
     "algo.bc_weight": (0, None), "algo.augment_pad": (0, None),
+    "algo.action_chunk": (1, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
     "reward": ("env", "success"),
@@ -268,6 +269,10 @@ class Finetuner:
         self.free = [i for i in range(len(self.low)) if i not in self.held]
         self.held_action = np.zeros(len(self.low), dtype=np.float32)
         self.held_action[list(self.held)] = list(self.held.values())
+        self.chunk = int(self.algo["action_chunk"])
+        # the chunk each env is running (Q-chunking: the actor's H actions, executed open loop) and its next step
+        self.queue = np.tile(self.held_action, (self.num_envs, self.chunk, 1))
+        self.queue_pos = np.full(self.num_envs, self.chunk)
         self.dt = _control_dt(self.envs.envs[0])
         self.episode = 0  # training episodes started (their seeds)
         self.current_seeds = [self._seed() for _ in range(self.num_envs)]  # of the episodes in progress
@@ -296,6 +301,7 @@ class Finetuner:
         self.buffer = ReplayBuffer(
             keys, demos, capacity=int(c["capacity"]), online_path=self.out / "online.zarr",
             online_ratio=float(c["online_ratio"]), gamma=float(c["gamma"]), n_step=int(c["n_step"]),
+            action_chunk=self.chunk,
             rewards="success" if c["reward"] == "success" else "recorded", image_size=image_size,
             step_dt=self.dt, task=self.env_id, seed=int(c["seed"]),
             progress=progress,
@@ -330,6 +336,7 @@ class Finetuner:
             "action_low": self.low.tolist(), "action_high": self.high.tolist(), "hidden_dims": list(a["hidden_dims"]),
             "image_encoder": a["image_encoder"], "image_feature_dim": int(a["image_feature_dim"]),
             "held_dims": list(self.held), "held_values": [float(v) for v in self.held.values()],
+            "action_chunk": self.chunk,
         }  # fmt: skip
 
     def actor_policy(self) -> ActorPolicy:
@@ -395,16 +402,25 @@ class Finetuner:
             self.obs = self._map(self.envs.reset(seed=self.current_seeds)[0])
             self.returns[:] = 0
             self.lengths[:] = 0
+            self.queue_pos[:] = self.chunk
 
     # -- the loop --------------------------------------------------------------------------------------------
     def _act(self) -> np.ndarray:
-        """The envs' actions: full env actions, the held dims at their values."""
-        actions = np.tile(self.held_action, (self.num_envs, 1))
+        """The envs' actions: full env actions, the held dims at their values; with action chunks, the next action
+        of each env's chunk, a new chunk from the learner when one is used up (or its episode ended)."""
         if self.env_steps < int(self.c["random_steps"]):
+            actions = np.tile(self.held_action, (self.num_envs, 1))
             low, high = self.low[self.free], self.high[self.free]
             actions[:, self.free] = self.rng.uniform(low, high, size=(self.num_envs, len(self.free)))
-        else:
-            actions[:, self.free] = self.learner.act({k: self.obs[k] for k in self.keys}, explore=True)
+            return actions
+        done = self.queue_pos >= self.chunk
+        if done.any():
+            chunk = self.learner.act({k: self.obs[k] for k in self.keys}, explore=True)
+            chunk = chunk.reshape(self.num_envs, self.chunk, len(self.free))
+            self.queue[np.ix_(done, np.arange(self.chunk), np.asarray(self.free))] = chunk[done]
+            self.queue_pos[done] = 0
+        actions = self.queue[np.arange(self.num_envs), self.queue_pos].copy()
+        self.queue_pos += 1
         return actions
 
     def _step(self) -> list[int]:
@@ -428,6 +444,7 @@ class Finetuner:
             if terminated[i] or truncated[i]:
                 self.recent.append((float(self.returns[i]), bool(success[i]), int(self.lengths[i])))
                 self.returns[i], self.lengths[i] = 0.0, 0
+                self.queue_pos[i] = self.chunk  # the next episode starts with a new chunk
                 self.episodes_done += 1
                 ended.append(i)
         if ended:
@@ -450,7 +467,7 @@ class Finetuner:
         for _ in range(self.num_envs):  # one update per env step
             batch = cast(Batch, self.buffer.sample(size, self.rng))
             if self.held:  # the buffer keeps full env actions; the learner acts on the free dims
-                batch["action"] = batch["action"][:, self.free]
+                batch["action"] = batch["action"][..., self.free]
             self.metrics = self.learner.update(batch)
             self.updates += 1
 

@@ -43,8 +43,9 @@ class Learner(ABC):
 
     @abstractmethod
     def act(self, obs: Observation, explore: bool) -> np.ndarray:
-        """Actions for a batch of observations ``{key: (B, *shape)}``: (B, A) float32 in env units, sampled from
-        the policy when ``explore``, else its deterministic action. No gradient, no change to the learner."""
+        """Actions for a batch of observations ``{key: (B, *shape)}``: (B, A) float32 in env units, or (B, H, A)
+        for a learner over action chunks, sampled from the policy when ``explore``, else its deterministic action.
+        No gradient, no change to the learner."""
 
     @abstractmethod
     def update(self, batch: Batch) -> dict[str, float]:

@@ -59,6 +59,9 @@ class SACConfig:
         image_encoder: ``small`` (a CPU-sized conv net) or ``resnet18``.
         image_feature_dim: features per camera.
         augment_pad: DrQ random shift of images by up to this many pixels, in updates only (0: off).
+        action_chunk: H, the actor and the critic work on chunks of H actions (Q-chunking, Li et al. 2025): the
+            actor outputs H actions at once, which the env runs open loop, and Q(s, a_t..a_t+H-1) bootstraps H steps
+            later (the batch's action is (B, H, A), its reward the discounted sum over the chunk). 1: single steps.
     """
 
     num_critics: int = 10
@@ -79,6 +82,7 @@ class SACConfig:
     image_encoder: str = "small"
     image_feature_dim: int = 64
     augment_pad: int = 4
+    action_chunk: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_min_critics <= self.num_critics:
@@ -91,6 +95,8 @@ class SACConfig:
             raise ValueError(f"actor_q must be 'mean' or 'min', got {self.actor_q!r}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.action_chunk < 1:
+            raise ValueError(f"action_chunk must be at least 1, got {self.action_chunk}")
         if self.bc_weight < 0 or self.augment_pad < 0:
             raise ValueError("bc_weight and augment_pad must not be negative")
 
@@ -159,14 +165,16 @@ class SACLearner(Learner):
             raise ValueError(f"action bounds must be two (A,) vectors with high > low, got {low} and {high}")
         self.action_low, self.action_high = low.to(self.device), high.to(self.device)
         self.action_dim = int(low.shape[0])
-        self.target_entropy = -self.action_dim / 2 if cfg.target_entropy is None else float(cfg.target_entropy)
+        self.chunk = cfg.action_chunk
+        width_a = self.chunk * self.action_dim  # what the actor outputs and the critic takes: a flat chunk
+        self.target_entropy = -width_a / 2 if cfg.target_entropy is None else float(cfg.target_entropy)
 
         self.encoder = FeatureEncoder(
             obs_shapes, obs_stats, cfg.obs_normalization, cfg.image_encoder, cfg.image_feature_dim
         )
         width = self.encoder.out_dim
-        self.actor = TanhGaussianActor(width, self.action_dim, cfg.hidden_dims)
-        self.critic = EnsembleQ(width, self.action_dim, cfg.num_critics, cfg.hidden_dims, cfg.critic_layer_norm)
+        self.actor = TanhGaussianActor(width, width_a, cfg.hidden_dims)
+        self.critic = EnsembleQ(width, width_a, cfg.num_critics, cfg.hidden_dims, cfg.critic_layer_norm)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.temperature = Temperature(cfg.init_temperature)
@@ -337,6 +345,10 @@ class SACLearner(Learner):
             return torch.as_tensor(batch[key], dtype=torch.float32).to(self.device)  # type: ignore[literal-required]
 
         action = 2.0 * (vector("action") - self.action_low) / (self.action_high - self.action_low) - 1.0
+        if self.chunk > 1:
+            if action.ndim != 3 or action.shape[1] != self.chunk:
+                raise ValueError(f"action_chunk={self.chunk} needs (B, {self.chunk}, A) actions, got {action.shape}")
+            action = action.flatten(1)
         return {
             "observation": self._observation(batch["observation"], augment=True),
             "next_observation": self._observation(batch["next_observation"], augment=True),
@@ -346,6 +358,9 @@ class SACLearner(Learner):
         }
 
     def _env_action(self, action: Tensor) -> Tensor:
+        """[-1, 1] actor outputs -> env units: (B, A), or (B, H, A) chunks."""
+        if self.chunk > 1:
+            action = action.unflatten(-1, (self.chunk, self.action_dim))
         scaled = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
         return torch.minimum(torch.maximum(scaled, self.action_low), self.action_high)
 

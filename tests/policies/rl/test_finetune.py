@@ -14,12 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from realloop.configs.schema import to_plain
 from realloop.data import Dataset
 from realloop.policies.checkpoint import load_policy
 from realloop.policies.evaluate import compose_config as eval_config
 from realloop.policies.evaluate import evaluate
 from realloop.policies.evaluate import run as run_eval
-from realloop.policies.rl.finetune import FinetuneError, compose_config, finetune
+from realloop.policies.rl.finetune import FinetuneError, Finetuner, compose_config, finetune
 
 ENV = "realloop/ArmReach-v0"
 TINY = [
@@ -135,3 +136,26 @@ def test_held_action_dims_stay_at_their_values_and_the_checkpoint_fills_them(tmp
         run(tmp_path / "b", "hold_actions={ee.droll: 5}", "steps=10")
     with pytest.raises(FinetuneError, match=r"move held action dim 0 .* drop it from hold_actions"):
         run(tmp_path / "c", f"demos=[{demos}]", "hold_actions={ee.dx: 0}", "steps=10")
+
+
+def test_action_chunks_run_open_loop_and_the_checkpoint_acts_in_the_learners_chunks(
+    tmp_path: Path, demos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = compose_config([*TINY, f"out={tmp_path}", f"demos=[{demos}]", "algo.action_chunk=3",
+                          "hold_actions={ee.droll: 0}", "steps=40", "eval.every=0"])  # fmt: skip
+    ft = Finetuner(to_plain(cfg), progress=False)
+    calls = []
+    act = ft.learner.act
+    monkeypatch.setattr(ft.learner, "act", lambda obs, explore: calls.append(explore) or act(obs, explore))
+    summary = ft.run()
+    # two 20-step episodes, a new chunk of 3 every 3 steps and at each episode start: 7 chunks per episode
+    assert summary.episodes == 2 and len(calls) == 14 and all(calls)
+    policy = load_policy(tmp_path).policy
+    assert policy.horizon == policy.n_action_steps == 3
+    obs = {k: torch.randn(4, 1, *policy.obs_shapes[k]) for k in policy.obs_keys}
+    with torch.no_grad():
+        chunk = policy.sample_actions(obs).numpy()
+    learner_chunk = act({k: v[:, 0].numpy() for k, v in obs.items()}, False)  # (4, 3, 6): the free dims
+    assert chunk.shape == (4, 3, 7)
+    np.testing.assert_allclose(np.delete(chunk, 3, axis=2), learner_chunk, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(chunk[..., 3], 0.0)

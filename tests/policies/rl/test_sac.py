@@ -264,3 +264,30 @@ def test_bc_weight_pulls_the_actor_to_the_demonstrated_actions() -> None:
     with_bc, without = train(10.0), train(0.0)
     assert np.abs(with_bc - demo).mean() < 0.1
     assert np.abs(without - demo).mean() > 3 * np.abs(with_bc - demo).mean()
+
+
+def test_over_action_chunks_it_acts_in_chunks_and_learns_the_best_chunk() -> None:
+    """Q-chunking: a one-step problem over chunks of 2 actions, reward -|chunk - (s, -s)|^2: the critic sees the
+    whole chunk, so the actor learns a different action for each step of it."""
+    torch.manual_seed(0)
+    low, high = np.array([-1.0]), np.array([1.0])
+    learner = tiny(obs_dim=1, low=low, high=high, action_chunk=2, num_critics=2, actor_lr=1e-3, critic_lr=1e-3,
+                   init_temperature=0.05, hidden_dims=(64, 64))  # fmt: skip
+    rng = np.random.default_rng(0)
+    s = rng.uniform(-0.8, 0.8, size=(5, 1)).astype(np.float32)
+    chunk = learner.act({STATE: s}, explore=True)
+    assert chunk.shape == (5, 2, 1) and (np.abs(chunk) <= 1).all()
+    with pytest.raises(ValueError, match=r"action_chunk=2 needs \(B, 2, A\) actions"):
+        learner.update(batch(s, np.zeros((5, 1)), np.zeros(5), np.zeros(5), s))
+
+    def best(s: np.ndarray) -> np.ndarray:
+        return np.stack([s, -s], axis=1)  # (B, 2, 1)
+
+    for _ in range(400):
+        s = rng.uniform(-0.8, 0.8, size=(64, 1))
+        a = rng.uniform(-1, 1, size=(64, 2, 1))
+        reward = -((a - best(s)) ** 2).sum(axis=(1, 2))
+        learner.update(batch(s, a, reward, np.zeros(64), s))
+    s = np.linspace(-0.8, 0.8, 33, dtype=np.float32)[:, None]
+    error = np.abs(learner.act({STATE: s}, explore=False) - best(s)).mean()
+    assert error < 0.1, error
