@@ -66,7 +66,8 @@ CONFIG_BOUNDS = {
     "eval.num_envs": (1, None), "checkpoint_every": (1, None), "log_every": (1, None), "time_limit_min": (0, None),
     "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
     "algo.bc_weight": (0, None), "algo.augment_pad": (0, None),
-    "algo.action_chunk": (1, None),
+    "algo.action_chunk": (1, None), "algo.cql_weight": (0, None), "algo.cql_actions": (1, None),
+    "offline_updates": (0, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
     "reward": ("env", "success"),
@@ -285,6 +286,8 @@ class Finetuner:
         self.obs = first
         self.features = _features({k: v[0] for k, v in first.items()}, keys, space)
         demos = [str(p) for p in c.get("demos") or []]
+        if int(c["offline_updates"]) > 0 and not demos:
+            raise FinetuneError("offline_updates pretrains on demonstrations: give demos=[...], or offline_updates=0")
         _check_demos(demos, self.features, str(c["reward"]), self.held, self.low, self.high)
         self.demos = demos
 
@@ -460,16 +463,38 @@ class Finetuner:
         self.env_steps += self.num_envs
         return ended
 
+    def _learn(self) -> None:
+        """One learner update on a batch of ``batch_size`` x ``utd`` transitions."""
+        batch = cast(Batch, self.buffer.sample(int(self.c["batch_size"]) * int(self.algo["utd"]), self.rng))
+        if self.held:  # the buffer keeps full env actions; the learner acts on the free dims
+            batch["action"] = batch["action"][..., self.free]
+        self.metrics = self.learner.update(batch)
+        self.updates += 1
+
     def _update(self) -> None:
-        size = int(self.c["batch_size"]) * int(self.algo["utd"])
         if self.env_steps < int(self.c["learning_starts"]) or len(self.buffer) < int(self.c["batch_size"]):
             return
         for _ in range(self.num_envs):  # one update per env step
-            batch = cast(Batch, self.buffer.sample(size, self.rng))
-            if self.held:  # the buffer keeps full env actions; the learner acts on the free dims
-                batch["action"] = batch["action"][..., self.free]
-            self.metrics = self.learner.update(batch)
-            self.updates += 1
+            self._learn()
+
+    def pretrain_offline(self, tb: Any) -> None:
+        """``offline_updates`` learner updates on the demonstrations alone, then an evaluation (at env step 0: the
+        offline result) and a checkpoint. A run that has taken env steps (or resumes after its offline phase)
+        skips it."""
+        todo = int(self.c["offline_updates"]) - self.updates
+        if todo <= 0 or self.env_steps > 0:
+            return
+        log_every = int(self.c["log_every"])
+        for _ in tqdm(range(todo), desc="offline", unit="update", disable=not self.progress):
+            self._learn()
+            if self.updates % log_every == 0:
+                for k, v in self.metrics.items():
+                    tb.add_scalar(f"offline/{k}", v, self.updates)
+        ev = self.evaluate()
+        for name in ("success_rate", "return_mean"):
+            if ev[name] is not None:
+                tb.add_scalar(f"eval/{name}", ev[name], 0)
+        self.save()
 
     def evaluate(self) -> dict[str, Any]:
         e = self.c["eval"]
@@ -518,6 +543,7 @@ class Finetuner:
         bar = tqdm(total=steps, initial=self.env_steps, desc=f"finetune {self.algo['name']}", unit="step",
                    disable=not self.progress)  # fmt: skip
         try:
+            self.pretrain_offline(tb)
             while self.env_steps < steps:
                 ended = self._step()
                 self._update()

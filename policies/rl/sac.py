@@ -1,15 +1,24 @@
 """Soft actor-critic (Haarnoja et al. 2018) with the RLPD recipe (Ball et al. 2023): a LayerNorm critic ensemble,
 targets from the minimum over a random subset of it (REDQ), several critic steps per batch (update-to-data
-ratio), an auto-tuned entropy temperature; optionally a behaviour-cloning term for demonstrations.
+ratio), an auto-tuned entropy temperature; optionally a behaviour-cloning term for demonstrations, and Cal-QL's
+conservative penalty (Nakamoto et al. 2023) for offline pretraining followed by online fine-tuning.
 
 The losses, each in one place: :meth:`SACLearner.td_target`, :meth:`SACLearner.critic_loss`,
-:meth:`SACLearner.actor_loss`, :meth:`SACLearner.temperature_loss`; :meth:`SACLearner.update` runs them.
+:meth:`SACLearner.conservative_penalty`, :meth:`SACLearner.actor_loss`, :meth:`SACLearner.temperature_loss`;
+:meth:`SACLearner.update` runs them.
+
+Why Cal-QL for offline -> online (and not IQL): IQL never queries actions outside the data while pretraining, so
+its actor is an advantage-weighted copy of the demonstrations and its critic must be re-learnt for SAC-style
+fine-tuning; Cal-QL trains the same SAC actor and critic offline, with a penalty that keeps Q of unseen actions low
+but never below the demonstrations' Monte Carlo returns, so fine-tuning continues the same objective without the
+"unlearning dip" of plain CQL (whose pessimistic Q first has to recover online).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +71,11 @@ class SACConfig:
         action_chunk: H, the actor and the critic work on chunks of H actions (Q-chunking, Li et al. 2025): the
             actor outputs H actions at once, which the env runs open loop, and Q(s, a_t..a_t+H-1) bootstraps H steps
             later (the batch's action is (B, H, A), its reward the discounted sum over the chunk). 1: single steps.
+        cql_weight: alpha of the conservative penalty (:meth:`SACLearner.conservative_penalty`); 0: off (SAC,
+            RLPD). Needs the batch's ``mc_return`` when ``calibrated``.
+        cql_actions: actions sampled per state and per kind (uniform, policy at s, policy at s') for the penalty.
+        calibrated: Cal-QL: the policy actions' Q-values in the penalty are first raised to the Monte Carlo return
+            (False: plain CQL(H)).
     """
 
     num_critics: int = 10
@@ -83,6 +97,9 @@ class SACConfig:
     image_feature_dim: int = 64
     augment_pad: int = 4
     action_chunk: int = 1
+    cql_weight: float = 0.0
+    cql_actions: int = 10
+    calibrated: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_min_critics <= self.num_critics:
@@ -95,6 +112,8 @@ class SACConfig:
             raise ValueError(f"actor_q must be 'mean' or 'min', got {self.actor_q!r}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.cql_weight < 0 or self.cql_actions < 1:
+            raise ValueError(f"cql_weight must be >= 0 and cql_actions >= 1, got {self.cql_weight}, {self.cql_actions}")
         if self.action_chunk < 1:
             raise ValueError(f"action_chunk must be at least 1, got {self.action_chunk}")
         if self.bc_weight < 0 or self.augment_pad < 0:
@@ -112,7 +131,9 @@ class SACConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "rlpd": {},
     "sac": {"num_critics": 2, "num_min_critics": 2, "critic_layer_norm": False, "actor_q": "min"},
-}
+    "calql": {"num_critics": 2, "num_min_critics": 2, "critic_layer_norm": False, "actor_q": "min",
+              "cql_weight": 5.0, "backup_entropy": False},
+}  # fmt: skip
 
 
 @contextmanager
@@ -290,9 +311,40 @@ class SACLearner(Learner):
         """Every member's squared TD error against the one shared target, averaged over members and batch; its
         gradient trains the critic and the encoder."""
         target = self.td_target(mb)
-        q = self.critic(self.encoder(mb["observation"]), mb["action"])  # (E, B)
+        features = self.encoder(mb["observation"])
+        q = self.critic(features, mb["action"])  # (E, B)
         loss = ((q - target) ** 2).mean()
-        return loss, {"critic_loss": loss.detach(), "q": q.detach().mean(), "target_q": target.mean()}
+        metrics = {"critic_loss": loss.detach(), "q": q.detach().mean(), "target_q": target.mean()}
+        if self.config.cql_weight > 0:
+            penalty = self.conservative_penalty(mb, features, q)
+            loss = loss + self.config.cql_weight * penalty
+            metrics["cql_penalty"] = penalty.detach()
+        return loss, metrics
+
+    def conservative_penalty(self, mb: Mapping[str, Any], features: Tensor, q_data: Tensor) -> Tensor:
+        """CQL(H) (Kumar et al. 2020): ``logsumexp`` over sampled actions of Q(s, .) minus Q(s, a_data), per member,
+        averaged. The actions: N uniform in [-1, 1], N from the policy at s and N from the policy at s' (CQL's
+        choice), each Q-value less the log-density it was drawn with (importance sampling). Cal-QL (``calibrated``):
+        the policy actions' Q-values are first raised to the batch's Monte Carlo return, the value of the policy
+        that collected the data, so the penalty never pushes Q below it (NaN returns, of online episodes still in
+        progress, bound nothing)."""
+        n, b, width = self.config.cql_actions, q_data.shape[1], self.chunk * self.action_dim
+        rep = features.repeat_interleave(n, dim=0)  # (B*N, F); the critic's gradient reaches the encoder
+        with torch.no_grad():
+            pi, pi_log_prob = self.actor.sample(rep.detach())
+            next_features = self.encoder(mb["next_observation"]).repeat_interleave(n, dim=0)
+            pi_next, pi_next_log_prob = self.actor.sample(next_features)
+        uniform = torch.rand(b * n, width, device=rep.device) * 2.0 - 1.0
+        q_uniform = self.critic(rep, uniform).view(-1, b, n) - width * math.log(0.5)
+        q_pi = self.critic(rep, pi).view(-1, b, n)
+        q_pi_next = self.critic(rep, pi_next).view(-1, b, n)
+        if self.config.calibrated:
+            bound = torch.nan_to_num(mb["mc_return"], nan=-torch.inf).view(1, b, 1)
+            q_pi, q_pi_next = torch.maximum(q_pi, bound), torch.maximum(q_pi_next, bound)
+        sampled = torch.cat(
+            [q_uniform, q_pi - pi_log_prob.view(1, b, n), q_pi_next - pi_next_log_prob.view(1, b, n)], dim=-1
+        )
+        return (torch.logsumexp(sampled, dim=-1) - q_data).mean()
 
     def actor_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """``E[alpha log pi(a|s) - Q(s, a)]``, a ~ pi(s) reparameterised, Q the ensemble's mean (or min), plus
@@ -355,6 +407,7 @@ class SACLearner(Learner):
             "action": action.clamp(-1.0, 1.0),
             "reward": vector("reward"),
             "discount": vector("discount"),
+            **({"mc_return": vector("mc_return")} if "mc_return" in batch else {}),
         }
 
     def _env_action(self, action: Tensor) -> Tensor:

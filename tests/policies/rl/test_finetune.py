@@ -159,3 +159,14 @@ def test_action_chunks_run_open_loop_and_the_checkpoint_acts_in_the_learners_chu
     assert chunk.shape == (4, 3, 7)
     np.testing.assert_allclose(np.delete(chunk, 3, axis=2), learner_chunk, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(chunk[..., 3], 0.0)
+
+
+def test_offline_pretraining_then_online_with_cal_ql(tmp_path: Path, demos: Path) -> None:
+    summary, out = run(tmp_path / "c", f"demos=[{demos}]", "algo=calql", "algo.cql_actions=2", "offline_updates=30",
+                       "learning_starts=0", "steps=20", "eval.every=0")  # fmt: skip
+    assert [e["env_steps"] for e in summary.evals] == [0, 20]  # the offline result, then the end
+    assert summary.updates == 30 + 20
+    assert (out / "checkpoints" / "step_00000000" / "model.safetensors").exists()
+    assert summary.algo == "calql" and np.isfinite(float(next(csv.DictReader((out / "metrics.csv").open()))["q"]))
+    with pytest.raises(FinetuneError, match="offline_updates pretrains on demonstrations"):
+        run(tmp_path / "d", "offline_updates=10", "steps=10")

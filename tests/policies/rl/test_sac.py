@@ -291,3 +291,53 @@ def test_over_action_chunks_it_acts_in_chunks_and_learns_the_best_chunk() -> Non
     s = np.linspace(-0.8, 0.8, 33, dtype=np.float32)[:, None]
     error = np.abs(learner.act({STATE: s}, explore=False) - best(s)).mean()
     assert error < 0.1, error
+
+
+def _cql_batch(rng: np.random.Generator, n: int, mc_return: float) -> Batch:
+    """One-step offline data: every state's recorded action is 0.5, reward 0.5, terminal."""
+    s = rng.normal(size=(n, 2))
+    b = batch(s, np.full((n, 1), 0.5), np.full(n, 0.5), np.zeros(n), s)
+    b["mc_return"] = np.full(n, mc_return, dtype=np.float32)
+    return b
+
+
+def test_the_conservative_penalty_keeps_q_of_unseen_actions_below_the_data() -> None:
+    rng = np.random.default_rng(0)
+    low, high = np.array([-1.0]), np.array([1.0])
+
+    def gap(cql_weight: float) -> float:
+        torch.manual_seed(0)
+        learner = tiny(obs_dim=2, low=low, high=high, num_critics=2, cql_weight=cql_weight, cql_actions=4,
+                       critic_lr=1e-3, backup_entropy=False)  # fmt: skip
+        for _ in range(150):
+            learner.update(_cql_batch(rng, 32, 0.5))
+        s = torch.tensor(rng.normal(size=(64, 2)), dtype=torch.float32)
+        with torch.no_grad():
+            f = learner.encoder({STATE: s})
+            q_data = learner.critic(f, torch.full((64, 1), 0.5)).mean()
+            q_far = learner.critic(f, torch.full((64, 1), -0.9)).mean()
+        return float(q_data - q_far)
+
+    plain, conservative = gap(0.0), gap(5.0)
+    assert conservative > 0.3 and conservative > plain + 0.2, (plain, conservative)
+
+
+def test_cal_ql_bounds_policy_q_values_in_the_penalty_by_the_monte_carlo_return() -> None:
+    rng = np.random.default_rng(1)
+    learners = {}
+    for calibrated in (True, False):
+        torch.manual_seed(0)
+        learners[calibrated] = tiny(obs_dim=2, low=np.array([-1.0]), high=np.array([1.0]), num_critics=2,
+                                    cql_weight=1.0, calibrated=calibrated)  # fmt: skip
+    b = _cql_batch(rng, 16, float("nan"))
+
+    def penalty(learner: SACLearner, mb: dict) -> float:
+        torch.manual_seed(5)
+        with torch.no_grad():
+            f = learner.encoder(mb["observation"])
+            return float(learner.conservative_penalty(mb, f, learner.critic(f, mb["action"])))
+
+    unknown = learners[True]._prepare(b)  # NaN returns (episodes in progress): no bound, plain CQL
+    assert penalty(learners[True], unknown) == pytest.approx(penalty(learners[False], unknown), rel=1e-6)
+    high = {**unknown, "mc_return": torch.full((16,), 100.0)}  # policy actions' Q raised to 100
+    assert penalty(learners[True], high) > 90 > penalty(learners[False], high)
