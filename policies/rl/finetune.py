@@ -382,10 +382,11 @@ class Finetuner:
             raise FinetuneError(f"{folder} is not a realloop-finetune checkpoint (no learner state); init= needs one")
         config = read_json(folder / "config.json")
         if resume:
+            saved = {**config, "algo": _with_defaults(config.get("algo") or {})}
             for key in ("env", "obs_keys", "algo", "reward"):
-                if config.get(key) != self.c.get(key) and not (key == "obs_keys" and config.get(key) is None):
+                if saved.get(key) != self.c.get(key) and not (key == "obs_keys" and saved.get(key) is None):
                     raise FinetuneError(
-                        f"resume: {key}={self.c.get(key)!r} differs from the run's {config.get(key)!r}; resume with "
+                        f"resume: {key}={self.c.get(key)!r} differs from the run's {saved.get(key)!r}; resume with "
                         "the run's settings, or start a new run (another out=)"
                     )
         meta = restore_learner_state(
@@ -600,6 +601,12 @@ class Finetuner:
         (self.out / "finetune_summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         plot_curves(csv_path, self.evals, self.out / "curves.png", f"{self.algo['name']} on {self.env_id}")
         return summary
+
+
+def _with_defaults(algo: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved run's algo settings, with the defaults of settings added since it was written (so they match)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SACConfig)}
+    return {**{k: v for k, v in defaults.items() if k not in algo and k != "hidden_dims"}, **algo}
 
 
 def _control_dt(env: gym.Env) -> float:

@@ -170,3 +170,16 @@ def test_offline_pretraining_then_online_with_cal_ql(tmp_path: Path, demos: Path
     assert summary.algo == "calql" and np.isfinite(float(next(csv.DictReader((out / "metrics.csv").open()))["q"]))
     with pytest.raises(FinetuneError, match="offline_updates pretrains on demonstrations"):
         run(tmp_path / "d", "offline_updates=10", "steps=10")
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path: Path, demos: Path) -> None:
+    common = [f"demos=[{demos}]", "eval.every=0", "checkpoint_every=20"]
+    run(tmp_path / "r", *common, "steps=20")
+    config_path = tmp_path / "r" / "checkpoints" / "last" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["algo"]["cql_weight"], config["algo"]["action_chunk"]  # as an older realloop wrote it
+    config_path.write_text(json.dumps(config))
+    resumed, _ = run(tmp_path / "r", *common, "steps=40", "resume=true")
+    assert resumed.env_steps == 40
+    with pytest.raises(FinetuneError, match=r"resume: algo=.* differs from the run's"):
+        run(tmp_path / "r", *common, "steps=60", "resume=true", "algo.cql_weight=1")
