@@ -114,10 +114,10 @@ class FinetuneSummary:
     def line(self) -> str:
         ev = "no evaluation"
         if self.eval:
-            rate = self.eval["success_rate"]
-            ev = f"eval return {self.eval['return_mean']:.2f} over {self.eval['episodes']} episodes"
-            if rate is not None:
-                ev = f"eval {self.eval['successes']}/{self.eval['episodes']} successful ({rate:.0%}), " + ev[5:]
+            rate, n = self.eval["success_rate"], self.eval["episodes"]
+            returns = f"return {self.eval['return_mean']:.2f} over {n} episodes"
+            success = "" if rate is None else f"{self.eval['successes']}/{n} successful ({rate:.0%}), "
+            ev = f"eval {success}{returns}"
         train = f"{self.train_success_rate:.0%}" if self.train_success_rate is not None else "-"
         steps = self.env_steps - self.start_env_steps
         return (
