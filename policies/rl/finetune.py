@@ -180,15 +180,15 @@ def _check_demos(
             if needed not in have:
                 fix = "reward=success (rewards from next.success)" if needed == "next.reward" else "re-record them"
                 raise FinetuneError(f"demos {path} have no {needed!r} (reward={reward}); use {fix}")
-        if held and low is not None and high is not None:
-            stats = ensure_stats(path)["action"]
-            for i, v in held.items():
-                off = max(abs(float(stats["min"][i]) - v), abs(float(stats["max"][i]) - v))
-                if off > 0.05 * float(high[i] - low[i]):
-                    raise FinetuneError(
-                        f"demos {path} move held action dim {i} up to {off:.3g} away from {v} (hold_actions); "
-                        "drop it from hold_actions, or use demonstrations that hold it"
-                    )
+            if held and low is not None and high is not None:
+                stats = ensure_stats(ds)["action"]
+                for i, v in held.items():
+                    off = max(abs(float(stats["min"][i]) - v), abs(float(stats["max"][i]) - v))
+                    if off > 0.05 * float(high[i] - low[i]):
+                        raise FinetuneError(
+                            f"demos {path} move held action dim {i} up to {off:.3g} away from {v} (hold_actions); "
+                            "drop it from hold_actions, or use demonstrations that hold it"
+                        )
 
 
 def _action_names(env: gym.Env) -> list[str]:
@@ -491,13 +491,12 @@ class Finetuner:
             if self.updates % log_every == 0:
                 for k, v in self.metrics.items():
                     tb.add_scalar(f"offline/{k}", v, self.updates)
-        ev = self.evaluate()
-        for name in ("success_rate", "return_mean"):
-            if ev[name] is not None:
-                tb.add_scalar(f"eval/{name}", ev[name], 0)
+        self.evaluate(tb)
         self.save()
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, tb: Any = None) -> dict[str, Any]:
+        """realloop-eval's rollouts of the current actor on the held-out seeds; the row is kept in ``evals`` and, with
+        a TensorBoard writer ``tb``, logged there (no success rate for an env without a success signal)."""
         e = self.c["eval"]
         with torch.random.fork_rng(devices=[]):  # evaluating leaves the training run's random stream alone
             result = evaluate(
@@ -510,6 +509,9 @@ class Finetuner:
             "success_rate": result.success_rate, "return_mean": result.mean_return,
         }  # fmt: skip
         self.evals.append(row)
+        for name in ("success_rate", "return_mean"):
+            if tb is not None and row[name] is not None:
+                tb.add_scalar(f"eval/{name}", row[name], self.env_steps)
         return row
 
     def _row(self, started: float, steps0: int) -> dict[str, Any]:
@@ -563,10 +565,7 @@ class Finetuner:
                     bar.set_postfix(ret=f"{row['return']:.2f}", success=f"{row['success']:.0%}")
                     next_log += int(c["log_every"])
                 if next_eval is not None and self.env_steps >= next_eval:
-                    ev = self.evaluate()
-                    for name in ("success_rate", "return_mean"):
-                        if ev[name] is not None:  # an env without a success signal has no success rate
-                            tb.add_scalar(f"eval/{name}", ev[name], self.env_steps)
+                    self.evaluate(tb)
                     next_eval += every
                 out_of_time = limit > 0 and time.perf_counter() - started > limit
                 # at an episode end (of env 0), so a resumed run starts where this one would have gone on

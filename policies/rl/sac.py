@@ -131,9 +131,7 @@ class SACConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "rlpd": {},
     "sac": {"num_critics": 2, "num_min_critics": 2, "critic_layer_norm": False, "actor_q": "min"},
-    "calql": {"num_critics": 2, "num_min_critics": 2, "critic_layer_norm": False, "actor_q": "min",
-              "cql_weight": 5.0, "backup_entropy": False},
-}  # fmt: skip
+}
 
 
 @contextmanager
@@ -187,15 +185,15 @@ class SACLearner(Learner):
         self.action_low, self.action_high = low.to(self.device), high.to(self.device)
         self.action_dim = int(low.shape[0])
         self.chunk = cfg.action_chunk
-        width_a = self.chunk * self.action_dim  # what the actor outputs and the critic takes: a flat chunk
-        self.target_entropy = -width_a / 2 if cfg.target_entropy is None else float(cfg.target_entropy)
+        self.action_width = self.chunk * self.action_dim  # what the actor outputs and the critic takes: a flat chunk
+        self.target_entropy = -self.action_width / 2 if cfg.target_entropy is None else float(cfg.target_entropy)
 
         self.encoder = FeatureEncoder(
             obs_shapes, obs_stats, cfg.obs_normalization, cfg.image_encoder, cfg.image_feature_dim
         )
         width = self.encoder.out_dim
-        self.actor = TanhGaussianActor(width, width_a, cfg.hidden_dims)
-        self.critic = EnsembleQ(width, width_a, cfg.num_critics, cfg.hidden_dims, cfg.critic_layer_norm)
+        self.actor = TanhGaussianActor(width, self.action_width, cfg.hidden_dims)
+        self.critic = EnsembleQ(width, self.action_width, cfg.num_critics, cfg.hidden_dims, cfg.critic_layer_norm)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.temperature = Temperature(cfg.init_temperature)
@@ -295,11 +293,13 @@ class SACLearner(Learner):
 
     # -- the losses (batches as _prepare makes them: tensors on the device, actions in [-1, 1]) ---------------------
     @torch.no_grad()
-    def td_target(self, mb: Mapping[str, Any]) -> Tensor:
+    def td_target(self, mb: Mapping[str, Any], next_features: Tensor | None = None) -> Tensor:
         """``r + discount * (min over M random target critics of Q(s', a') [- alpha log pi(a'|s')])``,
-        a' ~ pi(s'): (B,). ``discount`` is the batch's (0 after a terminal step: the target is the reward)."""
+        a' ~ pi(s'): (B,). ``discount`` is the batch's (0 after a terminal step: the target is the reward).
+        ``next_features``: the encoder's features of s', when the caller has them."""
         next_obs = mb["next_observation"]
-        next_action, next_log_prob = self.actor.sample(self.encoder(next_obs))
+        next_features = self.encoder(next_obs) if next_features is None else next_features
+        next_action, next_log_prob = self.actor.sample(next_features)
         next_q, _ = self.critic_target.min_over_subset(
             self.encoder_target(next_obs), next_action, self.config.num_min_critics
         )
@@ -310,30 +310,35 @@ class SACLearner(Learner):
     def critic_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """Every member's squared TD error against the one shared target, averaged over members and batch; its
         gradient trains the critic and the encoder."""
-        target = self.td_target(mb)
+        with torch.no_grad():
+            next_features = self.encoder(mb["next_observation"])  # for the target and the penalty's s' actions
+        target = self.td_target(mb, next_features)
         features = self.encoder(mb["observation"])
         q = self.critic(features, mb["action"])  # (E, B)
         loss = ((q - target) ** 2).mean()
         metrics = {"critic_loss": loss.detach(), "q": q.detach().mean(), "target_q": target.mean()}
         if self.config.cql_weight > 0:
-            penalty = self.conservative_penalty(mb, features, q)
+            penalty = self.conservative_penalty(mb, features, q, next_features)
             loss = loss + self.config.cql_weight * penalty
             metrics["cql_penalty"] = penalty.detach()
         return loss, metrics
 
-    def conservative_penalty(self, mb: Mapping[str, Any], features: Tensor, q_data: Tensor) -> Tensor:
+    def conservative_penalty(
+        self, mb: Mapping[str, Any], features: Tensor, q_data: Tensor, next_features: Tensor | None = None
+    ) -> Tensor:
         """CQL(H) (Kumar et al. 2020): ``logsumexp`` over sampled actions of Q(s, .) minus Q(s, a_data), per member,
         averaged. The actions: N uniform in [-1, 1], N from the policy at s and N from the policy at s' (CQL's
         choice), each Q-value less the log-density it was drawn with (importance sampling). Cal-QL (``calibrated``):
         the policy actions' Q-values are first raised to the batch's Monte Carlo return, the value of the policy
         that collected the data, so the penalty never pushes Q below it (NaN returns, of online episodes still in
-        progress, bound nothing)."""
-        n, b, width = self.config.cql_actions, q_data.shape[1], self.chunk * self.action_dim
+        progress, bound nothing). ``next_features``: the encoder's features of s', when the caller has them."""
+        n, b, width = self.config.cql_actions, q_data.shape[1], self.action_width
         rep = features.repeat_interleave(n, dim=0)  # (B*N, F); the critic's gradient reaches the encoder
         with torch.no_grad():
             pi, pi_log_prob = self.actor.sample(rep.detach())
-            next_features = self.encoder(mb["next_observation"]).repeat_interleave(n, dim=0)
-            pi_next, pi_next_log_prob = self.actor.sample(next_features)
+            if next_features is None:
+                next_features = self.encoder(mb["next_observation"])
+            pi_next, pi_next_log_prob = self.actor.sample(next_features.repeat_interleave(n, dim=0))
         uniform = torch.rand(b * n, width, device=rep.device) * 2.0 - 1.0
         q_uniform = self.critic(rep, uniform).view(-1, b, n) - width * math.log(0.5)
         q_pi = self.critic(rep, pi).view(-1, b, n)
