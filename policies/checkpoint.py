@@ -6,8 +6,10 @@
         config.json                  the resolved training config (policy, dataset, optimiser, ...)
         policy.json                  feature schema of the policy's inputs and outputs, the normaliser in
                                      readable form, the dataset it came from (path, episodes, attributes)
-        training_state.safetensors   raw weights, optimiser moments and RNG states: what resume needs
-        training_state.json          step, optimiser hyper-parameters, Python and numpy RNG states
+        training_state.safetensors   the learner's state (realloop.policies.rl.state): raw weights of every
+                                     module, optimiser moments, RNG states: what resume needs
+        training_state.json          optimiser hyper-parameters, numpy's and Python's RNG states, the run's
+                                     progress (step, history...) as ``meta``
     <run>/checkpoints/last -> step_0005000
 
 A folder is written under a temporary name and renamed, so a crash never leaves a half-written checkpoint.
@@ -16,9 +18,10 @@ anything is imported (:func:`check_config`). Env ids and env kwargs read from a 
 checked the same way before use (:func:`check_env_id`, :func:`check_env_kwargs`): only realloop's own tasks, with
 plain-data kwargs the task's constructor takes.
 
-The pieces of a training state that realloop-train and the actor-critic learners (``realloop.policies.rl.state``)
-share live here too: :func:`atomic_folder`, :func:`optimizer_state` / :func:`restore_optimizer` and
-:func:`rng_state` / :func:`restore_rng_state`.
+realloop-train (an :class:`~realloop.policies.imitation_learner.ImitationLearner`) and realloop-finetune (the
+actor-critic learners) write the same training state through the learner seam (:mod:`realloop.policies.rl.state`);
+its pieces live here: :func:`atomic_folder`, :func:`optimizer_state` / :func:`restore_optimizer`, :func:`rng_state`
+/ :func:`restore_rng_state` and :func:`load_training_state`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from realloop.policies.chunk_policy import ChunkPolicy
 ALLOWED_PREFIX = "realloop."
 WEIGHTS = "model.safetensors"
 TRAINING_STATE = "training_state.safetensors"
+TRAINING_JSON = "training_state.json"
 
 
 class UnsafeConfigError(ValueError):
@@ -264,7 +268,7 @@ def save_checkpoint(
         write_json(tmp / "policy.json", {"features": schema, "normalizer": policy.normalizer.describe(), **meta})
         if training_tensors is not None:
             save_tensors(training_tensors, tmp / TRAINING_STATE)
-            write_json(tmp / "training_state.json", dict(training_json or {}))
+            write_json(tmp / TRAINING_JSON, dict(training_json or {}))
     return folder
 
 
@@ -334,7 +338,13 @@ def load_policy(path: str | os.PathLike[str], device: str | torch.device = "cpu"
 
 
 def load_training_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors and JSON that resume needs, from a checkpoint folder."""
+    """The tensors and JSON that resume needs, from a checkpoint folder; :class:`CheckpointError` when they are
+    missing or unreadable."""
     if not (folder / TRAINING_STATE).is_file():
         raise CheckpointError(f"{folder} has no {TRAINING_STATE}: it cannot be resumed from")
-    return load_file(str(folder / TRAINING_STATE)), read_json(folder / "training_state.json")
+    js = read_json(folder / TRAINING_JSON)
+    try:
+        tensors = load_file(str(folder / TRAINING_STATE))
+    except Exception as e:  # safetensors raises its own error types for truncated or garbage files
+        raise CheckpointError(f"{folder / TRAINING_STATE} cannot be read ({e}); the training state is corrupted") from e
+    return tensors, js

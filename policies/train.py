@@ -35,17 +35,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from realloop.configs import CONFIG_DIR
@@ -58,12 +57,14 @@ from realloop.policies.checkpoint import (
     build_policy,
     link_last,
     load_training_state,
-    optimizer_state,
     resolve_checkpoint,
-    restore_optimizer,
+    restore_rng_state,
     save_checkpoint,
 )
 from realloop.policies.chunk_policy import ChunkPolicy
+from realloop.policies.imitation_learner import ImitationLearner, LossFn
+from realloop.policies.rl.state import FORMAT as LEARNER_STATE_FORMAT
+from realloop.policies.rl.state import learner_state, restore_learner_state
 
 CSV_FIELDS = ("step", "epoch", "train_loss", "val_loss", "lr", "samples_per_s", "success_rate", "mean_return")
 
@@ -229,19 +230,6 @@ class TrainSummary:
         )
 
 
-# -- EMA -------------------------------------------------------------------------------------------------------
-def ema_decay(step: int, max_decay: float, power: float) -> float:
-    """diffusion_policy's warm-up: the decay grows as 1 - (1 + step)^-power, capped at ``max_decay``."""
-    return min(max_decay, max(0.0, 1.0 - (1.0 + step) ** -power))
-
-
-def make_ema(policy: ChunkPolicy, max_decay: float, power: float) -> AveragedModel:
-    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
-        return averaged.lerp(current, 1.0 - ema_decay(int(n), max_decay, power))
-
-    return AveragedModel(policy, avg_fn=avg, use_buffers=True)
-
-
 # -- data order ------------------------------------------------------------------------------------------------
 def batch_indices(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[list[int]]:
     """Index batches (drop last) of seeded per-epoch permutations, from global step ``start_step`` on: the data
@@ -337,40 +325,33 @@ class Trainer:
             WindowDataset.for_policy(self.dataset_path, episodes=self.val_eps, **window) if self.val_eps else None
         )
 
-        ocfg = self.cfg["optim"]
-        self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(),
+        ocfg, ecfg = self.cfg["optim"], self.cfg["ema"]
+        cuda = self.device.type == "cuda"
+        precision = self.cfg["precision"]
+        self.autocast_dtype = torch.bfloat16 if (precision == "bf16" or (precision == "auto" and cuda)) else None
+        self.learner = ImitationLearner(
+            self.policy,
             lr=float(ocfg["lr"]),
             betas=tuple(ocfg["betas"]),
             weight_decay=float(ocfg["weight_decay"]),
-        )
-        self.ema = (
-            make_ema(self.policy, float(self.cfg["ema"]["decay"]), float(self.cfg["ema"]["power"]))
-            if self.cfg["ema"]["enabled"]
-            else None
+            grad_clip=float(ocfg["grad_clip"]),
+            ema=(float(ecfg["decay"]), float(ecfg["power"])) if ecfg["enabled"] else None,
+            autocast=self._autocast,
         )
         self.step = 0
         self.saved_step: int | None = None  # the step of the newest checkpoint in out, if any
         self.history: list[dict[str, Any]] = []
-        cuda = self.device.type == "cuda"
-        precision = self.cfg["precision"]
-        self.autocast_dtype = torch.bfloat16 if (precision == "bf16" or (precision == "auto" and cuda)) else None
         compile_on = self.cfg["compile"] is True or (self.cfg["compile"] == "auto" and cuda)
         if self.dist.rank > 0:  # after the shared initial weights: this rank's own dropout, noise and crops
             torch.manual_seed(rank_seed(seed, self.dist.rank))
         self._resume_or_refuse()
-        loss_fn: Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-        loss_fn = self.policy.compute_loss
+        loss_fn: LossFn = self.policy.compute_loss
         if self.dist.enabled:  # after resume: DDP broadcasts rank 0's weights, which all ranks have loaded anyway
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device] if self.device.type == "cuda" else None
             loss_fn = DistributedDataParallel(_LossModule(self.policy), device_ids=ids)
-        self.loss_fn = torch.compile(loss_fn) if compile_on else loss_fn
-
-    def _inference_model(self) -> ChunkPolicy:
-        """What is evaluated and checkpointed: the EMA copy of the policy when EMA is on, else the policy."""
-        return cast(ChunkPolicy, self.ema.module) if self.ema is not None else self.policy
+        self.learner.loss_fn = torch.compile(loss_fn) if compile_on else loss_fn
 
     # -- resume -------------------------------------------------------------------------------------------------
     def _resume_or_refuse(self) -> None:
@@ -395,30 +376,31 @@ class Trainer:
             )
         self._check_same_dataset(folder)
         tensors, js = load_training_state(folder)
-        try:
-            self.policy.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        except RuntimeError as e:
-            lines = str(e).strip().splitlines()
-            why = lines[-1].strip() if lines else type(e).__name__
+        if js.get("format") != LEARNER_STATE_FORMAT:
             raise CheckpointError(
-                f"cannot resume {folder}: its weights do not fit this run's policy ({why}); choose a new out="
-            ) from None
-        restore_optimizer(self.optimizer, tensors, js["optimizer"])
-        if self.ema is not None:
-            self.ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-            self.ema.n_averaged.copy_(tensors["ema_n_averaged"])
-        self.step = int(js["step"])
-        # each rank's own random stream as it was (rank 0's is the one process's); a rank the checkpoint has no
-        # state of (more processes than saved it) starts a new stream of its own
-        suffix = f".rank{self.dist.rank}" if self.dist.rank else ""
-        if f"rng.torch{suffix}" in tensors:
-            torch.set_rng_state(tensors[f"rng.torch{suffix}"])
+                f"cannot resume {folder}: its training state was written by an older realloop-train (no learner "
+                "state); the checkpoint still runs in realloop-eval, but training cannot continue from it: choose a "
+                "new out="
+            )
+        try:
+            meta = restore_learner_state(self.learner, tensors, js, str(folder), restore_rng=False)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume {e}; choose a new out=") from None
+        self.step = int(meta["step"])
+        # each rank's own random stream as it was (rank 0's is the one process's, in the learner state); a rank
+        # the checkpoint has no state of (more processes than saved it) starts a new stream of its own
+        if not self.dist.rank:
+            restore_rng_state(tensors, js["rng"])
         else:
-            torch.manual_seed(rank_seed(int(self.cfg["seed"]), self.dist.rank, self.step))
-        if self.device.type == "cuda" and f"rng.cuda{suffix}" in tensors:
-            torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], self.device)
+            suffix = f".rank{self.dist.rank}"
+            if f"rng.torch{suffix}" in tensors:
+                torch.set_rng_state(tensors[f"rng.torch{suffix}"])
+            else:
+                torch.manual_seed(rank_seed(int(self.cfg["seed"]), self.dist.rank, self.step))
+            if self.device.type == "cuda" and f"rng.cuda{suffix}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng.cuda{suffix}"], self.device)
         self.saved_step = self.step
-        self.history = [r for r in js.get("history", []) if int(r.get("step", 0)) <= self.step]
+        self.history = [r for r in meta.get("history", []) if int(r.get("step", 0)) <= self.step]
         if self.dist.main:
             print(f"resuming {folder} at step {self.step}", file=sys.stderr)
 
@@ -452,22 +434,17 @@ class Trainer:
         folder = self.out / "checkpoints" / f"step_{self.step:07d}"
         rng = self._rng_states()
         if self.dist.main:
-            model = self._inference_model()
-            tensors = {f"model.{k}": v for k, v in self.policy.state_dict().items()}
-            if self.ema is not None:
-                tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
-                tensors["ema_n_averaged"] = self.ema.n_averaged
-            opt_tensors, opt_json = optimizer_state(self.optimizer)
-            tensors.update(opt_tensors)
+            model = self.learner.inference_model()
+            progress: dict[str, Any] = {"step": self.step, "history": self.history}
+            if self.dist.enabled:
+                progress["world_size"] = self.dist.world_size
+            tensors, state = learner_state(self.learner, progress)  # with this process's (rank 0's) RNG states
             tensors.update(rng)
             meta = {
                 "policy_name": self.cfg["policy"]["name"],
                 "step": self.step,
                 "dataset": {**self.dataset_info, "train_episodes": self.train_eps, "val_episodes": self.val_eps},
             }
-            state = {"step": self.step, "optimizer": opt_json, "history": self.history}
-            if self.dist.enabled:
-                state["world_size"] = self.dist.world_size
             folder = save_checkpoint(folder, model, self.cfg, meta, tensors, state)
             link_last(folder)
             self._prune(folder)
@@ -476,14 +453,15 @@ class Trainer:
         return folder
 
     def _rng_states(self) -> dict[str, torch.Tensor]:
-        """This process's RNG states as ``rng.torch`` (and ``rng.cuda``); under torchrun, gathered from every rank:
-        rank r's as ``rng.torch.rank<r>`` (r > 0), so that a resumed run continues every rank's stream."""
+        """Under torchrun, the other ranks' RNG states gathered on every rank: rank r's as ``rng.torch.rank<r>``
+        (and ``rng.cuda.rank<r>``), r > 0, so that a resumed run continues every rank's stream (rank 0's are the
+        learner state's own); empty for one process."""
+        if not self.dist.enabled:
+            return {}
         states = {"rng.torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             states["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        if not self.dist.enabled:
-            return states
-        gathered = dict(states)
+        gathered = {}
         for key, state in states.items():
             local = state.to(self._comm_device)
             parts = [torch.empty_like(local) for _ in range(self.dist.world_size)]
@@ -552,7 +530,7 @@ class Trainer:
         sums are all-reduced, so each batch's mean is the one process's (exactly so for a deterministic loss)."""
         if self.val_data is None or len(self.val_data) == 0:
             return None
-        model = self._inference_model()
+        model = self.learner.inference_model()
         model.eval()
         n = len(self.val_data)
         bs = min(int(self.cfg["batch_size"]), n)
@@ -582,7 +560,7 @@ class Trainer:
             return None
         from realloop.policies.evaluate import evaluate
 
-        model = self._inference_model()
+        model = self.learner.inference_model()
         model.eval()
         result = evaluate(
             model,
@@ -668,7 +646,7 @@ class Trainer:
         previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
         try:
             while self.step < stop_at and not interrupted:
-                for g in self.optimizer.param_groups:
+                for g in self.learner.optimizer.param_groups:
                     g["lr"] = base_lr * lr_factor(self.step, warmup, steps)
                 try:
                     batch = self._to_device(next(loader))
@@ -676,8 +654,7 @@ class Trainer:
                     if interrupted:  # e.g. a DataLoader worker ended by the same Ctrl-C: nothing trained yet
                         break
                     raise
-                with self._autocast():
-                    loss, metrics = self.loss_fn(batch)
+                loss, metrics = self.learner.loss(batch)
                 batch_loss, logged, stop_flags = loss.detach(), metrics["loss"], (False, False)
                 if self.dist.enabled:
                     # one all-reduce a step: the mean of the ranks' losses (the loss of the global batch) and
@@ -692,12 +669,7 @@ class Trainer:
                         f"the training loss is {float(batch_loss)} at step {self.step}; lower optim.lr or check the "
                         f"dataset for NaN (realloop-dataset verify). The last checkpoint is intact."
                     )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), float(self.cfg["optim"]["grad_clip"]))
-                self.optimizer.step()
-                if self.ema is not None:
-                    self.ema.update_parameters(self.policy)
+                self.learner.step(loss)
                 self.step += 1
                 running.append(logged)
                 window_n += bs
@@ -714,7 +686,7 @@ class Trainer:
                     now = time.perf_counter()
                     row.update(
                         train_loss=float(torch.stack(running).mean()),
-                        lr=self.optimizer.param_groups[0]["lr"],
+                        lr=self.learner.optimizer.param_groups[0]["lr"],
                         samples_per_s=window_n / (now - window_t),
                     )
                     running, window_t, window_n = [], now, 0

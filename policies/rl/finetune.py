@@ -41,7 +41,14 @@ from realloop.configs import CONFIG_DIR
 from realloop.configs.schema import compose_checked, exit_on_config_error, to_plain
 from realloop.data.dataset import Dataset
 from realloop.data.stats import ensure_stats
-from realloop.policies.checkpoint import CheckpointError, link_last, read_json, resolve_checkpoint, save_checkpoint
+from realloop.policies.checkpoint import (
+    CheckpointError,
+    link_last,
+    load_training_state,
+    read_json,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from realloop.policies.evaluate import EvalError, evaluate, make_vector_env
 from realloop.policies.obs_map import ObsMap, load_obs_map
 from realloop.policies.rl.actor_policy import ActorPolicy
@@ -375,12 +382,11 @@ class Finetuner:
         return folder
 
     def _load(self, folder: Path, resume: bool) -> None:
-        from safetensors.torch import load_file
-
-        state = read_json(folder / "training_state.json")
-        if state.get("format") != "realloop-learner-state/1":
-            raise FinetuneError(f"{folder} is not a realloop-finetune checkpoint (no learner state); init= needs one")
         config = read_json(folder / "config.json")
+        if "algo" not in config:
+            what = "a realloop-train checkpoint" if "dataset" in config else "not a realloop-finetune checkpoint"
+            raise FinetuneError(f"{folder} is {what}; init= and resume need a realloop-finetune checkpoint")
+        tensors, state = load_training_state(folder)
         if resume:
             saved = {**config, "algo": _with_defaults(config.get("algo") or {})}
             for key in ("env", "obs_keys", "algo", "reward"):
@@ -389,9 +395,7 @@ class Finetuner:
                         f"resume: {key}={self.c.get(key)!r} differs from the run's {saved.get(key)!r}; resume with "
                         "the run's settings, or start a new run (another out=)"
                     )
-        meta = restore_learner_state(
-            self.learner, load_file(str(folder / "training_state.safetensors")), state, str(folder), restore_rng=resume
-        )
+        meta = restore_learner_state(self.learner, tensors, state, str(folder), restore_rng=resume)
         if resume:
             self.env_steps = self.start_env_steps = int(meta["env_steps"])
             self.updates, self.episode = int(meta["updates"]), int(meta["episode"])

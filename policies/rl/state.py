@@ -1,10 +1,13 @@
 """A learner's whole training state as a folder of safetensors and JSON, never pickle:
 
     <folder>/
-        learner_state.safetensors   every module's state dict (``module.<name>.<key>``), every optimiser's
+        training_state.safetensors  every module's state dict (``module.<name>.<key>``), every optimiser's
                                     tensors (``optimizer.<name>/optimizer.<i>.<moment>``), torch's RNG states
-        learner_state.json          optimiser hyper-parameters, the learner's extra state (counters), numpy's
+        training_state.json         optimiser hyper-parameters, the learner's extra state (counters), numpy's
                                     and Python's RNG states, and the caller's ``meta``
+
+These are the training-state files of every checkpoint (:mod:`realloop.policies.checkpoint`), realloop-train's
+and realloop-finetune's alike.
 
 Saving and loading go through the learner seam (:class:`~realloop.policies.rl.learner.Learner`: ``modules``,
 ``optimizers``, ``extra_state``), so this works for every learner. After :func:`load_learner_state` into a learner
@@ -20,14 +23,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import Tensor
 
 from realloop.policies.checkpoint import (
+    TRAINING_JSON,
+    TRAINING_STATE,
     CheckpointError,
     atomic_folder,
+    load_training_state,
     optimizer_state,
-    read_json,
     restore_optimizer,
     restore_rng_state,
     rng_state,
@@ -36,8 +40,6 @@ from realloop.policies.checkpoint import (
 )
 from realloop.policies.rl.learner import Learner
 
-TENSORS = "learner_state.safetensors"
-JSON = "learner_state.json"
 FORMAT = "realloop-learner-state/1"
 
 
@@ -69,22 +71,15 @@ def save_learner_state(folder: str | os.PathLike[str], learner: Learner, meta: M
     tensors, state = learner_state(learner, meta)
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
-        save_tensors(tensors, tmp / TENSORS)
-        write_json(tmp / JSON, state)
+        save_tensors(tensors, tmp / TRAINING_STATE)
+        write_json(tmp / TRAINING_JSON, state)
     return folder
 
 
 def load_learner_state(folder: str | os.PathLike[str], learner: Learner, restore_rng: bool = True) -> dict[str, Any]:
     """Load what :func:`save_learner_state` wrote into ``learner`` (see :func:`restore_learner_state`). Returns the
     ``meta``."""
-    folder = Path(folder)
-    if not (folder / TENSORS).is_file():
-        raise CheckpointError(f"no learner state at {folder}: {TENSORS} is missing")
-    state = read_json(folder / JSON)
-    try:
-        tensors = load_file(str(folder / TENSORS))
-    except Exception as e:  # safetensors raises its own error types for truncated or garbage files
-        raise CheckpointError(f"{folder / TENSORS} cannot be read ({e}); the state is corrupted") from e
+    tensors, state = load_training_state(Path(folder))
     return restore_learner_state(learner, tensors, state, str(folder), restore_rng)
 
 

@@ -18,8 +18,9 @@ import torch
 from safetensors.torch import load_file
 
 from realloop.data import Dataset
-from realloop.policies.checkpoint import load_policy
-from realloop.policies.train import batch_indices, compose_config, ema_decay, lr_factor, main, train
+from realloop.policies.checkpoint import CheckpointError, load_policy
+from realloop.policies.imitation_learner import ema_decay
+from realloop.policies.train import batch_indices, compose_config, lr_factor, main, train
 from realloop.sim.collect import collect
 from realloop.sim.collect import compose_config as collect_config
 
@@ -34,10 +35,10 @@ def lift_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run(path: Path, out: Path, *extra: str, steps: int = 12) -> dict:
+def run(path: Path, out: Path, *extra: str, steps: int = 12, policy: list[str] = TINY_DIFFUSION) -> dict:
     cfg = compose_config(
         [
-            *TINY_DIFFUSION,
+            *policy,
             f"dataset.path={path}",
             f"steps={steps}",
             "batch_size=8",
@@ -333,7 +334,7 @@ def test_ctrl_c_checkpoints_the_current_step_and_resume_continues(lift_dataset: 
     ckpt = out / "checkpoints" / f"step_{step:07d}"
     assert f"checkpoint saved: {ckpt}; continue with resume=true" in last_line
     assert (out / "checkpoints" / "last").resolve() == ckpt.resolve()
-    assert json.loads((ckpt / "training_state.json").read_text())["step"] == step
+    assert json.loads((ckpt / "training_state.json").read_text())["meta"]["step"] == step
     cfg = compose_config([*args, f"steps={step + 2}", f"out={out}", "resume=true"])
     resumed = train(cfg, progress=False)
     assert resumed.start_step == step and resumed.steps == step + 2
@@ -374,3 +375,62 @@ def test_a_corrupted_chunk_stops_training_with_one_line(
     assert last.startswith("realloop-train: error: cannot read the data of stream 'observation.state' in episode_0")
     assert last.endswith(f"run `realloop-dataset verify {data}` to locate the file\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_training_state_is_the_imitation_learners_state(lift_dataset: Path, tmp_path: Path) -> None:
+    """realloop-train trains an ImitationLearner: its checkpoint's training state loads into one through the learner
+    seam, whose exported actor weights are the checkpoint's policy and whose actions are the loaded policy's."""
+    from realloop.policies.checkpoint import build_policy
+    from realloop.policies.imitation_learner import ImitationLearner
+    from realloop.policies.rl.state import FORMAT, load_learner_state
+
+    summary = run(lift_dataset, tmp_path / "bc", steps=6, policy=TINY_BC)
+    folder = Path(summary.checkpoint)
+    state = json.loads((folder / "training_state.json").read_text())
+    assert state["format"] == FORMAT and state["modules"] == ["ema", "policy"] and state["meta"]["step"] == 6
+
+    loaded = load_policy(folder)
+    policy = build_policy(loaded.config["policy"], json.loads((folder / "policy.json").read_text())["features"])
+    learner = ImitationLearner(policy, lr=1e-3, ema=(0.75, 0.75))
+    assert load_learner_state(folder, learner, restore_rng=False)["step"] == 6
+    weights = load_file(str(folder / "model.safetensors"))
+    exported = learner.actor_weights()
+    assert exported.keys() == weights.keys() and all(torch.equal(exported[k], weights[k]) for k in weights)
+
+    with Dataset.open(lift_dataset) as ds:
+        ep = next(iter(ds.episodes()))
+        n = loaded.policy.n_obs_steps
+        obs = {k: ep.stream(k).read()[:n][None] for k in loaded.policy.obs_keys}  # (1, n_obs_steps, ...)
+    chunk = learner.act(obs, explore=False)
+    expected = loaded.policy.predict_action_chunk({k: torch.as_tensor(v) for k, v in obs.items()}).numpy()
+    assert chunk.shape == expected.shape == (1, loaded.policy.n_action_steps, expected.shape[-1])
+    np.testing.assert_array_equal(chunk, expected)
+
+    # one more learner step moves the policy; a non-finite loss is refused before any step
+    batch = next(iter(torch.utils.data.DataLoader(_windows(lift_dataset, loaded.config["policy"]), batch_size=8)))
+    before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    assert np.isfinite(learner.update(batch)["loss"])
+    assert any(not torch.equal(before[k], v) for k, v in learner.policy.state_dict().items())
+    bad = {**batch, "action": torch.full_like(batch["action"], float("nan"))}
+    kept = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="training loss is nan"):
+        learner.update(bad)
+    assert all(torch.equal(kept[k], v) for k, v in learner.policy.state_dict().items())
+
+
+def _windows(path: Path, pcfg: dict):
+    from realloop.data.training import WindowDataset
+
+    return WindowDataset.for_policy(
+        path, obs_keys=pcfg["obs_keys"], action_key="action", n_obs_steps=pcfg["n_obs_steps"], horizon=pcfg["horizon"]
+    )
+
+
+def test_resume_refuses_a_training_state_without_a_learner_state(lift_dataset: Path, tmp_path: Path) -> None:
+    run(lift_dataset, tmp_path / "old", steps=4, policy=TINY_BC)
+    path = tmp_path / "old" / "checkpoints" / "last" / "training_state.json"
+    state = json.loads(path.read_text())
+    del state["format"]  # as an older realloop-train wrote it
+    path.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"older realloop-train .* choose a new out="):
+        run(lift_dataset, tmp_path / "old", "resume=true", steps=8, policy=TINY_BC)

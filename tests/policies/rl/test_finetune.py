@@ -100,6 +100,14 @@ def test_bad_input_is_refused_before_learning(tmp_path: Path, demos: Path) -> No
         run(tmp_path / "z", "resume=true", "steps=10")
     with pytest.raises(FinetuneError, match=r"missing\.zarr does not exist; fix the path"):
         run(tmp_path / "w", f"demos=[{tmp_path / 'missing.zarr'}]", "steps=10")
+    # an imitation checkpoint carries a learner state too, but not an actor-critic one
+    from realloop.policies.train import compose_config as train_config
+    from realloop.policies.train import train
+
+    args = ["policy=bc", "policy.hidden_dims=[8]", f"dataset.path={demos}", "steps=1", "batch_size=4", "device=cpu"]
+    bc = train(train_config([*args, f"out={tmp_path / 'bc'}"]), progress=False)
+    with pytest.raises(FinetuneError, match="is a realloop-train checkpoint; init= and resume need"):
+        run(tmp_path / "v", f"init={bc.checkpoint}", "steps=10")
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -107,12 +107,12 @@ def test_the_state_is_safetensors_and_json_only(tmp_path: Path) -> None:
     learner = make_learner(True, seed=0)
     learner.update(make_batches(True, 1)[0])
     folder = save_learner_state(tmp_path / "state", learner, meta={"config": {"utd": 2}})
-    assert sorted(p.name for p in folder.iterdir()) == ["learner_state.json", "learner_state.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["training_state.json", "training_state.safetensors"]
     assert not list(tmp_path.glob("*.tmp"))
-    js = json.loads((folder / "learner_state.json").read_text())
+    js = json.loads((folder / "training_state.json").read_text())
     assert js["extra_state"] == {"updates": 1, "critic_steps": 2} and js["meta"] == {"config": {"utd": 2}}
     assert set(js["optimizers"]) == {"critic", "actor", "temperature"}
-    tensors = load_file(str(folder / "learner_state.safetensors"))
+    tensors = load_file(str(folder / "training_state.safetensors"))
     assert "module.temperature.log_alpha" in tensors and "rng.torch" in tensors
     assert any(k.startswith("module.encoder.normalizer.") for k in tensors)
     assert any(k.startswith("optimizer.critic/optimizer.") and k.endswith("exp_avg_sq") for k in tensors)
@@ -124,7 +124,7 @@ def test_the_state_is_safetensors_and_json_only(tmp_path: Path) -> None:
 def test_a_crash_while_saving_leaves_the_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     learner = make_learner(False, seed=0)
     folder = save_learner_state(tmp_path / "state", learner, meta={"step": 0})
-    before = (folder / "learner_state.safetensors").read_bytes()
+    before = (folder / "training_state.safetensors").read_bytes()
 
     def disk_full(*args: Any) -> None:
         raise OSError("No space left on device")
@@ -133,7 +133,7 @@ def test_a_crash_while_saving_leaves_the_previous_state(tmp_path: Path, monkeypa
     learner.update(make_batches(False, 1)[0])
     with pytest.raises(OSError, match="No space"):
         save_learner_state(folder, learner, meta={"step": 1})
-    assert (folder / "learner_state.safetensors").read_bytes() == before
+    assert (folder / "training_state.safetensors").read_bytes() == before
     assert not list(tmp_path.glob("*.tmp"))
     assert load_learner_state(folder, make_learner(False, seed=1)) == {"step": 0}
 
@@ -142,5 +142,5 @@ def test_loading_into_another_learner_or_from_nowhere_is_refused(tmp_path: Path)
     save_learner_state(tmp_path / "state", make_learner(False, seed=0))
     with pytest.raises(CheckpointError, match="critic"):
         load_learner_state(tmp_path / "state", make_learner(False, seed=0, num_critics=2))
-    with pytest.raises(CheckpointError, match="missing"):
+    with pytest.raises(CheckpointError, match="nowhere has no training_state.safetensors"):
         load_learner_state(tmp_path / "nowhere", make_learner(False, seed=0))
