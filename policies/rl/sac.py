@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from realloop.policies.rl.learner import Batch, Learner, Observation
@@ -60,7 +59,11 @@ class SACConfig:
         target_entropy: the entropy the temperature steers to; None: -|A|/2 (RLPD's choice; SAC's paper: -|A|).
         backup_entropy: subtract alpha * log pi(a'|s') in the TD target (soft backup); off for sparse rewards,
             where it would hand out entropy bonuses larger than the reward.
-        bc_weight: weight of MSE(tanh(actor mean), batch action) in the actor loss, over the whole batch (0: off).
+        bc_weight: weight of a behaviour-cloning term in the actor loss: MSE(tanh(actor mean), action) over the
+            batch's offline transitions (the demonstrations; online ones are the policy's own), as in DDPGfD and
+            TD3+BC (0: off).
+        bc_q_filter: clone a demonstration's action only where the critic rates it above the policy's own
+            (Q(s, a_demo) > Q(s, a ~ pi(s)), Nair et al. 2018), so the term fades where the policy has become better.
         obs_normalization: ``identity`` (RLPD's and SAC's raw state), ``mean_std`` or ``min_max`` for the state keys
             that ``obs_stats`` covers. Statistics of demonstrations are narrow: a joint they never move has a std
             near 1e-3, so online exploration moves that input by hundreds of std; use them only where every input
@@ -92,6 +95,7 @@ class SACConfig:
     target_entropy: float | None = None
     backup_entropy: bool = True
     bc_weight: float = 0.0
+    bc_q_filter: bool = False
     obs_normalization: str = "identity"
     image_encoder: str = "small"
     image_feature_dim: int = 64
@@ -353,7 +357,8 @@ class SACLearner(Learner):
 
     def actor_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """``E[alpha log pi(a|s) - Q(s, a)]``, a ~ pi(s) reparameterised, Q the ensemble's mean (or min), plus
-        ``bc_weight * MSE(tanh(mean), batch action)``. Trains the actor only."""
+        ``bc_weight`` times the squared error of tanh(mean) to the demonstrations' actions (the offline ones, and
+        with ``bc_q_filter`` only those the critic rates above the policy's action). Trains the actor only."""
         with torch.no_grad():
             # SAC from pixels (SAC-AE, DrQ): the encoder is shared; the critic's gradient alone trains it and the
             # actor sees its features detached, so the policy gradient cannot distort the representation.
@@ -365,9 +370,19 @@ class SACLearner(Learner):
         loss = (self.temperature().detach() * log_prob - q).mean()
         metrics = {"actor_loss": loss.detach(), "entropy": -log_prob.detach().mean()}
         if self.config.bc_weight > 0:
-            bc = F.mse_loss(self.actor.mode(features), mb["action"])
+            demo = ~mb["online"]
+            if self.config.bc_q_filter:
+                with torch.no_grad():
+                    q_demo = self.critic(features, mb["action"])
+                    q_demo = q_demo.mean(dim=0) if self.config.actor_q == "mean" else q_demo.min(dim=0).values
+                cloned = demo & (q_demo > q.detach())
+            else:
+                cloned = demo
+            error = (self.actor.mode(features) - mb["action"]).pow(2).mean(dim=-1)
+            bc = (error * cloned).sum() / demo.sum().clamp(min=1)
             loss = loss + self.config.bc_weight * bc
             metrics["bc_loss"] = bc.detach()
+            metrics["bc_cloned"] = cloned.float().sum() / demo.sum().clamp(min=1)
         return loss, metrics
 
     def temperature_loss(self, entropy: Tensor) -> Tensor:
@@ -412,6 +427,7 @@ class SACLearner(Learner):
             "action": action.clamp(-1.0, 1.0),
             "reward": vector("reward"),
             "discount": vector("discount"),
+            "online": torch.as_tensor(batch["online"], dtype=torch.bool).to(self.device).reshape(-1),
             **({"mc_return": vector("mc_return")} if "mc_return" in batch else {}),
         }
 

@@ -142,5 +142,5 @@ def test_loading_into_another_learner_or_from_nowhere_is_refused(tmp_path: Path)
     save_learner_state(tmp_path / "state", make_learner(False, seed=0))
     with pytest.raises(CheckpointError, match="critic"):
         load_learner_state(tmp_path / "state", make_learner(False, seed=0, num_critics=2))
-    with pytest.raises(CheckpointError, match="nowhere has no training_state.safetensors"):
+    with pytest.raises(CheckpointError, match=r"nowhere has no training_state\.safetensors"):
         load_learner_state(tmp_path / "nowhere", make_learner(False, seed=0))
