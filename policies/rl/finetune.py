@@ -525,8 +525,17 @@ class Finetuner:
             "return": float(np.mean(rets)) if rets else float("nan"),
             "success": float(np.mean([s for _, s, _ in self.recent])) if rets and self.has_success else float("nan"),
             "env_steps_per_s": (self.env_steps - steps0) / max(time.perf_counter() - started, 1e-9),
-            **{k: self.metrics.get(k, float("nan")) for k in ("critic_loss", "actor_loss", "q", "temperature")},
+            **{k: self.metrics.get(k, float("nan")) for k in self._metric_columns()},
         }  # fmt: skip
+
+    def _metric_columns(self) -> list[str]:
+        """The learner metrics metrics.csv keeps: the same columns for the whole run, from the first row on."""
+        columns = ["critic_loss", "actor_loss", "q", "temperature"]
+        if float(self.algo.get("bc_weight") or 0) > 0:
+            columns += ["bc_loss", "bc_cloned"]
+        if float(self.algo.get("cql_weight") or 0) > 0:
+            columns += ["cql_penalty"]
+        return columns
 
     def run(self) -> FinetuneSummary:
         from torch.utils.tensorboard import SummaryWriter

@@ -175,9 +175,18 @@ def test_offline_pretraining_then_online_with_cal_ql(tmp_path: Path, demos: Path
     assert [e["env_steps"] for e in summary.evals] == [0, 20]  # the offline result, then the end
     assert summary.updates == 30 + 20
     assert (out / "checkpoints" / "step_00000000" / "model.safetensors").exists()
-    assert summary.algo == "calql" and np.isfinite(float(next(csv.DictReader((out / "metrics.csv").open()))["q"]))
+    row = next(csv.DictReader((out / "metrics.csv").open()))
+    assert summary.algo == "calql" and np.isfinite(float(row["q"])) and np.isfinite(float(row["cql_penalty"]))
     with pytest.raises(FinetuneError, match="offline_updates pretrains on demonstrations"):
         run(tmp_path / "d", "offline_updates=10", "steps=10")
+
+
+def test_a_bc_regularised_run_logs_how_much_it_clones(tmp_path: Path, demos: Path) -> None:
+    _, out = run(tmp_path / "bc", f"demos=[{demos}]", "algo.bc_weight=1", "algo.bc_q_filter=true", "steps=40",
+                 "eval.every=0")  # fmt: skip
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert rows[0].keys() >= {"bc_loss", "bc_cloned"} and rows[0]["bc_cloned"] == "nan"  # before learning starts
+    assert np.isfinite(float(rows[-1]["bc_loss"])) and 0.0 <= float(rows[-1]["bc_cloned"]) <= 1.0
 
 
 def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path: Path, demos: Path) -> None:
