@@ -43,6 +43,7 @@ CRITICS: list[tuple[str, str, dict[str, Any]]] = [
     ("rlpd E=10 M=2", "rlpd", {}),
     ("sac E=2", "sac", {}),
     ("single critic E=1", "sac", {"num_critics": 1, "num_min_critics": 1}),
+    ("calql E=2", "sac", {"cql_weight": 1.0, "backup_entropy": False}),  # configs/algo/calql.yaml's critics
 ]
 
 
@@ -66,6 +67,7 @@ def make_batches(args: argparse.Namespace, images: bool, count: int) -> list[Bat
             "discount": np.full(n, 0.99, dtype=np.float32),
             "next_observation": obs(),
             "online": rng.random(n) < 0.5,
+            "mc_return": rng.normal(size=n).astype(np.float32),  # Cal-QL's bound; the other learners ignore it
         }
         for _ in range(count)
     ]
