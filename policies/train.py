@@ -432,7 +432,7 @@ class Trainer:
     def save(self) -> Path:
         """Checkpoint the current step; every rank calls it (their RNG states go to rank 0, which writes)."""
         folder = self.out / "checkpoints" / f"step_{self.step:07d}"
-        rng = self._rng_states()
+        rng = self._other_rank_rng_states()
         if self.dist.main:
             model = self.learner.inference_model()
             progress: dict[str, Any] = {"step": self.step, "history": self.history}
@@ -452,7 +452,7 @@ class Trainer:
         self.saved_step = self.step
         return folder
 
-    def _rng_states(self) -> dict[str, torch.Tensor]:
+    def _other_rank_rng_states(self) -> dict[str, torch.Tensor]:
         """Under torchrun, the other ranks' RNG states gathered on every rank: rank r's as ``rng.torch.rank<r>``
         (and ``rng.cuda.rank<r>``), r > 0, so that a resumed run continues every rank's stream (rank 0's are the
         learner state's own); empty for one process."""
