@@ -723,11 +723,14 @@ class ReplayBuffer:
             self._envs.pop(env, None)
 
     # -- sampling -------------------------------------------------------------------------------------------------
-    def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
+    def sample(
+        self, batch_size: int, rng: np.random.Generator | None = None, online_ratio: float | None = None
+    ) -> dict[str, Any]:
         """A batch of ``batch_size`` transitions (the module doc gives its format): ``online_ratio`` of it from
         the online ring and the rest from the offline episodes, all from whichever part holds steps when the
-        other holds none. ``rng`` defaults to the buffer's own generator."""
+        other holds none. ``rng`` defaults to the buffer's own generator; ``online_ratio`` to the buffer's."""
         rng = self._rng if rng is None else rng
+        ratio = self.online_ratio if online_ratio is None else float(online_ratio)
         n_off = len(self._offline_steps)
         with self._lock:
             ring = self._ring
@@ -735,7 +738,7 @@ class ReplayBuffer:
             has_online = ring is not None and n_ring > 0 and bool(ring.step[:n_ring].any())
             if not has_online and n_off == 0:
                 raise RuntimeError("the replay buffer is empty: give offline datasets or add online steps first")
-            n_online = batch_size if n_off == 0 else (round(self.online_ratio * batch_size) if has_online else 0)
+            n_online = batch_size if n_off == 0 else (round(ratio * batch_size) if has_online else 0)
             parts = []
             if n_online:
                 assert ring is not None

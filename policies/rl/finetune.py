@@ -2,9 +2,11 @@
 
     realloop-finetune env=realloop/ArmLift-v0 demos=[outputs/lift_demos.zarr] algo=rlpd reward=success
 
-One loop: ``num_envs`` envs act as one batch (the learner's exploring policy, or uniform random actions for the
-first ``random_steps``); every step goes into the :class:`~realloop.policies.rl.buffer.ReplayBuffer` (offline:
-the ``demos`` datasets; online: a ring whose ended episodes are committed to ``<out>/online.zarr``); after
+One loop: ``num_envs`` envs act as one batch (the learner's exploring policy; uniform random actions for the
+first ``random_steps``; or, started from a realloop-train checkpoint, that imitation policy for the first
+``imitation.steps``, after which the actor is distilled from what it did); every step goes into the
+:class:`~realloop.policies.rl.buffer.ReplayBuffer` (offline: the ``demos`` datasets; online: a ring whose ended
+episodes are committed to ``<out>/online.zarr``); after
 ``learning_starts`` each env step is followed by one learner update (``utd`` critic steps) on a batch the buffer
 samples (RLPD's half offline, half online). Every ``eval.every`` env steps the actor is evaluated by realloop-eval's
 rollouts on held-out seeds.
@@ -41,15 +43,17 @@ from realloop.configs import CONFIG_DIR
 from realloop.configs.schema import compose_checked, exit_on_config_error, to_plain
 from realloop.data.dataset import Dataset
 from realloop.data.stats import ensure_stats
+from realloop.policies.agent import PolicyAgent
 from realloop.policies.checkpoint import (
     CheckpointError,
     link_last,
+    load_policy,
     load_training_state,
     read_json,
     resolve_checkpoint,
     save_checkpoint,
 )
-from realloop.policies.evaluate import EvalError, evaluate, make_vector_env
+from realloop.policies.evaluate import EvalError, env_kwargs_from_checkpoint, evaluate, make_vector_env
 from realloop.policies.obs_map import ObsMap, load_obs_map
 from realloop.policies.rl.actor_policy import ActorPolicy
 from realloop.policies.rl.buffer import ReplayBuffer
@@ -74,7 +78,7 @@ CONFIG_BOUNDS = {
     "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
     "algo.bc_weight": (0, None), "algo.augment_pad": (0, None),
     "algo.action_chunk": (1, None), "algo.cql_weight": (0, None), "algo.cql_actions": (1, None),
-    "offline_updates": (0, None),
+    "offline_updates": (0, None), "imitation.steps": (1, None), "imitation.updates": (0, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
     "reward": ("env", "success"),
@@ -117,6 +121,7 @@ class FinetuneSummary:
     evals: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
     command: str | None = None  # the command line, when started from one
+    imitation: dict[str, Any] | None = None  # the warm start from an imitation policy, when the run had one
 
     def line(self) -> str:
         ev = "no evaluation"
@@ -127,9 +132,15 @@ class FinetuneSummary:
             ev = f"eval {success}{returns}"
         train = f"{self.train_success_rate:.0%}" if self.train_success_rate is not None else "-"
         steps = self.env_steps - self.start_env_steps
+        warm = ""
+        if self.imitation:
+            im = self.imitation
+            done = "" if im["success_rate"] is None else f", {im['successes']}/{im['episodes']} episodes successful"
+            warm = f"; imitation policy for {im['env_steps']} steps{done}, distilled in {im['updates']} updates"
         return (
             f"{self.algo} on {self.env}: {steps} env steps (to {self.env_steps}), {self.episodes} episodes, "
-            f"{self.updates} updates in {self.seconds:.0f} s; training success {train}; {ev} -> {self.checkpoint}"
+            f"{self.updates} updates in {self.seconds:.0f} s{warm}; training success {train}; {ev} -> "
+            f"{self.checkpoint}"
         )
 
 
@@ -324,8 +335,13 @@ class Finetuner:
         self.evals: list[dict[str, Any]] = []
         self.metrics: dict[str, float] = {}
         self.has_success = False  # whether the env reports success_key (else success is no figure of the run)
+        # started from an imitation policy: it acts until imitation.steps, then the actor is distilled from it
+        self.imitation: PolicyAgent | None = None
+        self.imitation_from: str | None = None
+        self.imitation_episodes: list[bool] = []  # the success of each episode it finished
+        self.distilled: dict[str, Any] | None = None  # what the distillation did, once done
         if c.get("init"):
-            self._load(resolve_checkpoint(str(c["init"])), resume=False)
+            self._init_from(resolve_checkpoint(str(c["init"])))
         if c["resume"]:
             self._load(resolve_checkpoint(last), resume=True)
 
@@ -367,6 +383,8 @@ class Finetuner:
             "env_steps": self.env_steps, "updates": self.updates, "episode": self.episode,
             "episodes_done": self.episodes_done, "current_seeds": self.current_seeds,
             "rng": self.rng.bit_generator.state, "buffer": self.buffer.state_dict(), "evals": self.evals,
+            "imitation_from": self.imitation_from, "imitation_episodes": self.imitation_episodes,
+            "distilled": self.distilled,
         }  # fmt: skip
         tensors, state = learner_state(self.learner, meta)
         policy = self.actor_policy()
@@ -381,11 +399,80 @@ class Finetuner:
         link_last(folder)
         return folder
 
+    def _init_from(self, folder: Path) -> None:
+        """``init=``: a realloop-finetune checkpoint's learner, or a realloop-train checkpoint's imitation policy."""
+        config = read_json(folder / "config.json")
+        if "algo" in config:
+            self._load(folder, resume=False)
+        elif "dataset" in config:
+            self._start_imitation(folder)
+        else:
+            raise FinetuneError(
+                f"{folder} is neither a realloop-finetune nor a realloop-train checkpoint; init= takes one of those"
+            )
+
+    def _start_imitation(self, folder: Path) -> None:
+        """Load the imitation policy of a realloop-train checkpoint to act for the first ``imitation.steps`` env
+        steps; refused in one line when it cannot act in this env."""
+        with torch.random.fork_rng(devices=[]):  # building it draws initial weights: the run's RNG stays as it was
+            loaded = load_policy(folder, self.device)
+        policy = loaded.policy
+        try:
+            trained_in, kwargs = env_kwargs_from_checkpoint(loaded.meta, str(folder / "policy.json"))
+        except EvalError:  # its dataset does not record the env (a recorder's, a converted one): nothing to compare
+            trained_in, kwargs = self.env_id, {}
+        mode = getattr(getattr(self.envs.envs[0].unwrapped, "action_mode", None), "name", None)
+        if trained_in != self.env_id or (mode and kwargs.get("control_mode", mode) != mode):
+            raise FinetuneError(
+                f"init={folder}: its policy learnt from {trained_in} data ({kwargs.get('control_mode')} control); "
+                f"this run acts in {self.env_id} ({mode} control): train it on data of this env, or set env="
+            )
+        if policy.action_dim != len(self.low):
+            raise FinetuneError(
+                f"init={folder}: its policy outputs {policy.action_dim} action dims; {self.env_id} takes "
+                f"{len(self.low)}"
+            )
+        missing = [k for k in policy.obs_keys if k not in self.obs]
+        if missing:
+            raise FinetuneError(
+                f"init={folder}: its policy sees {missing}, which {self.env_id} does not give (it gives "
+                f"{sorted(self.obs)}); render the cameras it needs with env_kwargs, or map them (obs_map)"
+            )
+        if not self.c["resume"] and int(self.c["imitation"]["steps"]) >= int(self.c["steps"]):
+            raise FinetuneError(
+                f"imitation.steps={self.c['imitation']['steps']} is not below steps={self.c['steps']}: the run would "
+                "end before its actor learnt from the imitation policy; lower imitation.steps or raise steps"
+            )
+        self.imitation = PolicyAgent(policy, num_envs=self.num_envs, seed=int(self.c["seed"]))
+        self.imitation_from = str(folder)
+
+    def distil(self, tb: Any = None) -> None:
+        """The end of the imitation phase: ``imitation.updates`` actor steps cloning the imitation policy's actions
+        on the states it visited (the online transitions so far, all of them its own), then an evaluation (a row of
+        ``evals`` at this env step). The imitation policy stops acting."""
+        n, batch_size = int(self.c["imitation"]["updates"]), int(self.c["batch_size"])
+        losses: list[float] = []
+        for i in tqdm(range(n), desc="distil", unit="update", disable=not self.progress):
+            batch = cast(Batch, self.buffer.sample(batch_size, self.rng, online_ratio=1.0))
+            if self.held:
+                batch["action"] = batch["action"][..., self.free]
+            losses.append(self.learner.clone(batch)["clone_loss"])
+            if tb is not None and (i + 1) % int(self.c["log_every"]) == 0:
+                tb.add_scalar("distil/clone_loss", losses[-1], i + 1)
+        done = self.imitation_episodes
+        self.distilled = {
+            "checkpoint": self.imitation_from, "env_steps": self.env_steps, "episodes": len(done),
+            "successes": int(sum(done)), "success_rate": float(np.mean(done)) if done and self.has_success else None,
+            "updates": n, "clone_loss_first": losses[0] if losses else None,
+            "clone_loss_last": losses[-1] if losses else None,
+        }  # fmt: skip
+        self.imitation = None
+        self.evaluate(tb)
+
     def _load(self, folder: Path, resume: bool) -> None:
         config = read_json(folder / "config.json")
         if "algo" not in config:
-            what = "a realloop-train checkpoint" if "dataset" in config else "not a realloop-finetune checkpoint"
-            raise FinetuneError(f"{folder} is {what}; init= and resume need a realloop-finetune checkpoint")
+            raise FinetuneError(f"{folder} is not a realloop-finetune checkpoint; resume needs one")
         tensors, state = load_training_state(folder)
         if resume:
             saved = {**config, "algo": _with_defaults(config.get("algo") or {})}
@@ -403,6 +490,12 @@ class Finetuner:
             self.rng.bit_generator.state = meta["rng"]
             self.buffer.load_state_dict(meta["buffer"])
             self.evals = list(meta.get("evals") or [])
+            self.imitation_episodes = [bool(v) for v in meta.get("imitation_episodes") or []]
+            self.distilled = meta.get("distilled")
+            self.imitation_from = meta.get("imitation_from")
+            if self.imitation_from and self.distilled is None:
+                # saved inside the imitation phase: the imitation policy acts on (a stochastic one with new noise)
+                self._start_imitation(resolve_checkpoint(str(meta["imitation_from"])))
             # the episodes in progress when the checkpoint was written start again from their first step (their
             # steps were not committed); one that had just begun, as a checkpoint at an episode end has, goes on
             # exactly as it would have
@@ -416,6 +509,11 @@ class Finetuner:
     def _act(self) -> np.ndarray:
         """The envs' actions: full env actions, the held dims at their values; with action chunks, the next action
         of each env's chunk, a new chunk from the learner when one is used up (or its episode ended)."""
+        if self.imitation is not None:
+            actions = self.imitation.step(self.obs).astype(np.float32)
+            actions[:, self.free] = np.clip(actions[:, self.free], self.low[self.free], self.high[self.free])
+            actions[:, list(self.held)] = self.held_action[list(self.held)]
+            return actions
         if self.env_steps < int(self.c["random_steps"]):
             actions = np.tile(self.held_action, (self.num_envs, 1))
             low, high = self.low[self.free], self.high[self.free]
@@ -451,11 +549,15 @@ class Finetuner:
             self.lengths[i] += 1
             if terminated[i] or truncated[i]:
                 self.recent.append((float(self.returns[i]), bool(success[i]), int(self.lengths[i])))
+                if self.imitation is not None:
+                    self.imitation_episodes.append(bool(success[i]))
                 self.returns[i], self.lengths[i] = 0.0, 0
                 self.queue_pos[i] = self.chunk  # the next episode starts with a new chunk
                 self.episodes_done += 1
                 ended.append(i)
         if ended:
+            if self.imitation is not None:
+                self.imitation.reset(ended)
             mask = np.zeros(self.num_envs, dtype=bool)
             mask[ended] = True
             seeds: list[int | None] = [None] * self.num_envs
@@ -563,6 +665,8 @@ class Finetuner:
             while self.env_steps < steps:
                 ended = self._step()
                 self._update()
+                if self.imitation is not None and self.env_steps >= int(c["imitation"]["steps"]):
+                    self.distil(tb)
                 bar.update(self.num_envs)
                 if self.env_steps >= next_log:
                     row = self._row(started, steps0)
@@ -609,6 +713,7 @@ class Finetuner:
             self.env_id, self.algo["name"], str(self.out), self.env_steps, self.start_env_steps, self.episodes_done,
             self.updates, round(time.perf_counter() - started, 1), train_success, final_eval,
             str(checkpoint) if checkpoint else None, interrupted, self.evals, int(self.c["seed"]), self.command,
+            self.distilled,
         )  # fmt: skip
         (self.out / "finetune_summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         plot_curves(csv_path, self.evals, self.out / "curves.png", f"{self.algo['name']} on {self.env_id}")

@@ -254,14 +254,12 @@ class SACLearner(Learner):
         """Start learning from another learner's actor (and shared encoder): :meth:`load_actor_weights`, and the
         target encoder set to the loaded encoder. The critic and the temperature start afresh.
 
-        Design note, imitation checkpoints: realloop's imitation policies (``ChunkPolicy``: diffusion, MLP BC)
-        map an observation *history* through their own encoder and normaliser to a normalised action *chunk*,
-        so no layer of theirs corresponds to this actor's; copying weights across would be a guess. The clean
-        route goes through data: train a learner of this class on the demonstrations with ``bc_weight`` > 0
-        (offline, the same batches RLPD uses; or only the actor's BC term, when the critic should start
-        afresh), or on (observation, first action of the chunk) pairs the imitation policy labels, and pass its
-        :meth:`actor_weights` here. A full learner state (offline pretraining, e.g. Cal-QL, then fine-tuning)
-        loads with ``realloop.policies.rl.state.load_learner_state`` instead.
+        Imitation checkpoints: realloop's imitation policies (``ChunkPolicy``: diffusion, MLP BC) map an
+        observation *history* through their own encoder and normaliser to a normalised action *chunk*, so no layer
+        of theirs corresponds to this actor's and their weights are not copied. They warm-start through data
+        instead: realloop-finetune's ``init=<realloop-train checkpoint>`` lets the imitation policy act first and
+        then distils its actions into this actor (:meth:`clone`). A full learner state (offline pretraining, e.g.
+        Cal-QL, then fine-tuning) loads with ``realloop.policies.rl.state.load_learner_state`` instead.
         """
         self.load_actor_weights(actor_weights)
         self.encoder_target.load_state_dict(self.encoder.state_dict())
@@ -378,12 +376,28 @@ class SACLearner(Learner):
                 cloned = demo & (q_demo > q.detach())
             else:
                 cloned = demo
-            error = (self.actor.mode(features) - mb["action"]).pow(2).mean(dim=-1)
-            bc = (error * cloned).sum() / demo.sum().clamp(min=1)
+            bc = (self._bc_error(features, mb["action"]) * cloned).sum() / demo.sum().clamp(min=1)
             loss = loss + self.config.bc_weight * bc
             metrics["bc_loss"] = bc.detach()
             metrics["bc_cloned"] = cloned.float().sum() / demo.sum().clamp(min=1)
         return loss, metrics
+
+    def clone(self, batch: Batch) -> dict[str, float]:
+        """One actor step of behaviour cloning alone on every transition of ``batch``: the squared error of
+        tanh(mean) to its actions. Distils another policy (whose actions the batch holds) into the actor; the critic,
+        the encoder and the temperature are left as they are. A non-finite loss is refused before the step."""
+        mb = self._prepare(batch)
+        with torch.no_grad():
+            features = self.encoder(mb["observation"])
+        loss = self._bc_error(features, mb["action"]).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the cloning loss is {float(loss)}; the batch holds non-finite values")
+        self._step("actor", loss)
+        return {"clone_loss": float(loss.detach())}
+
+    def _bc_error(self, features: Tensor, action: Tensor) -> Tensor:
+        """Per transition, the mean squared error of the actor's deterministic action to ``action`` ([-1, 1])."""
+        return (self.actor.mode(features) - action).pow(2).mean(dim=-1)
 
     def temperature_loss(self, entropy: Tensor) -> Tensor:
         """``alpha * (entropy - target_entropy)``: alpha grows while the policy's entropy is below the target."""

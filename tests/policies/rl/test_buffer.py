@@ -290,6 +290,9 @@ def test_online_ratio_and_empty_parts(demos: Path) -> None:
     assert online.sum() == 250
     e = batch["observation"][STATE][:, 0].numpy()
     np.testing.assert_array_equal(e >= 100, online)
+    # a ratio for one batch (distilling from the online part alone) leaves the buffer's own as it was
+    assert buf.sample(64, online_ratio=1.0)["online"].all() and not buf.sample(64, online_ratio=0.0)["online"].any()
+    assert buf.sample(1000, np.random.default_rng(1))["online"].numpy().sum() == 250
     only_online = ReplayBuffer([STATE], capacity=100)
     run_episode(only_online, 100, 3, terminated=False)
     assert only_online.sample(32)["online"].all()

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from realloop.configs.schema import to_plain
 from realloop.data import Dataset
+from realloop.policies.agent import PolicyAgent
 from realloop.policies.checkpoint import load_policy
 from realloop.policies.evaluate import compose_config as eval_config
 from realloop.policies.evaluate import evaluate
@@ -37,6 +38,17 @@ def demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demos") / "reach.zarr"
     collect(collect_config(["task=arm_reach", "episodes=2", f"out={out}", "task.env.max_episode_steps=20"]), False)
     return out
+
+
+@pytest.fixture(scope="module")
+def bc_policy(tmp_path_factory: pytest.TempPathFactory, demos: Path) -> Path:
+    """A small MLP BC checkpoint (realloop-train) trained on the demonstrations."""
+    from realloop.policies.train import compose_config as train_config
+    from realloop.policies.train import train
+
+    out = tmp_path_factory.mktemp("bc")
+    args = ["policy=bc", "policy.hidden_dims=[32]", f"dataset.path={demos}", "steps=100", "batch_size=4"]
+    return Path(train(train_config([*args, "device=cpu", f"out={out}"]), progress=False).checkpoint)
 
 
 def run(tmp_path: Path, *overrides: str) -> tuple:
@@ -100,14 +112,12 @@ def test_bad_input_is_refused_before_learning(tmp_path: Path, demos: Path) -> No
         run(tmp_path / "z", "resume=true", "steps=10")
     with pytest.raises(FinetuneError, match=r"missing\.zarr does not exist; fix the path"):
         run(tmp_path / "w", f"demos=[{tmp_path / 'missing.zarr'}]", "steps=10")
-    # an imitation checkpoint carries a learner state too, but not an actor-critic one
-    from realloop.policies.train import compose_config as train_config
-    from realloop.policies.train import train
-
-    args = ["policy=bc", "policy.hidden_dims=[8]", f"dataset.path={demos}", "steps=1", "batch_size=4", "device=cpu"]
-    bc = train(train_config([*args, f"out={tmp_path / 'bc'}"]), progress=False)
-    with pytest.raises(FinetuneError, match="is a realloop-train checkpoint; init= and resume need"):
-        run(tmp_path / "v", f"init={bc.checkpoint}", "steps=10")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    (other / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FinetuneError, match="neither a realloop-finetune nor a realloop-train checkpoint"):
+        run(tmp_path / "v", f"init={other}", "steps=10")
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
@@ -200,3 +210,66 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path:
     assert resumed.env_steps == 40
     with pytest.raises(FinetuneError, match=r"resume: algo=.* differs from the run's"):
         run(tmp_path / "r", *common, "steps=60", "resume=true", "algo.cql_weight=1")
+
+
+def test_an_imitation_policy_acts_first_then_the_actor_is_distilled_from_it(
+    tmp_path: Path, demos: Path, bc_policy: Path
+) -> None:
+    # no RL update (learning_starts beyond the run): the final actor is the distilled one
+    summary, out = run(tmp_path / "w", f"demos=[{demos}]", f"init={bc_policy}", "imitation.steps=40",
+                       "imitation.updates=1000", "steps=60", "learning_starts=1000", "eval.every=0")  # fmt: skip
+    im = summary.imitation
+    assert im is not None and im["env_steps"] == 40 and im["episodes"] == 2 and im["updates"] == 1000
+    assert im["clone_loss_last"] < im["clone_loss_first"] / 2
+    assert [e["env_steps"] for e in summary.evals] == [40, 60]  # the distilled actor's result, then the end
+    assert "imitation policy for 40 steps" in summary.line()
+
+    bc = load_policy(bc_policy).policy
+    actor = load_policy(out).policy
+    untrained = Finetuner(
+        to_plain(compose_config([*TINY, f"out={tmp_path / 'new'}", "steps=60"])), False
+    ).actor_policy()
+    with Dataset.open(out / "online.zarr") as ds:
+        episodes = list(ds.episodes())
+    assert len(episodes) == 3
+    low, high = actor.action_low.numpy(), actor.action_high.numpy()
+    for ep in episodes[:2]:  # the imitation policy's: replayed step by step, it does exactly what the env got
+        done = ep.stream("action").read()
+        obs = {k: ep.stream(k).read()[: len(done)] for k in bc.obs_keys}
+        agent = PolicyAgent(bc, num_envs=1)
+        acted = np.stack([agent.step({k: v[t : t + 1] for k, v in obs.items()})[0] for t in range(len(done))])
+        np.testing.assert_allclose(done, np.clip(acted, low, high), rtol=1e-5, atol=1e-6)
+        # the distilled actor acts as the imitation policy did on its states; an untrained one does not
+        states = {k: torch.from_numpy(ep.stream(k).read()[: len(done), None]) for k in actor.obs_keys}
+        with torch.no_grad():
+            ours, base = (p.sample_actions(states)[:, 0].numpy() for p in (actor, untrained))
+        assert np.abs(ours - done).mean() < 0.4 * np.abs(base - done).mean()
+
+    with pytest.raises(
+        FinetuneError, match=r"learnt from realloop/ArmReach-v0 data .* this run acts in realloop/ArmLift"
+    ):
+        run(tmp_path / "x", f"init={bc_policy}", "env=realloop/ArmLift-v0", "steps=100")
+    with pytest.raises(FinetuneError, match=r"imitation.steps=60 is not below steps=60"):
+        run(tmp_path / "y", f"init={bc_policy}", "imitation.steps=60", "steps=60")
+
+
+def test_a_run_resumed_inside_the_imitation_phase_continues_bit_identically(
+    tmp_path: Path, demos: Path, bc_policy: Path
+) -> None:
+    common = [f"demos=[{demos}]", f"init={bc_policy}", "imitation.steps=50", "imitation.updates=20", "eval.every=0",
+              "checkpoint_every=20", "learning_starts=20", "seed=3"]  # fmt: skip
+    _, a = run(tmp_path / "a", *common, "steps=60")
+    # the same run stopped at 40 env steps (inside the imitation phase), as an interrupted one would be
+    b = tmp_path / "b"
+    ft = Finetuner(to_plain(compose_config([*TINY, f"out={b}", *common, "steps=60"])), progress=False)
+    ft.c["steps"] = 40
+    assert ft.run().imitation is None
+    resumed = finetune(compose_config([*TINY, f"out={b}", *[c for c in common if not c.startswith("init=")],
+                                       "steps=60", "resume=true"]), progress=False)  # fmt: skip
+    assert resumed.start_env_steps == 40 and resumed.imitation is not None and resumed.imitation["env_steps"] == 50
+    for name in ("model.safetensors", "training_state.safetensors"):
+        ta = load_file(str(a / "checkpoints" / "last" / name))
+        tb = load_file(str(b / "checkpoints" / "last" / name))
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert (ta[k] == tb[k]).all(), f"{name}: {k} differs after resume"
