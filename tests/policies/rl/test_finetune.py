@@ -56,6 +56,16 @@ def run(tmp_path: Path, *overrides: str) -> tuple:
     return finetune(cfg, progress=False), tmp_path
 
 
+def assert_same_last_checkpoint(a: Path, b: Path) -> None:
+    """The last checkpoints of runs ``a`` and ``b`` hold the same tensors, bit for bit."""
+    for name in ("model.safetensors", "training_state.safetensors"):
+        ta = load_file(str(a / "checkpoints" / "last" / name))
+        tb = load_file(str(b / "checkpoints" / "last" / name))
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert (ta[k] == tb[k]).all(), f"{name}: {k} differs after resume"
+
+
 def test_a_run_writes_its_outputs_and_its_checkpoint_runs_in_realloop_eval(tmp_path: Path, demos: Path) -> None:
     summary, out = run(tmp_path / "run", f"demos=[{demos}]", "reward=success", "steps=60", "eval.every=40")
     assert summary.env_steps == 60 and summary.episodes == 3 and summary.updates == 60 - 20 + 1
@@ -93,12 +103,7 @@ def test_resume_continues_bit_identically(tmp_path: Path, demos: Path) -> None:
     run(tmp_path / "b", *common, "steps=40")
     resumed, b = run(tmp_path / "b", *common, "steps=60", "resume=true")
     assert resumed.start_env_steps == 40 and resumed.env_steps == 60
-    for name in ("model.safetensors", "training_state.safetensors"):
-        ta = load_file(str(a / "checkpoints" / "last" / name))
-        tb = load_file(str(b / "checkpoints" / "last" / name))
-        assert ta.keys() == tb.keys()
-        for k in ta:
-            assert (ta[k] == tb[k]).all(), f"{name}: {k} differs after resume"
+    assert_same_last_checkpoint(a, b)
     rows = [int(r["env_steps"]) for r in csv.DictReader((b / "metrics.csv").open())]
     assert rows == sorted(set(rows))  # no duplicate rows after the resume
 
@@ -267,9 +272,4 @@ def test_a_run_resumed_inside_the_imitation_phase_continues_bit_identically(
     resumed = finetune(compose_config([*TINY, f"out={b}", *[c for c in common if not c.startswith("init=")],
                                        "steps=60", "resume=true"]), progress=False)  # fmt: skip
     assert resumed.start_env_steps == 40 and resumed.imitation is not None and resumed.imitation["env_steps"] == 50
-    for name in ("model.safetensors", "training_state.safetensors"):
-        ta = load_file(str(a / "checkpoints" / "last" / name))
-        tb = load_file(str(b / "checkpoints" / "last" / name))
-        assert ta.keys() == tb.keys()
-        for k in ta:
-            assert (ta[k] == tb[k]).all(), f"{name}: {k} differs after resume"
+    assert_same_last_checkpoint(a, b)
