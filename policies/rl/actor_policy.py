@@ -5,8 +5,7 @@ It holds what :meth:`SACLearner.actor_weights` hands an actor (``encoder.*``: th
 image encoders; ``actor.*``: the tanh-Gaussian head) and acts with the deterministic action ``tanh(mean)`` mapped
 to the env's action bounds: one observation step, a chunk of one action (or of ``action_chunk`` actions, for a
 learner over action chunks), all of which the runner executes. Action dims the learner did not act on
-(realloop-finetune's ``hold_actions``) are filled with their held values; dims it snaps (``snap_actions``) take the
-nearest of their values.
+(realloop-finetune's ``hold_actions``) are filled with their held values.
 """
 
 from __future__ import annotations
@@ -34,8 +33,6 @@ class ActorPolicy(ChunkPolicy):
         held_dims, held_values: action dims the actor does not output and their values (env units); the actor
             outputs the other dims, in order.
         action_chunk: H, actions per chunk (the actor's output is H actions' free dims, flat).
-        snap_dims, snap_values: action dims that take one of a few values (a gripper that is open or closed) and
-            those values (env units): the actor's output for such a dim becomes the nearest of its values.
     """
 
     action_low: Tensor  # buffers: the bounds of the dims the actor outputs, and the full action with held values
@@ -55,8 +52,6 @@ class ActorPolicy(ChunkPolicy):
         held_dims: Sequence[int] = (),
         held_values: Sequence[float] = (),
         action_chunk: int = 1,
-        snap_dims: Sequence[int] = (),
-        snap_values: Sequence[Sequence[float]] = (),
     ) -> None:
         # the encoder normalises (its own buffers, the learner's statistics); the base class's maps stay identity
         super().__init__(features, obs_keys, action_key, 1, action_chunk, action_chunk, IDENTITY)
@@ -78,10 +73,6 @@ class ActorPolicy(ChunkPolicy):
         self.register_buffer("action_low", low[self.free_dims])
         self.register_buffer("action_high", high[self.free_dims])
         self.register_buffer("held_action", held_action)
-        snap = [int(i) for i in snap_dims]
-        if len(snap) != len(snap_values) or not all(i in self.free_dims for i in snap):
-            raise ValueError(f"snap_dims {snap} must be dims the actor outputs, each with its values")
-        self.snap = {i: torch.tensor(sorted(float(v) for v in vals)) for i, vals in zip(snap, snap_values, strict=True)}
 
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError("an ActorPolicy learns through its learner (realloop-finetune), not realloop-train")
@@ -92,11 +83,4 @@ class ActorPolicy(ChunkPolicy):
         unit = self.actor.mode(features).unflatten(-1, (self.horizon, len(self.free_dims)))
         action = self.held_action.expand(unit.shape[0], self.horizon, -1).clone()
         action[..., self.free_dims] = self.action_low + (unit + 1.0) * 0.5 * (self.action_high - self.action_low)
-        for i, values in self.snap.items():
-            action[..., i] = snap_to(action[..., i], values.to(action.device))
         return action
-
-
-def snap_to(x: Tensor, values: Tensor) -> Tensor:
-    """Each entry of ``x`` replaced by the nearest of the sorted ``values`` (ties: the lower)."""
-    return values[(x.unsqueeze(-1) - values).abs().argmin(dim=-1)]

@@ -65,7 +65,7 @@ IMAGES = "observation.images."
 ACTOR_POLICY = "realloop.policies.rl.actor_policy.ActorPolicy"
 
 # what configs/finetune.yaml's defaults cannot say about its keys (realloop.configs.schema)
-CONFIG_OPEN = ("env_kwargs", "obs_map", "hold_actions", "snap_actions")
+CONFIG_OPEN = ("env_kwargs", "obs_map", "hold_actions")
 CONFIG_TYPES = {
     "obs_keys": "list|null", "init": "str|null", "out": "str|null",
     "image_size": "list|null", "progress": "bool|str", "algo.target_entropy": "number|null",
@@ -169,11 +169,9 @@ def _check_demos(
     held: Mapping[int, float] | None = None,
     low: np.ndarray | None = None,
     high: np.ndarray | None = None,
-    snap: Mapping[int, np.ndarray] | None = None,
 ) -> None:
     """Refuse demonstrations that do not fit the env, before anything is loaded or learnt; with ``held`` action
-    dims, demonstrations that move them by more than 5% of their range (the learner could not act as they did); with
-    ``snap`` dims, demonstrations whose actions there lie more than a quarter of the range from every allowed value."""
+    dims, demonstrations that move them by more than 5% of their range (the learner could not act as they did)."""
     for path in paths:
         if not Path(path).exists():
             raise FinetuneError(f"demos: {path} does not exist; fix the path, or record them (realloop-collect)")
@@ -209,15 +207,6 @@ def _check_demos(
                             f"demos {path} move held action dim {i} up to {off:.3g} away from {v} (hold_actions); "
                             "drop it from hold_actions, or use demonstrations that hold it"
                         )
-            if snap and low is not None and high is not None:
-                actions = np.concatenate([ep.stream("action").read() for ep in ds.episodes()])
-                for i, values in snap.items():
-                    off = float(np.abs(actions[:, i, None] - values).min(axis=1).max()) if len(actions) else 0.0
-                    if off > 0.25 * float(high[i] - low[i]):
-                        raise FinetuneError(
-                            f"demos {path} set action dim {i} up to {off:.3g} away from its values {values.tolist()} "
-                            "(snap_actions); drop it from snap_actions, or use demonstrations that take those values"
-                        )
 
 
 def _action_names(env: gym.Env) -> list[str]:
@@ -226,21 +215,17 @@ def _action_names(env: gym.Env) -> list[str]:
     return [str(n) for n in getattr(mode, "names", None) or []]
 
 
-def _action_dim(key: Any, names: Sequence[str], size: int, setting: str) -> int:
-    """The index of the action dim ``key`` names (a name of the control mode's, or an index)."""
-    if str(key) in names:
-        return names.index(str(key))
-    if str(key).isdigit() and int(key) < size:
-        return int(key)
-    known = f"names {names} or " if names else ""
-    raise FinetuneError(f"{setting}: {key!r} is no action dim; use {known}an index below {size}")
-
-
 def _held_actions(hold: Mapping[Any, Any], names: Sequence[str], low: np.ndarray, high: np.ndarray) -> dict[int, float]:
     """``hold_actions`` as {dim index: value}, each name or index checked against the action."""
     held: dict[int, float] = {}
     for key, value in hold.items():
-        i = _action_dim(key, names, len(low), "hold_actions")
+        if str(key) in names:
+            i = names.index(str(key))
+        elif str(key).isdigit() and int(key) < len(low):
+            i = int(key)
+        else:
+            known = f"names {names} or " if names else ""
+            raise FinetuneError(f"hold_actions: {key!r} is no action dim; use {known}an index below {len(low)}")
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -251,28 +236,6 @@ def _held_actions(hold: Mapping[Any, Any], names: Sequence[str], low: np.ndarray
     if len(held) == len(low):
         raise FinetuneError("hold_actions holds every action dim; leave the learner at least one")
     return held
-
-
-def _snapped_actions(
-    snap: Mapping[Any, Any], names: Sequence[str], low: np.ndarray, high: np.ndarray, held: Mapping[int, float]
-) -> dict[int, np.ndarray]:
-    """``snap_actions`` as {dim index: sorted allowed values}, each name or index and value checked."""
-    out: dict[int, np.ndarray] = {}
-    for key, values in snap.items():
-        i = _action_dim(key, names, len(low), "snap_actions")
-        if i in held:
-            raise FinetuneError(f"snap_actions: {key!r} is held (hold_actions); a dim is held or snapped, not both")
-        try:
-            v = np.sort(np.asarray([float(x) for x in values], dtype=np.float32))
-        except (TypeError, ValueError):
-            raise FinetuneError(f"snap_actions: {key}={values!r} is not a list of numbers, e.g. [0, 0.04]") from None
-        if len(v) < 2 or not ((low[i] <= v) & (v <= high[i])).all():
-            raise FinetuneError(
-                f"snap_actions: {key}={list(values)} needs two or more values within the action bounds "
-                f"[{low[i]}, {high[i]}]"
-            )
-        out[i] = v
-    return out
 
 
 def _obs_stats(paths: Sequence[str], keys: Sequence[str]) -> dict[str, Any] | None:
@@ -325,8 +288,6 @@ class Finetuner:
         self.free = [i for i in range(len(self.low)) if i not in self.held]
         self.held_action = np.zeros(len(self.low), dtype=np.float32)
         self.held_action[list(self.held)] = list(self.held.values())
-        names = _action_names(self.envs.envs[0])
-        self.snap = _snapped_actions(dict(c.get("snap_actions") or {}), names, self.low, self.high, self.held)
         self.chunk = int(self.algo["action_chunk"])
         # the chunk each env is running (Q-chunking: the actor's H actions, executed open loop) and its next step
         self.queue = np.tile(self.held_action, (self.num_envs, self.chunk, 1))
@@ -345,7 +306,7 @@ class Finetuner:
         demos = [str(p) for p in c.get("demos") or []]
         if int(c["offline_updates"]) > 0 and not demos:
             raise FinetuneError("offline_updates pretrains on demonstrations: give demos=[...], or offline_updates=0")
-        _check_demos(demos, self.features, str(c["reward"]), self.held, self.low, self.high, self.snap)
+        _check_demos(demos, self.features, str(c["reward"]), self.held, self.low, self.high)
         self.demos = demos
 
         torch.manual_seed(int(c["seed"]))
@@ -401,7 +362,6 @@ class Finetuner:
             "action_low": self.low.tolist(), "action_high": self.high.tolist(), "hidden_dims": list(a["hidden_dims"]),
             "image_encoder": a["image_encoder"], "image_feature_dim": int(a["image_feature_dim"]),
             "held_dims": list(self.held), "held_values": [float(v) for v in self.held.values()],
-            "snap_dims": list(self.snap), "snap_values": [v.tolist() for v in self.snap.values()],
             "action_chunk": self.chunk,
         }  # fmt: skip
 
@@ -572,8 +532,6 @@ class Finetuner:
     def _step(self) -> list[int]:
         """One step of every env; returns the envs whose episode ended."""
         actions = self._act()
-        for i, values in self.snap.items():  # the env gets (and the buffer keeps) the allowed value nearest the choice
-            actions[:, i] = values[np.abs(actions[:, i, None] - values).argmin(axis=1)]
         next_raw, reward, terminated, truncated, info = self.envs.step(actions)
         next_obs = self._map(next_raw)
         key = str(self.c["success_key"])

@@ -161,29 +161,6 @@ def test_held_action_dims_stay_at_their_values_and_the_checkpoint_fills_them(tmp
         run(tmp_path / "c", f"demos=[{demos}]", "hold_actions={ee.dx: 0}", "steps=10")
 
 
-def test_snapped_action_dims_take_only_their_values_in_training_and_in_the_checkpoint(
-    tmp_path: Path, demos: Path
-) -> None:
-    snap = "snap_actions={gripper: [0, 0.04]}"
-    summary, out = run(tmp_path / "s", f"demos=[{demos}]", snap, "steps=40", "eval.every=0", "random_steps=20")
-    assert summary.env_steps == 40
-    with Dataset.open(out / "online.zarr") as ds:  # the env got, and the buffer kept, open or closed only
-        gripper = np.concatenate([ep.stream("action").read()[:, 6] for ep in ds.episodes()])
-    assert set(np.unique(gripper).tolist()) == {0.0, np.float32(0.04)}  # the random steps drew both
-    policy = load_policy(out).policy
-    obs = {k: torch.randn(64, 1, *policy.obs_shapes[k]) * 3 for k in policy.obs_keys}
-    with torch.no_grad():
-        chunk = policy.sample_actions(obs).numpy()
-    assert set(np.unique(chunk[..., 6]).tolist()) <= {0.0, np.float32(0.04)}
-
-    with pytest.raises(FinetuneError, match=r"snap_actions: gripper=\[0.02\] needs two or more values"):
-        run(tmp_path / "a", "snap_actions={gripper: [0.02]}", "steps=10")
-    with pytest.raises(FinetuneError, match="a dim is held or snapped, not both"):
-        run(tmp_path / "b", "snap_actions={ee.droll: [0, 0.1]}", "hold_actions={ee.droll: 0}", "steps=10")
-    with pytest.raises(FinetuneError, match=r"demos .* set action dim 0 up to .* drop it from snap_actions"):
-        run(tmp_path / "c", f"demos=[{demos}]", "snap_actions={ee.dx: [-0.05, -0.04]}", "steps=10")
-
-
 def test_action_chunks_run_open_loop_and_the_checkpoint_acts_in_the_learners_chunks(
     tmp_path: Path, demos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
