@@ -510,8 +510,7 @@ class Finetuner:
         """The envs' actions: full env actions, the held dims at their values; with action chunks, the next action
         of each env's chunk, a new chunk from the learner when one is used up (or its episode ended)."""
         if self.imitation is not None:
-            actions = self.imitation.step(self.obs).astype(np.float32)
-            actions[:, self.free] = np.clip(actions[:, self.free], self.low[self.free], self.high[self.free])
+            actions = np.clip(self.imitation.step(self.obs), self.low, self.high).astype(np.float32)
             actions[:, list(self.held)] = self.held_action[list(self.held)]
             return actions
         if self.env_steps < int(self.c["random_steps"]):

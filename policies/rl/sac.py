@@ -250,20 +250,6 @@ class SACLearner(Learner):
             own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
             self.modules()[name].load_state_dict(own, strict=True)
 
-    def warm_start(self, actor_weights: Mapping[str, Tensor]) -> None:
-        """Start learning from another learner's actor (and shared encoder): :meth:`load_actor_weights`, and the
-        target encoder set to the loaded encoder. The critic and the temperature start afresh.
-
-        Imitation checkpoints: realloop's imitation policies (``ChunkPolicy``: diffusion, MLP BC) map an
-        observation *history* through their own encoder and normaliser to a normalised action *chunk*, so no layer
-        of theirs corresponds to this actor's and their weights are not copied. They warm-start through data
-        instead: realloop-finetune's ``init=<realloop-train checkpoint>`` lets the imitation policy act first and
-        then distils its actions into this actor (:meth:`clone`). A full learner state (offline pretraining, e.g.
-        Cal-QL, then fine-tuning) loads with ``realloop.policies.rl.state.load_learner_state`` instead.
-        """
-        self.load_actor_weights(actor_weights)
-        self.encoder_target.load_state_dict(self.encoder.state_dict())
-
     @torch.no_grad()
     def act(self, obs: Observation, explore: bool) -> np.ndarray:
         features = self.encoder(self._observation(obs, augment=False))
@@ -385,7 +371,12 @@ class SACLearner(Learner):
     def clone(self, batch: Batch) -> dict[str, float]:
         """One actor step of behaviour cloning alone on every transition of ``batch``: the squared error of
         tanh(mean) to its actions. Distils another policy (whose actions the batch holds) into the actor; the critic,
-        the encoder and the temperature are left as they are. A non-finite loss is refused before the step."""
+        the encoder and the temperature are left as they are. A non-finite loss is refused before the step.
+
+        This is how imitation checkpoints warm-start a learner (realloop-finetune's ``init=<realloop-train
+        checkpoint>``): their policies map an observation *history* through their own encoder to a normalised
+        action *chunk*, so no layer of theirs corresponds to this actor's; they act, and the actor learns from what
+        they did. A full learner state loads with ``realloop.policies.rl.state.load_learner_state``."""
         mb = self._prepare(batch)
         with torch.no_grad():
             features = self.encoder(mb["observation"])
