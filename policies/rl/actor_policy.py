@@ -5,7 +5,8 @@ It holds what :meth:`SACLearner.actor_weights` hands an actor (``encoder.*``: th
 image encoders; ``actor.*``: the tanh-Gaussian head) and acts with the deterministic action ``tanh(mean)`` mapped
 to the env's action bounds: one observation step, a chunk of one action (or of ``action_chunk`` actions, for a
 learner over action chunks), all of which the runner executes. Action dims the learner did not act on
-(realloop-finetune's ``hold_actions``) are filled with their held values.
+(realloop-finetune's ``hold_actions``) are filled with their held values; a gripper the learner chose with a grasp
+critic (``grasp_critic.*``) takes the state that critic rates best.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from realloop.policies.chunk_policy import ChunkPolicy
-from realloop.policies.rl.networks import FeatureEncoder, TanhGaussianActor
+from realloop.policies.rl.networks import FeatureEncoder, TanhGaussianActor, grasp_critic
 
 IDENTITY = {"action": "identity", "state": "identity", "image": "identity"}
 
@@ -33,6 +34,8 @@ class ActorPolicy(ChunkPolicy):
         held_dims, held_values: action dims the actor does not output and their values (env units); the actor
             outputs the other dims, in order.
         action_chunk: H, actions per chunk (the actor's output is H actions' free dims, flat).
+        grasp_dim: the action dim (an index into the whole action) a grasp critic chooses, at its lower or upper
+            bound; the actor outputs the other free dims. ``critic_layer_norm`` is the learner's, so its weights fit.
     """
 
     action_low: Tensor  # buffers: the bounds of the dims the actor outputs, and the full action with held values
@@ -52,6 +55,8 @@ class ActorPolicy(ChunkPolicy):
         held_dims: Sequence[int] = (),
         held_values: Sequence[float] = (),
         action_chunk: int = 1,
+        grasp_dim: int | None = None,
+        critic_layer_norm: bool = True,
     ) -> None:
         # the encoder normalises (its own buffers, the learner's statistics); the base class's maps stay identity
         super().__init__(features, obs_keys, action_key, 1, action_chunk, action_chunk, IDENTITY)
@@ -64,8 +69,17 @@ class ActorPolicy(ChunkPolicy):
         if len(held) != len(held_values) or len(set(held)) != len(held) or not all(0 <= i < a for i in held):
             raise ValueError(f"held_dims {held} must be distinct dims of the {a}-D action, one value each")
         self.free_dims = [i for i in range(self.action_dim) if i not in held]
+        self.grasp: int | None = None  # the grasp dim's position among the free dims
+        if grasp_dim is not None:
+            if grasp_dim not in self.free_dims or action_chunk != 1:
+                raise ValueError(f"grasp_dim {grasp_dim} must be a dim the learner acts on (not held), with chunk 1")
+            self.grasp = self.free_dims.index(grasp_dim)
+        self.actor_dims = [i for i in range(len(self.free_dims)) if i != self.grasp]  # positions among the free
         self.encoder = FeatureEncoder(self.obs_shapes, None, "identity", image_encoder, image_feature_dim)
-        self.actor = TanhGaussianActor(self.encoder.out_dim, action_chunk * len(self.free_dims), tuple(hidden_dims))
+        width = self.encoder.out_dim
+        self.actor = TanhGaussianActor(width, action_chunk * len(self.actor_dims), tuple(hidden_dims))
+        if self.grasp is not None:
+            self.grasp_critic = grasp_critic(width, tuple(hidden_dims), critic_layer_norm)
         low = torch.tensor(list(action_low), dtype=torch.float32)
         high = torch.tensor(list(action_high), dtype=torch.float32)
         held_action = torch.zeros(self.action_dim)
@@ -80,7 +94,12 @@ class ActorPolicy(ChunkPolicy):
     def sample_actions(self, obs: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         """(B, H, A): the deterministic actions in env units for one observation step ``{key: (B, 1, ...)}``."""
         features = self.encoder({k: v[:, 0] for k, v in obs.items()})
-        unit = self.actor.mode(features).unflatten(-1, (self.horizon, len(self.free_dims)))
-        action = self.held_action.expand(unit.shape[0], self.horizon, -1).clone()
+        b = features.shape[0]
+        unit = features.new_empty(b, self.horizon, len(self.free_dims))  # the free dims in [-1, 1]
+        unit[..., self.actor_dims] = self.actor.mode(features).unflatten(-1, (self.horizon, len(self.actor_dims)))
+        if self.grasp is not None:
+            state = self.grasp_critic(features).mean(dim=0).argmax(dim=-1)  # (B,): 0 lower bound, 1 upper
+            unit[..., self.grasp] = (state.float() * 2.0 - 1.0)[:, None]
+        action = self.held_action.expand(b, self.horizon, -1).clone()
         action[..., self.free_dims] = self.action_low + (unit + 1.0) * 0.5 * (self.action_high - self.action_low)
         return action

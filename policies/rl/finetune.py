@@ -67,7 +67,7 @@ ACTOR_POLICY = "realloop.policies.rl.actor_policy.ActorPolicy"
 # what configs/finetune.yaml's defaults cannot say about its keys (realloop.configs.schema)
 CONFIG_OPEN = ("env_kwargs", "obs_map", "hold_actions")
 CONFIG_TYPES = {
-    "obs_keys": "list|null", "init": "str|null", "out": "str|null",
+    "obs_keys": "list|null", "init": "str|null", "out": "str|null", "grasp_action": "str|int|null",
     "image_size": "list|null", "progress": "bool|str", "algo.target_entropy": "number|null",
 }  # fmt: skip
 CONFIG_BOUNDS = {
@@ -78,6 +78,7 @@ CONFIG_BOUNDS = {
     "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
     "algo.bc_weight": (0, None), "algo.augment_pad": (0, None),
     "algo.action_chunk": (1, None), "algo.cql_weight": (0, None), "algo.cql_actions": (1, None),
+    "algo.grasp_epsilon": (0, 1),
     "offline_updates": (0, None), "imitation.steps": (1, None), "imitation.updates": (0, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
@@ -215,17 +216,21 @@ def _action_names(env: gym.Env) -> list[str]:
     return [str(n) for n in getattr(mode, "names", None) or []]
 
 
+def _action_dim(key: Any, names: Sequence[str], size: int, setting: str) -> int:
+    """The index of the action dim named (or numbered) ``key``; ``setting`` names the parameter in the error."""
+    if str(key) in names:
+        return names.index(str(key))
+    if str(key).isdigit() and int(key) < size:
+        return int(key)
+    known = f"names {names} or " if names else ""
+    raise FinetuneError(f"{setting}: {key!r} is no action dim; use {known}an index below {size}")
+
+
 def _held_actions(hold: Mapping[Any, Any], names: Sequence[str], low: np.ndarray, high: np.ndarray) -> dict[int, float]:
     """``hold_actions`` as {dim index: value}, each name or index checked against the action."""
     held: dict[int, float] = {}
     for key, value in hold.items():
-        if str(key) in names:
-            i = names.index(str(key))
-        elif str(key).isdigit() and int(key) < len(low):
-            i = int(key)
-        else:
-            known = f"names {names} or " if names else ""
-            raise FinetuneError(f"hold_actions: {key!r} is no action dim; use {known}an index below {len(low)}")
+        i = _action_dim(key, names, len(low), "hold_actions")
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -284,8 +289,16 @@ class Finetuner:
         if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
             raise FinetuneError(f"{self.env_id}'s action space {space} is unbounded; the actor needs finite bounds")
         hold = dict(c.get("hold_actions") or {})
-        self.held = _held_actions(hold, _action_names(self.envs.envs[0]), self.low, self.high)
+        names = _action_names(self.envs.envs[0])
+        self.held = _held_actions(hold, names, self.low, self.high)
         self.free = [i for i in range(len(self.low)) if i not in self.held]
+        self.grasp: int | None = None  # the gripper dim the grasp critic chooses, an index into the env's action
+        if c.get("grasp_action") is not None:
+            self.grasp = _action_dim(c["grasp_action"], names, len(self.low), "grasp_action")
+            if self.grasp in self.held:
+                raise FinetuneError(f"grasp_action: {c['grasp_action']} is held (hold_actions); hold it or choose it")
+            if int(self.algo["action_chunk"]) > 1:
+                raise FinetuneError("grasp_action chooses one step's gripper state: use algo.action_chunk=1")
         self.held_action = np.zeros(len(self.low), dtype=np.float32)
         self.held_action[list(self.held)] = list(self.held.values())
         self.chunk = int(self.algo["action_chunk"])
@@ -314,7 +327,11 @@ class Finetuner:
         random.seed(int(c["seed"]))
         self.rng = np.random.default_rng(int(c["seed"]))
         learner_cfg = SACConfig(**{k: v for k, v in self.algo.items() if k != "name"})
-        learner_cfg = dataclasses.replace(learner_cfg, hidden_dims=tuple(learner_cfg.hidden_dims))
+        learner_cfg = dataclasses.replace(
+            learner_cfg,
+            hidden_dims=tuple(learner_cfg.hidden_dims),
+            grasp_dim=None if self.grasp is None else self.free.index(self.grasp),
+        )
         stats = _obs_stats(demos, keys) if learner_cfg.obs_normalization != "identity" else None
         shapes = {k: _learner_shape(self.features[k]) for k in keys}
         self.learner = SACLearner(shapes, self.low[self.free], self.high[self.free], learner_cfg, stats, self.device)
@@ -362,7 +379,7 @@ class Finetuner:
             "action_low": self.low.tolist(), "action_high": self.high.tolist(), "hidden_dims": list(a["hidden_dims"]),
             "image_encoder": a["image_encoder"], "image_feature_dim": int(a["image_feature_dim"]),
             "held_dims": list(self.held), "held_values": [float(v) for v in self.held.values()],
-            "action_chunk": self.chunk,
+            "action_chunk": self.chunk, "grasp_dim": self.grasp, "critic_layer_norm": bool(a["critic_layer_norm"]),
         }  # fmt: skip
 
     def actor_policy(self) -> ActorPolicy:
@@ -476,7 +493,7 @@ class Finetuner:
         tensors, state = load_training_state(folder)
         if resume:
             saved = {**config, "algo": _with_defaults(config.get("algo") or {})}
-            for key in ("env", "obs_keys", "algo", "reward"):
+            for key in ("env", "obs_keys", "algo", "reward", "grasp_action"):
                 if saved.get(key) != self.c.get(key) and not (key == "obs_keys" and saved.get(key) is None):
                     raise FinetuneError(
                         f"resume: {key}={self.c.get(key)!r} differs from the run's {saved.get(key)!r}; resume with "
@@ -508,16 +525,17 @@ class Finetuner:
     # -- the loop --------------------------------------------------------------------------------------------
     def _act(self) -> np.ndarray:
         """The envs' actions: full env actions, the held dims at their values; with action chunks, the next action
-        of each env's chunk, a new chunk from the learner when one is used up (or its episode ended)."""
+        of each env's chunk, a new chunk from the learner when one is used up (or its episode ended). The grasp
+        dim, with a grasp critic, is at its lower or upper bound whoever acts (the nearer one)."""
         if self.imitation is not None:
             actions = np.clip(self.imitation.step(self.obs), self.low, self.high).astype(np.float32)
             actions[:, list(self.held)] = self.held_action[list(self.held)]
-            return actions
+            return self._snap_grasp(actions)
         if self.env_steps < int(self.c["random_steps"]):
             actions = np.tile(self.held_action, (self.num_envs, 1))
             low, high = self.low[self.free], self.high[self.free]
             actions[:, self.free] = self.rng.uniform(low, high, size=(self.num_envs, len(self.free)))
-            return actions
+            return self._snap_grasp(actions)
         done = self.queue_pos >= self.chunk
         if done.any():
             chunk = self.learner.act({k: self.obs[k] for k in self.keys}, explore=True)
@@ -526,6 +544,13 @@ class Finetuner:
             self.queue_pos[done] = 0
         actions = self.queue[np.arange(self.num_envs), self.queue_pos].copy()
         self.queue_pos += 1
+        return actions
+
+    def _snap_grasp(self, actions: np.ndarray) -> np.ndarray:
+        if self.grasp is not None:
+            g = self.grasp
+            upper = actions[:, g] > 0.5 * (self.low[g] + self.high[g])
+            actions[:, g] = np.where(upper, self.high[g], self.low[g])
         return actions
 
     def _step(self) -> list[int]:
@@ -636,6 +661,8 @@ class Finetuner:
             columns += ["bc_loss", "bc_cloned"]
         if float(self.algo.get("cql_weight") or 0) > 0:
             columns += ["cql_penalty"]
+        if self.grasp is not None:
+            columns += ["grasp_loss", "grasp_q"]
         return columns
 
     def run(self) -> FinetuneSummary:
@@ -722,7 +749,9 @@ class Finetuner:
 def _with_defaults(algo: Mapping[str, Any]) -> dict[str, Any]:
     """A saved run's algo settings, with the defaults of settings added since it was written (so they match)."""
     defaults = {f.name: f.default for f in dataclasses.fields(SACConfig)}
-    return {**{k: v for k, v in defaults.items() if k not in algo and k != "hidden_dims"}, **algo}
+    # grasp_dim is no algo setting: realloop-finetune derives it from grasp_action
+    own = {k: v for k, v in defaults.items() if k not in algo and k not in ("hidden_dims", "grasp_dim")}
+    return {**own, **algo}
 
 
 def _control_dt(env: gym.Env) -> float:

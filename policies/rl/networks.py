@@ -6,7 +6,8 @@ tanh-squashed Gaussian actor, and the observation encoder they share.
   critics of a REDQ/RLPD backup) by indexing the weights, so only that subset is computed.
 - :class:`EnsembleQ`: E Q-functions ``Q_e(features, action)``, each an MLP with LayerNorm after every hidden
   Linear (then ReLU), as in RLPD (Ball et al. 2023): LayerNorm bounds the Q-values away from the data, which is
-  what lets a high update-to-data ratio work without pessimism terms.
+  what lets a high update-to-data ratio work without pessimism terms. Without an action input and with K outputs
+  it is a Q-function over K discrete actions (the grasp critic).
 - :class:`TanhGaussianActor`: ``a = tanh(u)``, ``u ~ N(mean, std)``; its log-density carries the tanh Jacobian.
 - :class:`FeatureEncoder`: an observation dict -> one flat feature vector: normalised state vectors and, per
   camera, :class:`~realloop.policies.encoders.ImageEncoder` features of uint8 images read as [0, 1].
@@ -75,7 +76,9 @@ class EnsembleQ(nn.Module):
     Each member: ``[features, action] -> (Linear -> LayerNorm -> ReLU) x len(hidden_dims) -> Linear -> Q`` (no
     LayerNorm when ``layer_norm`` is False: plain SAC).
 
-    forward: features (B, F), action (B, A) -> (E', B); ``members`` as in :class:`EnsembleLinear`.
+    forward: features (B, F), action (B, A) -> (E', B); ``members`` as in :class:`EnsembleLinear`. With
+    ``action_dim`` 0 and ``outputs`` K > 1, a Q-function over K discrete actions: features (B, F), action None ->
+    (E', B, K).
     """
 
     def __init__(
@@ -85,30 +88,42 @@ class EnsembleQ(nn.Module):
         num_members: int,
         hidden_dims: Sequence[int] = (256, 256),
         layer_norm: bool = True,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
-        if num_members < 1:
-            raise ValueError(f"a critic ensemble needs at least one member, got {num_members}")
-        self.num_members = num_members
+        if num_members < 1 or outputs < 1:
+            raise ValueError(f"a critic ensemble needs at least one member and output, got {num_members}, {outputs}")
+        self.num_members, self.outputs = num_members, outputs
         widths = [feature_dim + action_dim, *hidden_dims]
         self.hidden = nn.ModuleList(EnsembleLinear(num_members, i, o) for i, o in itertools.pairwise(widths))
         self.norms = nn.ModuleList(EnsembleLayerNorm(num_members, o) for o in hidden_dims) if layer_norm else None
-        self.out = EnsembleLinear(num_members, widths[-1], 1)
+        self.out = EnsembleLinear(num_members, widths[-1], outputs)
 
-    def forward(self, features: Tensor, action: Tensor, members: Tensor | None = None) -> Tensor:
-        x = torch.cat([features, action], dim=-1)
+    def forward(self, features: Tensor, action: Tensor | None = None, members: Tensor | None = None) -> Tensor:
+        x = features if action is None else torch.cat([features, action], dim=-1)
         for i, linear in enumerate(self.hidden):
             x = linear(x, members)
             if self.norms is not None:
                 x = self.norms[i](x, members)
             x = F.relu(x)
-        return self.out(x, members).squeeze(-1)
+        out = self.out(x, members)
+        return out.squeeze(-1) if self.outputs == 1 else out
 
     def min_over_subset(self, features: Tensor, action: Tensor, size: int) -> tuple[Tensor, Tensor]:
         """The minimum over ``size`` members drawn at random without replacement (the REDQ/RLPD target;
         ``size`` = E is clipped double-Q over the whole ensemble): ((B,) values, (size,) member indices)."""
         members = torch.randperm(self.num_members, device=features.device)[:size]
         return self(features, action, members).min(dim=0).values, members
+
+
+GRASP_STATES = 2  # the grasp critic's discrete actions: the gripper at its lower or its upper bound
+GRASP_MEMBERS = 2  # its ensemble: double Q, the target the minimum of the two
+
+
+def grasp_critic(feature_dim: int, hidden_dims: Sequence[int], layer_norm: bool = True) -> EnsembleQ:
+    """The grasp critic of a learner with a discrete gripper (``SACConfig.grasp_dim``): Q of features over the
+    gripper's two states, GRASP_MEMBERS members. forward: features (B, F) -> (members, B, GRASP_STATES)."""
+    return EnsembleQ(feature_dim, 0, GRASP_MEMBERS, hidden_dims, layer_norm, outputs=GRASP_STATES)
 
 
 def tanh_gaussian_log_prob(u: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:

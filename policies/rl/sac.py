@@ -3,9 +3,12 @@ targets from the minimum over a random subset of it (REDQ), several critic steps
 ratio), an auto-tuned entropy temperature; optionally a behaviour-cloning term for demonstrations, and Cal-QL's
 conservative penalty (Nakamoto et al. 2023) for offline pretraining followed by online fine-tuning.
 
+A gripper can be a discrete action beside the continuous ones, chosen by a grasp critic (HIL-SERL, Luo et al.
+2024; ``SACConfig.grasp_dim``).
+
 The losses, each in one place: :meth:`SACLearner.td_target`, :meth:`SACLearner.critic_loss`,
-:meth:`SACLearner.conservative_penalty`, :meth:`SACLearner.actor_loss`, :meth:`SACLearner.temperature_loss`;
-:meth:`SACLearner.update` runs them.
+:meth:`SACLearner.conservative_penalty`, :meth:`SACLearner.actor_loss`, :meth:`SACLearner.temperature_loss`,
+:meth:`SACLearner.grasp_loss`; :meth:`SACLearner.update` runs them.
 
 Why Cal-QL for offline -> online (and not IQL): IQL never queries actions outside the data while pretraining, so
 its actor is an advantage-weighted copy of the demonstrations and its critic must be re-learnt for SAC-style
@@ -34,6 +37,7 @@ from realloop.policies.rl.networks import (
     FeatureEncoder,
     TanhGaussianActor,
     Temperature,
+    grasp_critic,
     random_shift,
     to_unit_float,
 )
@@ -79,6 +83,14 @@ class SACConfig:
         cql_actions: actions sampled per state and per kind (uniform, policy at s, policy at s') for the penalty.
         calibrated: Cal-QL: the policy actions' Q-values in the penalty are first raised to the Monte Carlo return
             (False: plain CQL(H)).
+        grasp_dim: an action dim (an index into the learner's action; -1: the last) that is a gripper with two
+            states, its lower and its upper bound, chosen by a grasp critic: a DQN over the two states (double Q,
+            the target the minimum of two members) beside the actor-critic, which then acts on the other dims
+            (HIL-SERL). A continuous actor commands in-between openings that the demonstrations never use and the
+            critic must rate without data. The batch's gripper value counts as the nearer state. None: every dim
+            continuous. Needs ``action_chunk`` 1.
+        grasp_epsilon: while exploring, the grasp state is drawn uniformly with this probability, else the grasp
+            critic's best.
     """
 
     num_critics: int = 10
@@ -104,6 +116,8 @@ class SACConfig:
     cql_weight: float = 0.0
     cql_actions: int = 10
     calibrated: bool = True
+    grasp_dim: int | None = None
+    grasp_epsilon: float = 0.05
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_min_critics <= self.num_critics:
@@ -122,6 +136,10 @@ class SACConfig:
             raise ValueError(f"action_chunk must be at least 1, got {self.action_chunk}")
         if self.bc_weight < 0 or self.augment_pad < 0:
             raise ValueError("bc_weight and augment_pad must not be negative")
+        if self.grasp_dim is not None and self.action_chunk > 1:
+            raise ValueError("a grasp critic (grasp_dim) chooses one step's gripper state: use action_chunk=1")
+        if not 0.0 <= self.grasp_epsilon <= 1.0:
+            raise ValueError(f"grasp_epsilon must be in [0, 1], got {self.grasp_epsilon}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SACConfig:
@@ -163,7 +181,8 @@ class SACLearner(Learner):
 
     Modules: ``encoder`` (shared: the critic's loss trains it, the actor sees its features detached),
     ``encoder_target`` and ``critic_target`` (Polyak copies), ``actor``, ``critic`` (an E-member ensemble),
-    ``temperature``. Randomness (exploration noise, target subsets, image shifts) comes from torch's global
+    ``temperature``; with ``grasp_dim``, ``grasp_critic`` and ``grasp_critic_target`` (which see the encoder's
+    features detached). Randomness (exploration noise, target subsets, image shifts) comes from torch's global
     generator, so seed it with ``torch.manual_seed`` before building.
 
     The batch's ``online`` flag is not used here: how online and offline data mix is the replay buffer's choice
@@ -188,8 +207,17 @@ class SACLearner(Learner):
             raise ValueError(f"action bounds must be two (A,) vectors with high > low, got {low} and {high}")
         self.action_low, self.action_high = low.to(self.device), high.to(self.device)
         self.action_dim = int(low.shape[0])
+        self.grasp_dim: int | None = None
+        if cfg.grasp_dim is not None:
+            if self.action_dim < 2 or not -self.action_dim <= cfg.grasp_dim < self.action_dim:
+                raise ValueError(
+                    f"grasp_dim={cfg.grasp_dim} is no dim of the {self.action_dim}-D action, or leaves the actor none"
+                )
+            self.grasp_dim = cfg.grasp_dim % self.action_dim
+        self.continuous_dims = [i for i in range(self.action_dim) if i != self.grasp_dim]
         self.chunk = cfg.action_chunk
-        self.action_width = self.chunk * self.action_dim  # what the actor outputs and the critic takes: a flat chunk
+        # what the actor outputs and the critic takes: a flat chunk of the continuous dims
+        self.action_width = self.chunk * len(self.continuous_dims)
         self.target_entropy = -self.action_width / 2 if cfg.target_entropy is None else float(cfg.target_entropy)
 
         self.encoder = FeatureEncoder(
@@ -201,6 +229,9 @@ class SACLearner(Learner):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.temperature = Temperature(cfg.init_temperature)
+        if self.grasp_dim is not None:
+            self.grasp_critic = grasp_critic(width, cfg.hidden_dims, cfg.critic_layer_norm)
+            self.grasp_critic_target = copy.deepcopy(self.grasp_critic).requires_grad_(False)
         for module in self.modules().values():
             # Always in training mode: nothing here behaves differently in eval mode (GroupNorm, no dropout, the
             # image encoders' own crop and colour jitter off); augmentation is explicit, in updates only.
@@ -210,12 +241,14 @@ class SACLearner(Learner):
             "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr),
             "temperature": torch.optim.Adam(self.temperature.parameters(), lr=cfg.temperature_lr),
         }
+        if self.grasp_dim is not None:
+            self._optimizers["grasp_critic"] = torch.optim.Adam(self.grasp_critic.parameters(), lr=cfg.critic_lr)
         self.updates = 0  # calls of update()
         self.critic_steps = 0  # utd per update
 
     # -- the seam ------------------------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
-        return {
+        modules: dict[str, nn.Module] = {
             "encoder": self.encoder,
             "encoder_target": self.encoder_target,
             "actor": self.actor,
@@ -223,6 +256,9 @@ class SACLearner(Learner):
             "critic_target": self.critic_target,
             "temperature": self.temperature,
         }
+        if self.grasp_dim is not None:
+            modules.update(grasp_critic=self.grasp_critic, grasp_critic_target=self.grasp_critic_target)
+        return modules
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return dict(self._optimizers)
@@ -233,19 +269,24 @@ class SACLearner(Learner):
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.updates, self.critic_steps = int(state["updates"]), int(state["critic_steps"])
 
+    def _acting_modules(self) -> tuple[str, ...]:
+        return ("encoder", "actor") if self.grasp_dim is None else ("encoder", "actor", "grasp_critic")
+
     def actor_weights(self) -> dict[str, Tensor]:
-        """The encoder (normaliser and image encoders) and the actor, as ``encoder.*`` and ``actor.*``."""
+        """The encoder (normaliser and image encoders), the actor and the grasp critic when there is one, as
+        ``encoder.*``, ``actor.*`` and ``grasp_critic.*``."""
         return {
             f"{name}.{k}": v.detach().cpu().clone()
-            for name in ("encoder", "actor")
+            for name in self._acting_modules()
             for k, v in self.modules()[name].state_dict().items()
         }
 
     def load_actor_weights(self, weights: Mapping[str, Tensor]) -> None:
-        unknown = sorted(k for k in weights if not k.startswith(("encoder.", "actor.")))
+        names = self._acting_modules()
+        unknown = sorted(k for k in weights if not k.startswith(tuple(f"{n}." for n in names)))
         if unknown:
-            raise KeyError(f"actor weights hold keys of neither the encoder nor the actor: {unknown[:5]}")
-        for name in ("encoder", "actor"):
+            raise KeyError(f"actor weights hold keys of none of {names}: {unknown[:5]}")
+        for name in names:
             prefix = f"{name}."
             own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
             self.modules()[name].load_state_dict(own, strict=True)
@@ -254,6 +295,15 @@ class SACLearner(Learner):
     def act(self, obs: Observation, explore: bool) -> np.ndarray:
         features = self.encoder(self._observation(obs, augment=False))
         action = self.actor.sample(features)[0] if explore else self.actor.mode(features)
+        if self.grasp_dim is not None:
+            state = self.grasp_critic(features).mean(dim=0).argmax(dim=-1)
+            if explore and self.config.grasp_epsilon > 0:
+                drawn = torch.rand(state.shape, device=state.device) < self.config.grasp_epsilon
+                state = torch.where(drawn, torch.randint_like(state, 2), state)
+            full = torch.empty(action.shape[0], self.action_dim, device=action.device)
+            full[:, self.continuous_dims] = action
+            full[:, self.grasp_dim] = state.float() * 2.0 - 1.0  # the lower or the upper bound
+            action = full
         return self._env_action(action).cpu().numpy()
 
     def update(self, batch: Batch) -> dict[str, float]:
@@ -268,6 +318,10 @@ class SACLearner(Learner):
             mb = {k: _take(v, slice(i * size, (i + 1) * size)) for k, v in b.items()}
             loss, critic_metrics = self.critic_loss(mb)
             self._step("critic", loss)
+            if self.grasp_dim is not None:
+                loss, grasp_metrics = self.grasp_loss(mb)
+                self._step("grasp_critic", loss)
+                critic_metrics.update(grasp_metrics)
             self._update_targets()
             self.critic_steps += 1
         loss, actor_metrics = self.actor_loss(mb)
@@ -390,6 +444,31 @@ class SACLearner(Learner):
         """Per transition, the mean squared error of the actor's deterministic action to ``action`` ([-1, 1])."""
         return (self.actor.mode(features) - action).pow(2).mean(dim=-1)
 
+    def grasp_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Double DQN for the gripper: each member's squared error of Q(s, g), g the batch's grasp state, to
+        ``r + discount * min over members of Q_target(s', g')``, g' the online critic's best state at s' (its
+        members' mean); with ``cql_weight``, plus the discrete conservative penalty ``logsumexp_g Q(s, g) - Q(s, g
+        data)`` (Cal-QL: the Q-values raised to the Monte Carlo return first). Trains the grasp critic only."""
+        with torch.no_grad():
+            features = self.encoder(mb["observation"])
+            next_features = self.encoder(mb["next_observation"])
+            best = self.grasp_critic(next_features).mean(dim=0).argmax(dim=-1, keepdim=True)  # (B, 1)
+            next_q = self.grasp_critic_target(self.encoder_target(mb["next_observation"])).min(dim=0).values
+            target = mb["reward"] + mb["discount"] * next_q.gather(-1, best).squeeze(-1)
+        q_all = self.grasp_critic(features)  # (members, B, 2)
+        index = mb["grasp"].view(1, -1, 1).expand(q_all.shape[0], -1, 1)
+        q = q_all.gather(-1, index).squeeze(-1)
+        loss = ((q - target) ** 2).mean()
+        metrics = {"grasp_loss": loss.detach(), "grasp_q": q.detach().mean()}
+        if self.config.cql_weight > 0:
+            if self.config.calibrated:
+                bound = torch.nan_to_num(mb["mc_return"], nan=-torch.inf).view(1, -1, 1)
+                q_all = torch.maximum(q_all, bound)
+            penalty = (torch.logsumexp(q_all, dim=-1) - q).mean()
+            loss = loss + self.config.cql_weight * penalty
+            metrics["grasp_cql_penalty"] = penalty.detach()
+        return loss, metrics
+
     def temperature_loss(self, entropy: Tensor) -> Tensor:
         """``alpha * (entropy - target_entropy)``: alpha grows while the policy's entropy is below the target."""
         return self.temperature() * (entropy.detach() - self.target_entropy)
@@ -404,7 +483,10 @@ class SACLearner(Learner):
     @torch.no_grad()
     def _update_targets(self) -> None:
         tau = self.config.tau
-        for target, online in ((self.critic_target, self.critic), (self.encoder_target, self.encoder)):
+        pairs = [(self.critic_target, self.critic), (self.encoder_target, self.encoder)]
+        if self.grasp_dim is not None:
+            pairs.append((self.grasp_critic_target, self.grasp_critic))
+        for target, online in pairs:
             for t, p in zip(target.parameters(), online.parameters(), strict=True):
                 t.lerp_(p, tau)
 
@@ -416,7 +498,8 @@ class SACLearner(Learner):
         return out
 
     def _prepare(self, batch: Batch) -> dict[str, Any]:
-        """The batch as tensors on the device, images shifted (once per batch), actions in [-1, 1]."""
+        """The batch as tensors on the device, images shifted (once per batch), actions in [-1, 1]; with a grasp
+        critic, ``action`` holds the continuous dims and ``grasp`` the gripper's nearer state (0 lower, 1 upper)."""
 
         def vector(key: str) -> Tensor:
             return torch.as_tensor(batch[key], dtype=torch.float32).to(self.device)  # type: ignore[literal-required]
@@ -426,10 +509,15 @@ class SACLearner(Learner):
             if action.ndim != 3 or action.shape[1] != self.chunk:
                 raise ValueError(f"action_chunk={self.chunk} needs (B, {self.chunk}, A) actions, got {action.shape}")
             action = action.flatten(1)
+        grasp = {}
+        if self.grasp_dim is not None:
+            grasp = {"grasp": (action[:, self.grasp_dim] > 0).long()}
+            action = action[:, self.continuous_dims]
         return {
             "observation": self._observation(batch["observation"], augment=True),
             "next_observation": self._observation(batch["next_observation"], augment=True),
             "action": action.clamp(-1.0, 1.0),
+            **grasp,
             "reward": vector("reward"),
             "discount": vector("discount"),
             "online": torch.as_tensor(batch["online"], dtype=torch.bool).to(self.device).reshape(-1),

@@ -184,6 +184,37 @@ def test_action_chunks_run_open_loop_and_the_checkpoint_acts_in_the_learners_chu
     np.testing.assert_array_equal(chunk[..., 3], 0.0)
 
 
+def test_a_grasp_critic_sets_the_gripper_open_or_closed_and_the_checkpoint_chooses_as_the_learner(
+    tmp_path: Path, demos: Path
+) -> None:
+    cfg = compose_config([*TINY, f"out={tmp_path / 'g'}", f"demos=[{demos}]", "grasp_action=gripper",
+                          "hold_actions={ee.droll: 0}", "steps=40", "eval.every=0", "random_steps=20"])  # fmt: skip
+    ft = Finetuner(to_plain(cfg), progress=False)
+    summary = ft.run()
+    assert summary.env_steps == 40
+    with Dataset.open(tmp_path / "g" / "online.zarr") as ds:  # random steps and the learner's alike
+        gripper = np.concatenate([ep.stream("action").read()[:, 6] for ep in ds.episodes()])
+    assert sorted(np.unique(gripper)) == pytest.approx([0.0, 0.04])
+    row = list(csv.DictReader((tmp_path / "g" / "metrics.csv").open()))[-1]
+    assert np.isfinite(float(row["grasp_loss"])) and np.isfinite(float(row["grasp_q"]))
+
+    policy = load_policy(tmp_path / "g").policy
+    assert policy.actor.mean.out_features == 5  # 7 dims less the held roll and the gripper
+    obs = {k: torch.randn(64, 1, *policy.obs_shapes[k]) for k in policy.obs_keys}
+    with torch.no_grad():
+        chunk = policy.sample_actions(obs).numpy()[:, 0]
+    learner = ft.learner.act({k: v[:, 0].numpy() for k, v in obs.items()}, False)  # the 6 free dims
+    np.testing.assert_allclose(np.delete(chunk, 3, axis=1), learner, rtol=1e-5, atol=1e-6)
+    assert set(np.unique(chunk[:, 6])) <= {0.0, np.float32(0.04)}
+
+    with pytest.raises(FinetuneError, match=r"grasp_action: ee\.droll is held"):
+        run(tmp_path / "a", "grasp_action=ee.droll", "hold_actions={ee.droll: 0}", "steps=10")
+    with pytest.raises(FinetuneError, match="grasp_action: 'claw' is no action dim"):
+        run(tmp_path / "b", "grasp_action=claw", "steps=10")
+    with pytest.raises(FinetuneError, match="action_chunk=1"):
+        run(tmp_path / "c", "grasp_action=6", "algo.action_chunk=2", "steps=10")
+
+
 def test_offline_pretraining_then_online_with_cal_ql(tmp_path: Path, demos: Path) -> None:
     summary, out = run(tmp_path / "c", f"demos=[{demos}]", "algo=calql", "algo.cql_actions=2", "offline_updates=30",
                        "learning_starts=0", "steps=20", "eval.every=0")  # fmt: skip

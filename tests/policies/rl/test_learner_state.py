@@ -64,10 +64,12 @@ def everything(learner: SACLearner) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("images", [False, True], ids=["state", "images"])
-def test_resume_gives_bit_identical_parameters(tmp_path: Path, images: bool) -> None:
+@pytest.mark.parametrize(("images", "grasp"), [(False, False), (True, False), (False, True)],
+                         ids=["state", "images", "grasp_critic"])  # fmt: skip
+def test_resume_gives_bit_identical_parameters(tmp_path: Path, images: bool, grasp: bool) -> None:
     batches = make_batches(images, 6)
-    learner = make_learner(images, seed=0)
+    kwargs = {"grasp_dim": 1} if grasp else {}
+    learner = make_learner(images, seed=0, **kwargs)
     for b in batches[:3]:
         learner.update(b)
     save_learner_state(tmp_path / "state", learner, meta={"step": 3})
@@ -75,7 +77,7 @@ def test_resume_gives_bit_identical_parameters(tmp_path: Path, images: bool) -> 
         learner.update(b)  # exploration noise, target subsets and image shifts continue from the saved RNG
     straight = everything(learner)
 
-    resumed = make_learner(images, seed=99)  # other initial weights and RNG: all must come from the folder
+    resumed = make_learner(images, seed=99, **kwargs)  # other initial weights and RNG: all must come from the folder
     torch.rand(17)  # and the global RNG moved on
     assert load_learner_state(tmp_path / "state", resumed) == {"step": 3}
     assert resumed.extra_state() == {"updates": 3, "critic_steps": 6}
@@ -83,6 +85,7 @@ def test_resume_gives_bit_identical_parameters(tmp_path: Path, images: bool) -> 
         resumed.update(b)
     again = everything(resumed)
     assert straight.keys() == again.keys()
+    assert grasp == any(k.startswith("opt.grasp_critic.") for k in straight)
     different = [k for k in straight if not torch.equal(straight[k], again[k])]
     assert not different, f"{different[:5]} differ after resume"
     assert resumed.extra_state() == learner.extra_state()

@@ -178,7 +178,7 @@ def test_observation_statistics_travel_in_the_actor_weights() -> None:
     assert not np.allclose(actor_side.act(obs, explore=False), learner.act(obs, explore=False))
     actor_side.load_actor_weights(weights)
     np.testing.assert_array_equal(actor_side.act(obs, explore=False), learner.act(obs, explore=False))
-    with pytest.raises(KeyError, match="neither"):
+    with pytest.raises(KeyError, match="none of"):
         actor_side.load_actor_weights({**weights, "critic.out.weight": torch.zeros(1)})
 
 
@@ -382,3 +382,74 @@ def test_cal_ql_bounds_policy_q_values_in_the_penalty_by_the_monte_carlo_return(
     assert penalty(learners[True], unknown) == pytest.approx(penalty(learners[False], unknown), rel=1e-6)
     high = {**unknown, "mc_return": torch.full((16,), 100.0)}  # policy actions' Q raised to 100
     assert penalty(learners[True], high) > 90 > penalty(learners[False], high)
+
+
+def grasp_q(learner: SACLearner, s: np.ndarray) -> np.ndarray:
+    """The grasp critic's members' mean Q over the two gripper states, (B, 2)."""
+    with torch.no_grad():
+        return learner.grasp_critic(learner.encoder({STATE: torch.tensor(s, dtype=torch.float32)})).mean(0).numpy()
+
+
+def test_a_grasp_critic_sets_the_gripper_at_one_of_its_bounds_and_the_actor_acts_on_the_rest() -> None:
+    torch.manual_seed(0)
+    learner = tiny(grasp_dim=-1, grasp_epsilon=1.0)  # the last dim, in [10, 20], is the gripper
+    assert learner.actor.mean.out_features == 2 and learner.critic.hidden[0].in_features == 4 + 2
+    assert {"grasp_critic", "grasp_critic_target"} <= set(learner.modules()) and "grasp_critic" in learner.optimizers()
+    obs = {STATE: np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)}
+    explored = learner.act(obs, explore=True)
+    assert sorted(np.unique(explored[:, 2])) == [10.0, 20.0]  # epsilon 1: drawn at random, never in between
+    greedy = learner.act(obs, explore=False)
+    np.testing.assert_array_equal(greedy[:, 2], np.where(grasp_q(learner, obs[STATE]).argmax(1) == 1, 20.0, 10.0))
+    assert any(k.startswith("grasp_critic.") for k in learner.actor_weights())
+
+    b = random_batch(np.random.default_rng(1), 4)
+    b["action"][:, 2] = [11.0, 14.9, 15.1, 19.0]  # a batch's gripper counts as its nearer state
+    mb = learner._prepare(b)
+    assert mb["grasp"].tolist() == [0, 0, 1, 1] and mb["action"].shape == (4, 2)
+    metrics = learner.update(random_batch(np.random.default_rng(2), 8))
+    assert np.isfinite(metrics["grasp_loss"]) and "grasp_q" in metrics
+
+    with pytest.raises(ValueError, match="action_chunk=1"):
+        SACConfig(grasp_dim=0, action_chunk=2)
+    with pytest.raises(ValueError, match="grasp_dim=3 is no dim"):
+        tiny(grasp_dim=3)
+
+
+def test_the_grasp_critic_learns_which_state_pays_and_bootstraps_through_the_best_state() -> None:
+    """Two kinds of transitions: at s0 = (x, 0), x in [-1, 1], the gripper pays 1 when its state matches the sign of x
+    (terminal); at s1 = (0, 1) it pays nothing and leads to s0 = (1, 0) with discount 0.9, whose best state pays 1,
+    so both of s1's states are worth 0.9 (the max at s0, not the mean 0.5). Uniformly random grasps, continuous
+    actions irrelevant."""
+    torch.manual_seed(0)
+    learner = tiny(obs_dim=2, low=np.array([-1.0, 0.0]), high=np.array([1.0, 1.0]), grasp_dim=1, critic_lr=1e-3,
+                   tau=0.05, backup_entropy=False)  # fmt: skip
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        x = rng.uniform(-1, 1, size=32)
+        grasp = rng.integers(0, 2, size=32)
+        first = np.arange(32) < 24  # 24 of s0, 8 of s1
+        obs = np.where(first[:, None], np.stack([x, np.zeros(32)], 1), [[0.0, 1.0]])
+        next_obs = np.where(first[:, None], obs, [[1.0, 0.0]])
+        reward = np.where(first, (grasp == (x > 0)).astype(float), 0.0)
+        action = np.stack([rng.uniform(-1, 1, size=32), grasp.astype(float)], 1)
+        learner.update(batch(obs, action, reward, np.where(first, 0.0, 0.9), next_obs))
+    s = np.stack([np.linspace(-1, 1, 41), np.zeros(41)], 1)
+    s = s[np.abs(s[:, 0]) > 0.1]
+    greedy = learner.act({STATE: s.astype(np.float32)}, explore=False)
+    np.testing.assert_array_equal(greedy[:, 1] == 1.0, s[:, 0] > 0)
+    np.testing.assert_allclose(grasp_q(learner, np.array([[0.0, 1.0]]))[0], [0.9, 0.9], atol=0.06)
+
+
+def test_the_conservative_penalty_keeps_the_unseen_grasp_state_below_the_datas() -> None:
+    """Every transition closes the gripper (lower bound) and pays 1; with the penalty Q(s, open) falls well below
+    Q(s, closed)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    learner = tiny(obs_dim=2, low=np.array([-1.0, 0.0]), high=np.array([1.0, 1.0]), grasp_dim=1, critic_lr=1e-3,
+                   cql_weight=1.0, cql_actions=2, calibrated=False)  # fmt: skip
+    for _ in range(200):
+        s = rng.normal(size=(32, 2))
+        action = np.stack([rng.uniform(-1, 1, size=32), np.zeros(32)], 1)
+        learner.update(batch(s, action, np.ones(32), np.zeros(32), s))
+    q = grasp_q(learner, rng.normal(size=(64, 2)))
+    assert abs(q[:, 0].mean() - 1.0) < 0.1 and q[:, 1].mean() < q[:, 0].mean() - 0.5, q.mean(0)
