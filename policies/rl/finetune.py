@@ -78,7 +78,7 @@ CONFIG_BOUNDS = {
     "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
     "algo.bc_weight": (0, None), "algo.augment_pad": (0, None),
     "algo.action_chunk": (1, None), "algo.cql_weight": (0, None), "algo.cql_actions": (1, None),
-    "algo.grasp_epsilon": (0, 1),
+    "algo.grasp_epsilon": (0, 1), "algo.grasp_margin": (0, None),
     "offline_updates": (0, None), "imitation.steps": (1, None), "imitation.updates": (0, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
@@ -662,7 +662,7 @@ class Finetuner:
         if float(self.algo.get("cql_weight") or 0) > 0:
             columns += ["cql_penalty"]
         if self.grasp is not None:
-            columns += ["grasp_loss", "grasp_q"]
+            columns += ["grasp_loss", "grasp_q"] + (["grasp_margin"] if "bc_loss" in columns else [])
         return columns
 
     def run(self) -> FinetuneSummary:

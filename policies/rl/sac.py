@@ -65,7 +65,7 @@ class SACConfig:
             where it would hand out entropy bonuses larger than the reward.
         bc_weight: weight of a behaviour-cloning term in the actor loss: MSE(tanh(actor mean), action) over the
             batch's offline transitions (the demonstrations; online ones are the policy's own), as in DDPGfD and
-            TD3+BC (0: off).
+            TD3+BC (0: off); with a grasp critic, also the weight of its large-margin term (``grasp_margin``).
         bc_q_filter: clone a demonstration's action only where the critic rates it above the policy's own
             (Q(s, a_demo) > Q(s, a ~ pi(s)), Nair et al. 2018), so the term fades where the policy has become better.
         obs_normalization: ``identity`` (RLPD's and SAC's raw state), ``mean_std`` or ``min_max`` for the state keys
@@ -91,6 +91,9 @@ class SACConfig:
             continuous. Needs ``action_chunk`` 1.
         grasp_epsilon: while exploring, the grasp state is drawn uniformly with this probability, else the grasp
             critic's best.
+        grasp_margin: the grasp critic's behaviour cloning, DQfD's large-margin loss (Hester et al. 2018) over the
+            offline transitions when ``bc_weight`` > 0: ``max_g [Q(s, g) + margin (g != g_demo)] - Q(s, g_demo)``,
+            zero once the demonstrated state is the critic's best by ``margin``.
     """
 
     num_critics: int = 10
@@ -118,6 +121,7 @@ class SACConfig:
     calibrated: bool = True
     grasp_dim: int | None = None
     grasp_epsilon: float = 0.05
+    grasp_margin: float = 0.1
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_min_critics <= self.num_critics:
@@ -138,8 +142,9 @@ class SACConfig:
             raise ValueError("bc_weight and augment_pad must not be negative")
         if self.grasp_dim is not None and self.action_chunk > 1:
             raise ValueError("a grasp critic (grasp_dim) chooses one step's gripper state: use action_chunk=1")
-        if not 0.0 <= self.grasp_epsilon <= 1.0:
-            raise ValueError(f"grasp_epsilon must be in [0, 1], got {self.grasp_epsilon}")
+        if not 0.0 <= self.grasp_epsilon <= 1.0 or self.grasp_margin < 0:
+            raise ValueError(f"grasp_epsilon must be in [0, 1] and grasp_margin >= 0, got {self.grasp_epsilon}, "
+                             f"{self.grasp_margin}")  # fmt: skip
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SACConfig:
@@ -424,8 +429,9 @@ class SACLearner(Learner):
 
     def clone(self, batch: Batch) -> dict[str, float]:
         """One actor step of behaviour cloning alone on every transition of ``batch``: the squared error of
-        tanh(mean) to its actions. Distils another policy (whose actions the batch holds) into the actor; the critic,
-        the encoder and the temperature are left as they are. A non-finite loss is refused before the step.
+        tanh(mean) to its actions; with a grasp critic, also one step of its large-margin loss toward the batch's
+        grasp states. Distils another policy (whose actions the batch holds) into the actor; the critic, the encoder
+        and the temperature are left as they are. A non-finite loss is refused before the step.
 
         This is how imitation checkpoints warm-start a learner (realloop-finetune's ``init=<realloop-train
         checkpoint>``): their policies map an observation *history* through their own encoder to a normalised
@@ -438,7 +444,12 @@ class SACLearner(Learner):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the cloning loss is {float(loss)}; the batch holds non-finite values")
         self._step("actor", loss)
-        return {"clone_loss": float(loss.detach())}
+        metrics = {"clone_loss": float(loss.detach())}
+        if self.grasp_dim is not None:
+            margin = self._grasp_margin(self.grasp_critic(features), mb["grasp"]).mean()
+            self._step("grasp_critic", margin)
+            metrics["clone_grasp_margin"] = float(margin.detach())
+        return metrics
 
     def _bc_error(self, features: Tensor, action: Tensor) -> Tensor:
         """Per transition, the mean squared error of the actor's deterministic action to ``action`` ([-1, 1])."""
@@ -460,6 +471,11 @@ class SACLearner(Learner):
         q = q_all.gather(-1, index).squeeze(-1)
         loss = ((q - target) ** 2).mean()
         metrics = {"grasp_loss": loss.detach(), "grasp_q": q.detach().mean()}
+        if self.config.bc_weight > 0:
+            demo = ~mb["online"]
+            margin = (self._grasp_margin(q_all, mb["grasp"]) * demo).sum() / demo.sum().clamp(min=1)
+            loss = loss + self.config.bc_weight * margin
+            metrics["grasp_margin"] = margin.detach()
         if self.config.cql_weight > 0:
             if self.config.calibrated:
                 bound = torch.nan_to_num(mb["mc_return"], nan=-torch.inf).view(1, -1, 1)
@@ -468,6 +484,13 @@ class SACLearner(Learner):
             loss = loss + self.config.cql_weight * penalty
             metrics["grasp_cql_penalty"] = penalty.detach()
         return loss, metrics
+
+    def _grasp_margin(self, q_all: Tensor, grasp: Tensor) -> Tensor:
+        """Per transition (the members' mean), DQfD's large-margin loss of Q-values ``q_all`` (members, B, 2) toward
+        the grasp states ``grasp`` (B,): ``max_g [Q(s, g) + margin (g != grasp)] - Q(s, grasp)``."""
+        index = grasp.view(1, -1, 1).expand(q_all.shape[0], -1, 1)
+        margin = torch.full_like(q_all, self.config.grasp_margin).scatter_(-1, index, 0.0)
+        return ((q_all + margin).max(dim=-1).values - q_all.gather(-1, index).squeeze(-1)).mean(dim=0)
 
     def temperature_loss(self, entropy: Tensor) -> Tensor:
         """``alpha * (entropy - target_entropy)``: alpha grows while the policy's entropy is below the target."""
