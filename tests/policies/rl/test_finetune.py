@@ -289,6 +289,25 @@ def test_an_imitation_policy_acts_first_then_the_actor_is_distilled_from_it(
         run(tmp_path / "y", f"init={bc_policy}", "imitation.steps=60", "steps=60")
 
 
+def test_with_a_grasp_critic_the_imitation_policy_s_gripper_is_snapped_and_distilled(
+    tmp_path: Path, demos: Path, bc_policy: Path
+) -> None:
+    summary, out = run(tmp_path / "g", f"demos=[{demos}]", f"init={bc_policy}", "grasp_action=gripper",
+                       "imitation.steps=40", "imitation.updates=300", "steps=60", "learning_starts=1000",
+                       "eval.every=0")  # fmt: skip
+    assert summary.imitation is not None and summary.imitation["updates"] == 300
+    with Dataset.open(out / "online.zarr") as ds:
+        episodes = list(ds.episodes())
+    done = np.concatenate([ep.stream("action").read() for ep in episodes[:2]])  # the imitation policy's steps
+    assert sorted(np.unique(done[:, 6])) == pytest.approx([0.0, 0.04])  # open or closed, never in between
+    actor = load_policy(out).policy
+    states = {k: torch.from_numpy(np.concatenate([ep.stream(k).read()[:-1] for ep in episodes[:2]])[:, None])
+              for k in actor.obs_keys}  # fmt: skip
+    with torch.no_grad():
+        chosen = actor.sample_actions(states)[:, 0, 6].numpy()
+    assert (chosen == done[:, 6]).mean() >= 0.9  # the grasp critic was distilled from the gripper's states
+
+
 def test_a_run_resumed_inside_the_imitation_phase_continues_bit_identically(
     tmp_path: Path, demos: Path, bc_policy: Path
 ) -> None:
