@@ -1,6 +1,7 @@
 """How arm-lift policies fail: rolls a checkpoint out on held-out seeds (100000 + k, as realloop-eval) and reports,
 for each episode, the closest the gripper came to the cube and its distance to the cube when it first closed (the
-gripper action below half its opening), so failures split into "never reached the cube" and "closed too early".
+gripper action below half its opening), so failures split into "never reached the cube" and "closed too early";
+and whether the arm stalled: the gripper-to-cube offset changed by under 1 cm over the episode's last 30 steps.
 
     python benchmarks/lift_failures.py outputs/rl/lift_rlpd_bcnf_s0/checkpoints/step_00020000 --episodes 50
     python benchmarks/lift_failures.py RUN_A RUN_B --out benchmarks/results/lift_failures.json
@@ -23,6 +24,7 @@ from realloop.policies.checkpoint import load_policy
 from realloop.policies.evaluate import env_kwargs_from_checkpoint
 
 NEAR = 0.03  # m: an episode whose gripper never came this close to the cube never reached it
+STALL_STEPS, STALL_M = 30, 0.01  # an arm whose offset to the cube moved less than this over these last steps stalled
 
 
 def episodes(checkpoint: str, count: int, seed: int) -> list[dict[str, Any]]:
@@ -36,17 +38,22 @@ def episodes(checkpoint: str, count: int, seed: int) -> list[dict[str, Any]]:
         obs, _ = env.reset(seed=seed + k)
         agent = PolicyAgent(loaded.policy, num_envs=1)
         nearest, closed_at, success, done = np.inf, None, False, False
+        offsets = []  # cube_from_ee, the last three values of the environment state
         while not done:
             action = agent.step({key: np.asarray(v)[None] for key, v in obs.items()})[0]
             obs, _, terminated, truncated, info = env.step(action)
             distance = float(info["ee_to_cube"])
+            offsets.append(np.asarray(obs["observation.environment_state"])[-3:])
             nearest = min(nearest, distance)
             if closed_at is None and action[-1] < opening / 2:
                 closed_at = distance
             success = success or bool(info.get("is_success"))
             done = terminated or truncated
+        tail = np.asarray(offsets[-STALL_STEPS:])
+        stalled = len(offsets) >= STALL_STEPS and float(np.linalg.norm(tail - tail[-1], axis=1).max()) < STALL_M
         rows.append({"seed": seed + k, "success": success, "min_ee_to_cube": round(nearest, 4),
-                     "ee_to_cube_at_first_close": None if closed_at is None else round(closed_at, 4)})  # fmt: skip
+                     "ee_to_cube_at_first_close": None if closed_at is None else round(closed_at, 4),
+                     "stalled": stalled, "final_ee_to_cube": round(distance, 4)})  # fmt: skip
     env.close()
     return rows
 
@@ -58,6 +65,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "episodes": len(rows), "successes": len(rows) - len(fail), "failures": len(fail),
         f"failures_never_within_{NEAR}m": sum(r["min_ee_to_cube"] >= NEAR for r in fail),
         "failures_never_closed": sum(r["ee_to_cube_at_first_close"] is None for r in fail),
+        "failures_stalled": sum(bool(r.get("stalled")) for r in fail),
+        "failures_final_distance_m_p10_p50_p90": [
+            round(float(v), 4) for v in np.percentile([r["final_ee_to_cube"] for r in fail], [10, 50, 90])
+        ] if fail else None,
         "failures_first_close_distance_m_p10_p50_p90": [round(float(v), 4) for v in np.percentile(closes, [10, 50, 90])]
         if closes else None,
     }  # fmt: skip
