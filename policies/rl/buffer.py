@@ -34,6 +34,8 @@ truncated flags, and the slot of the next observation. Images are fitted to ``im
 - ``discount``: ``(B,) float32``, ``gamma**k * (1 - terminated)``: what multiplies the bootstrapped value;
 - ``next_observation``: as ``observation``, ``k`` steps later;
 - ``online``: ``(B,) bool``, True for transitions of the online ring;
+- ``succeeded``: ``(B,) bool``, the transition's episode reached success (``next.success`` at some step; online:
+  False until the episode ends);
 - ``mc_return``: ``(B,) float32``, the discounted return from the step to its episode's end (Cal-QL's Monte Carlo
   return; NaN for online steps of an episode that has not ended).
 
@@ -155,6 +157,7 @@ class _EpisodeData:
     reward: np.ndarray  # (T,) float32
     terminated: np.ndarray  # (T,) bool
     truncated: np.ndarray  # (T,) bool
+    succeeded: bool  # the episode reached success at some step
 
     def __len__(self) -> int:
         return len(self.action)
@@ -243,7 +246,8 @@ def _read_episode(
         action, reward, terminated = action[:n], reward[:n], terminated[:n]
         truncated = np.zeros(n, dtype=bool)
         truncated[-1] = not terminated[-1]
-    return _EpisodeData(obs, action, reward, terminated, truncated)
+    succeeded = bool(np.any(numeric[SUCCESS])) if SUCCESS in numeric else ep.success is True
+    return _EpisodeData(obs, action, reward, terminated, truncated, succeeded)
 
 
 def _returns(reward: np.ndarray, gamma: float) -> np.ndarray:
@@ -261,7 +265,8 @@ def _returns(reward: np.ndarray, gamma: float) -> np.ndarray:
 
 class _Slots:
     """Observation slots (see the module doc). ``step[s]``: slot ``s`` holds a transition; ``succ[s]``: the slot
-    of its next observation; ``seq[s]``: when ``s`` was last written (allocation order, for the online ring)."""
+    of its next observation; ``seq[s]``: when ``s`` was last written (allocation order, for the online ring);
+    ``succeeded[s]``: its episode reached success."""
 
     def __init__(self, size: int, specs: Mapping[str, _ObsSpec], action_shape: tuple[int, ...]) -> None:
         self.specs = dict(specs)
@@ -272,6 +277,7 @@ class _Slots:
         self.terminated = np.zeros(size, dtype=bool)
         self.truncated = np.zeros(size, dtype=bool)
         self.mc_return = np.full(size, np.nan, dtype=np.float32)
+        self.succeeded = np.zeros(size, dtype=bool)
         self.succ = np.full(size, -1, dtype=np.int64)
         self.step = np.zeros(size, dtype=bool)
         self.seq = np.full(size, -1, dtype=np.int64)
@@ -291,6 +297,7 @@ class _Slots:
         self.truncated[steps] = ep.truncated
         self.mc_return[steps] = _returns(ep.reward, gamma)
         self.mc_return[final] = np.nan
+        self.succeeded[slots] = ep.succeeded
         self.succ[steps] = slots[1:]
         self.succ[final] = -1
         self.step[final] = False
@@ -330,6 +337,7 @@ def _transitions(slots: _Slots, first: np.ndarray, n_step: int, chunk: int, gamm
         "reward": ret.astype(np.float32),
         "discount": (scale * ~terminal).astype(np.float32),
         "mc_return": slots.mc_return[first],
+        "succeeded": slots.succeeded[first],
     }
     if chunk > 1:
         out["action_is_pad"] = is_pad
@@ -369,6 +377,7 @@ class _Ring(_Slots):
         self.step[slots] = False
         self.succ[slots] = -1
         self.mc_return[slots] = np.nan
+        self.succeeded[slots] = False
         self.seq[slots] = self.next_seq + np.arange(count)
         self.next_seq += count
         self.head = int((self.head + count) % self.capacity)
@@ -693,6 +702,7 @@ class ReplayBuffer:
             self._added += 1
             ep.steps.append((slot, int(ring.seq[slot])))
             ep.rewards.append(float(reward))
+            ep.success.append(success)
             if self.online_path is not None:
                 if not ep.obs:
                     ep.obs = {k: [np.array(obs[k])] for k in self.obs_keys}
@@ -700,7 +710,6 @@ class ReplayBuffer:
                     ep.obs[k].append(np.array(next_obs[k]))
                 ep.actions.append(act[0].copy())
                 ep.terminated.append(bool(terminated))
-                ep.success.append(success)
             if done:
                 self._end_returns(ring, ep)
                 finished = self._envs.pop(env)
@@ -710,11 +719,13 @@ class ReplayBuffer:
             self._commit(env, finished)
 
     def _end_returns(self, ring: _Ring, ep: _EnvEpisode) -> None:
-        """Monte Carlo returns of an ended episode's steps that are still in the ring."""
+        """Monte Carlo returns, and whether the episode succeeded, of an ended episode's steps still in the ring."""
         returns = _returns(np.asarray(ep.rewards, dtype=np.float32), self.gamma)
+        succeeded = any(bool(s) for s in ep.success)
         for (slot, seq), g in zip(ep.steps, returns, strict=True):
             if ring.seq[slot] == seq:
                 ring.mc_return[slot] = g
+                ring.succeeded[slot] = succeeded
 
     def discard_episode(self, env: int = 0) -> None:
         """End env ``env``'s episode in progress without committing it (e.g. after an intervention); its steps

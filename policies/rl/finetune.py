@@ -658,7 +658,7 @@ class Finetuner:
         """The learner metrics metrics.csv keeps: the same columns for the whole run, from the first row on."""
         columns = ["critic_loss", "actor_loss", "q", "temperature"]
         if float(self.algo.get("bc_weight") or 0) > 0:
-            columns += ["bc_loss", "bc_cloned"]
+            columns += ["bc_loss", "bc_cloned", "bc_rows"]
         if float(self.algo.get("cql_weight") or 0) > 0:
             columns += ["cql_penalty"]
         if self.grasp is not None:

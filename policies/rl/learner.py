@@ -27,15 +27,19 @@ ArrayLike = np.ndarray | Tensor
 Observation = Mapping[str, ArrayLike]
 
 
-class Batch(TypedDict):
-    """A batch of B transitions (numpy arrays or tensors)."""
-
+class _BatchFields(TypedDict):
     observation: dict[str, ArrayLike]  # key -> (B, *shape): state float32, images (B, C, H, W) uint8
     action: ArrayLike  # (B, A) float32, env units
     reward: ArrayLike  # (B,) float32
     discount: ArrayLike  # (B,) float32: gamma**n * (1 - terminated); 0 after a terminal step
     next_observation: dict[str, ArrayLike]  # as observation, n steps later
     online: ArrayLike  # (B,) bool: collected by the learning policy (False: demonstrations, offline data)
+
+
+class Batch(_BatchFields, total=False):
+    """A batch of B transitions (numpy arrays or tensors)."""
+
+    succeeded: ArrayLike  # (B,) bool: the transition's episode reached success (the replay buffer gives it)
 
 
 class Learner(ABC):

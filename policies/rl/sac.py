@@ -68,6 +68,9 @@ class SACConfig:
             TD3+BC (0: off); with a grasp critic, also the weight of its large-margin term (``grasp_margin``).
         bc_q_filter: clone a demonstration's action only where the critic rates it above the policy's own
             (Q(s, a_demo) > Q(s, a ~ pi(s)), Nair et al. 2018), so the term fades where the policy has become better.
+        bc_successes: the behaviour cloning (``bc_weight``) also clones the online transitions of episodes that
+            succeeded (the batch's ``succeeded``): self-imitation of the policy's own successes, so the anchor
+            grows with what the policy has learnt to do instead of staying on the few demonstrations.
         obs_normalization: ``identity`` (RLPD's and SAC's raw state), ``mean_std`` or ``min_max`` for the state keys
             that ``obs_stats`` covers. Statistics of demonstrations are narrow: a joint they never move has a std
             near 1e-3, so online exploration moves that input by hundreds of std; use them only where every input
@@ -111,6 +114,7 @@ class SACConfig:
     backup_entropy: bool = True
     bc_weight: float = 0.0
     bc_q_filter: bool = False
+    bc_successes: bool = False
     obs_normalization: str = "identity"
     image_encoder: str = "small"
     image_feature_dim: int = 64
@@ -313,19 +317,22 @@ class SACLearner(Learner):
 
     def update(self, batch: Batch) -> dict[str, float]:
         """G = ``utd`` critic steps on the G minibatches of ``batch`` (its size must divide by G), each followed by
-        the Polyak update of the targets, then one actor and one temperature step on the last minibatch."""
+        the Polyak update of the targets, then one actor and one temperature step on the last minibatch. Minibatch i
+        takes rows i, i + G, i + 2G, ...: the replay buffer puts the offline rows first, so each minibatch keeps the
+        batch's offline/online mix (RLPD's symmetric sampling holds for every critic step and for the actor's)."""
         b = self._prepare(batch)
         n, g = int(b["reward"].shape[0]), self.config.utd
         if n % g:
             raise ValueError(f"the batch of {n} transitions does not split into utd={g} equal minibatches")
-        size = n // g
         for i in range(g):
-            mb = {k: _take(v, slice(i * size, (i + 1) * size)) for k, v in b.items()}
-            loss, critic_metrics = self.critic_loss(mb)
+            mb = {k: _take(v, slice(i, None, g)) for k, v in b.items()}  # strided: each keeps the batch's mix
+            encoded = self.encode(mb)  # once for both critics: images are the costly part
+            loss, critic_metrics = self.critic_loss(mb, encoded)
+            if self.grasp_dim is not None:
+                grasp, grasp_metrics = self.grasp_loss(mb, encoded)
             self._step("critic", loss)
             if self.grasp_dim is not None:
-                loss, grasp_metrics = self.grasp_loss(mb)
-                self._step("grasp_critic", loss)
+                self._step("grasp_critic", grasp)
                 critic_metrics.update(grasp_metrics)
             self._update_targets()
             self.critic_steps += 1
@@ -339,28 +346,38 @@ class SACLearner(Learner):
         return {k: float(v) for k, v in metrics.items()}
 
     # -- the losses (batches as _prepare makes them: tensors on the device, actions in [-1, 1]) ---------------------
+    def encode(self, mb: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The encodings a critic step needs: ``features`` of s (with gradient, for the critic's step),
+        ``next_features`` of s' (no gradient, for the actions at s') and ``next_target_features`` (the target
+        encoder's, for the target critics)."""
+        features = self.encoder(mb["observation"])
+        with torch.no_grad():
+            next_features = self.encoder(mb["next_observation"])
+            next_target_features = self.encoder_target(mb["next_observation"])
+        return {"features": features, "next_features": next_features, "next_target_features": next_target_features}
+
     @torch.no_grad()
-    def td_target(self, mb: Mapping[str, Any], next_features: Tensor | None = None) -> Tensor:
+    def td_target(self, mb: Mapping[str, Any], encoded: Mapping[str, Tensor] | None = None) -> Tensor:
         """``r + discount * (min over M random target critics of Q(s', a') [- alpha log pi(a'|s')])``,
         a' ~ pi(s'): (B,). ``discount`` is the batch's (0 after a terminal step: the target is the reward).
-        ``next_features``: the encoder's features of s', when the caller has them."""
-        next_obs = mb["next_observation"]
-        next_features = self.encoder(next_obs) if next_features is None else next_features
-        next_action, next_log_prob = self.actor.sample(next_features)
+        ``encoded``: :meth:`encode` of the batch, when the caller has it."""
+        encoded = self.encode(mb) if encoded is None else encoded
+        next_action, next_log_prob = self.actor.sample(encoded["next_features"])
         next_q, _ = self.critic_target.min_over_subset(
-            self.encoder_target(next_obs), next_action, self.config.num_min_critics
+            encoded["next_target_features"], next_action, self.config.num_min_critics
         )
         if self.config.backup_entropy:
             next_q = next_q - self.temperature() * next_log_prob
         return mb["reward"] + mb["discount"] * next_q
 
-    def critic_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+    def critic_loss(
+        self, mb: Mapping[str, Any], encoded: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Every member's squared TD error against the one shared target, averaged over members and batch; its
-        gradient trains the critic and the encoder."""
-        with torch.no_grad():
-            next_features = self.encoder(mb["next_observation"])  # for the target and the penalty's s' actions
-        target = self.td_target(mb, next_features)
-        features = self.encoder(mb["observation"])
+        gradient trains the critic and the encoder. ``encoded``: :meth:`encode` of the batch."""
+        encoded = self.encode(mb) if encoded is None else encoded
+        target = self.td_target(mb, encoded)
+        features, next_features = encoded["features"], encoded["next_features"]
         q = self.critic(features, mb["action"])  # (E, B)
         loss = ((q - target) ** 2).mean()
         metrics = {"critic_loss": loss.detach(), "q": q.detach().mean(), "target_q": target.mean()}
@@ -371,20 +388,18 @@ class SACLearner(Learner):
         return loss, metrics
 
     def conservative_penalty(
-        self, mb: Mapping[str, Any], features: Tensor, q_data: Tensor, next_features: Tensor | None = None
+        self, mb: Mapping[str, Any], features: Tensor, q_data: Tensor, next_features: Tensor
     ) -> Tensor:
         """CQL(H) (Kumar et al. 2020): ``logsumexp`` over sampled actions of Q(s, .) minus Q(s, a_data), per member,
         averaged. The actions: N uniform in [-1, 1], N from the policy at s and N from the policy at s' (CQL's
         choice), each Q-value less the log-density it was drawn with (importance sampling). Cal-QL (``calibrated``):
         the policy actions' Q-values are first raised to the batch's Monte Carlo return, the value of the policy
         that collected the data, so the penalty never pushes Q below it (NaN returns, of online episodes still in
-        progress, bound nothing). ``next_features``: the encoder's features of s', when the caller has them."""
+        progress, bound nothing). ``next_features``: the encoder's features of s' (no gradient)."""
         n, b, width = self.config.cql_actions, q_data.shape[1], self.action_width
         rep = features.repeat_interleave(n, dim=0)  # (B*N, F); the critic's gradient reaches the encoder
         with torch.no_grad():
             pi, pi_log_prob = self.actor.sample(rep.detach())
-            if next_features is None:
-                next_features = self.encoder(mb["next_observation"])
             pi_next, pi_next_log_prob = self.actor.sample(next_features.repeat_interleave(n, dim=0))
         uniform = torch.rand(b * n, width, device=rep.device) * 2.0 - 1.0
         q_uniform = self.critic(rep, uniform).view(-1, b, n) - width * math.log(0.5)
@@ -400,8 +415,9 @@ class SACLearner(Learner):
 
     def actor_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """``E[alpha log pi(a|s) - Q(s, a)]``, a ~ pi(s) reparameterised, Q the ensemble's mean (or min), plus
-        ``bc_weight`` times the squared error of tanh(mean) to the demonstrations' actions (the offline ones, and
-        with ``bc_q_filter`` only those the critic rates above the policy's action). Trains the actor only."""
+        ``bc_weight`` times the squared error of tanh(mean) to the demonstrations' actions (the offline ones, with
+        ``bc_successes`` also the online ones of successful episodes; with ``bc_q_filter`` only those the critic
+        rates above the policy's action). Trains the actor only."""
         with torch.no_grad():
             # SAC from pixels (SAC-AE, DrQ): the encoder is shared; the critic's gradient alone trains it and the
             # actor sees its features detached, so the policy gradient cannot distort the representation.
@@ -413,7 +429,7 @@ class SACLearner(Learner):
         loss = (self.temperature().detach() * log_prob - q).mean()
         metrics = {"actor_loss": loss.detach(), "entropy": -log_prob.detach().mean()}
         if self.config.bc_weight > 0:
-            demo = ~mb["online"]
+            demo = mb["demo"]
             if self.config.bc_q_filter:
                 with torch.no_grad():
                     q_demo = self.critic(features, mb["action"])
@@ -425,6 +441,7 @@ class SACLearner(Learner):
             loss = loss + self.config.bc_weight * bc
             metrics["bc_loss"] = bc.detach()
             metrics["bc_cloned"] = cloned.float().sum() / demo.sum().clamp(min=1)
+            metrics["bc_rows"] = demo.float().mean()
         return loss, metrics
 
     def clone(self, batch: Batch) -> dict[str, float]:
@@ -455,16 +472,19 @@ class SACLearner(Learner):
         """Per transition, the mean squared error of the actor's deterministic action to ``action`` ([-1, 1])."""
         return (self.actor.mode(features) - action).pow(2).mean(dim=-1)
 
-    def grasp_loss(self, mb: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+    def grasp_loss(
+        self, mb: Mapping[str, Any], encoded: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Double DQN for the gripper: each member's squared error of Q(s, g), g the batch's grasp state, to
         ``r + discount * min over members of Q_target(s', g')``, g' the online critic's best state at s' (its
         members' mean); with ``cql_weight``, plus the discrete conservative penalty ``logsumexp_g Q(s, g) - Q(s, g
-        data)`` (Cal-QL: the Q-values raised to the Monte Carlo return first). Trains the grasp critic only."""
+        data)`` (Cal-QL: the Q-values raised to the Monte Carlo return first). Trains the grasp critic only.
+        ``encoded``: :meth:`encode` of the batch (its features are used without their gradient)."""
+        encoded = self.encode(mb) if encoded is None else encoded
+        features = encoded["features"].detach()
         with torch.no_grad():
-            features = self.encoder(mb["observation"])
-            next_features = self.encoder(mb["next_observation"])
-            best = self.grasp_critic(next_features).mean(dim=0).argmax(dim=-1, keepdim=True)  # (B, 1)
-            next_q = self.grasp_critic_target(self.encoder_target(mb["next_observation"])).min(dim=0).values
+            best = self.grasp_critic(encoded["next_features"]).mean(dim=0).argmax(dim=-1, keepdim=True)  # (B, 1)
+            next_q = self.grasp_critic_target(encoded["next_target_features"]).min(dim=0).values
             target = mb["reward"] + mb["discount"] * next_q.gather(-1, best).squeeze(-1)
         q_all = self.grasp_critic(features)  # (members, B, 2)
         index = mb["grasp"].view(1, -1, 1).expand(q_all.shape[0], -1, 1)
@@ -472,7 +492,7 @@ class SACLearner(Learner):
         loss = ((q - target) ** 2).mean()
         metrics = {"grasp_loss": loss.detach(), "grasp_q": q.detach().mean()}
         if self.config.bc_weight > 0:
-            demo = ~mb["online"]
+            demo = mb["demo"]
             margin = (self._grasp_margin(q_all, mb["grasp"]) * demo).sum() / demo.sum().clamp(min=1)
             loss = loss + self.config.bc_weight * margin
             metrics["grasp_margin"] = margin.detach()
@@ -543,9 +563,17 @@ class SACLearner(Learner):
             **grasp,
             "reward": vector("reward"),
             "discount": vector("discount"),
-            "online": torch.as_tensor(batch["online"], dtype=torch.bool).to(self.device).reshape(-1),
+            "demo": self._demo_rows(batch),
             **({"mc_return": vector("mc_return")} if "mc_return" in batch else {}),
         }
+
+    def _demo_rows(self, batch: Batch) -> Tensor:
+        """(B,) bool: the transitions behaviour cloning imitates: offline ones, and with ``bc_successes`` the
+        online ones of successful episodes."""
+        demo = ~torch.as_tensor(batch["online"], dtype=torch.bool).reshape(-1)
+        if self.config.bc_successes and "succeeded" in batch:
+            demo |= torch.as_tensor(batch["succeeded"], dtype=torch.bool).reshape(-1)
+        return demo.to(self.device)
 
     def _env_action(self, action: Tensor) -> Tensor:
         """[-1, 1] actor outputs -> env units: (B, A), or (B, H, A) chunks."""

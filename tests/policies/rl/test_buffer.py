@@ -111,6 +111,7 @@ def test_offline_transitions_are_the_recorded_steps(demos: Path) -> None:
     terminal = np.array([EPISODES[i][1] for i in e]) & (k == n - 1)
     np.testing.assert_allclose(batch["discount"].numpy(), np.where(terminal, 0.0, GAMMA))
     assert not batch["online"].any()
+    np.testing.assert_array_equal(batch["succeeded"].numpy(), [EPISODES[i][1] for i in e])  # the episode's success
     # images: (B, C, H, W) uint8 at image_size, the frames of the step and of the next step
     img, next_img = batch["observation"][CAM], batch["next_observation"][CAM]
     assert img.dtype == torch.uint8 and img.shape == (400, 3, 4, 4)
@@ -311,6 +312,7 @@ def test_the_ring_overwrites_the_oldest_steps() -> None:
     np.testing.assert_array_equal(nk, k + 1)
     np.testing.assert_allclose(batch["discount"].numpy(), GAMMA)  # in progress: nothing ended
     assert np.isnan(batch["mc_return"].numpy()).all()  # its return is not known yet
+    assert not batch["succeeded"].numpy().any()  # nor whether it succeeds
     buf.discard_episode(0)  # episode 1 is left unfinished (never committed); its steps stay
     run_episode(buf, 2, 3, terminated=True)  # a new episode starts
     batch = buf.sample(300, np.random.default_rng(1))
@@ -323,6 +325,7 @@ def test_the_ring_overwrites_the_oldest_steps() -> None:
     expected = [sum(GAMMA**m * reward_of(2, j + m) for m in range(3 - j)) for j in k[ended]]
     np.testing.assert_allclose(batch["mc_return"].numpy()[ended], expected)
     assert np.isnan(batch["mc_return"].numpy()[~ended]).all()
+    np.testing.assert_array_equal(batch["succeeded"].numpy(), ended)  # episode 2 succeeded at its last step
 
 
 def test_parallel_envs_keep_their_own_episodes() -> None:
@@ -388,6 +391,7 @@ def test_online_episodes_survive_a_killed_run_and_reload(tmp_path: Path) -> None
         np.testing.assert_allclose(batch["discount"].numpy(), np.where((e == 0) & (k == 3), 0.0, GAMMA))
         np.testing.assert_array_equal(batch["next_observation"][CAM].numpy()[:, 0, 0, 0], 10 * e + k + 1)
         assert batch["online"].all()
+        np.testing.assert_array_equal(batch["succeeded"].numpy(), e == 0)  # reloaded: episode 0 succeeded
         state = json.loads(json.dumps(buf.state_dict()))
         assert state["added"] == 7 and state["committed_episodes"] == 2 and state["size"] == 9
         run_episode(buf, 4, 2, terminated=True)  # appends to the same dataset

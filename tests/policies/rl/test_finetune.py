@@ -233,6 +233,7 @@ def test_a_bc_regularised_run_logs_how_much_it_clones(tmp_path: Path, demos: Pat
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert rows[0].keys() >= {"bc_loss", "bc_cloned"} and rows[0]["bc_cloned"] == "nan"  # before learning starts
     assert np.isfinite(float(rows[-1]["bc_loss"])) and 0.0 <= float(rows[-1]["bc_cloned"]) <= 1.0
+    assert float(rows[-1]["bc_rows"]) == 0.5  # the offline half of each batch (no successes cloned)
 
 
 def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path: Path, demos: Path) -> None:

@@ -130,6 +130,19 @@ def test_utd_takes_g_critic_steps_then_one_actor_and_temperature_step() -> None:
         learner.update(random_batch(rng, 25))
 
 
+def test_every_utd_minibatch_keeps_the_batchs_offline_online_mix() -> None:
+    """The replay buffer puts a batch's offline rows first; each of the G critic steps and the actor's step must
+    still see half of each (RLPD's symmetric sampling), not the offline rows first and the online ones last."""
+    learner = tiny(utd=4, bc_weight=1.0)
+    seen: list[float] = []
+    critic_loss = learner.critic_loss
+    learner.critic_loss = lambda mb, enc=None: (seen.append(float(mb["demo"].float().mean())), critic_loss(mb, enc))[1]
+    b = random_batch(np.random.default_rng(0), 4 * 16)
+    b["online"] = np.arange(4 * 16) >= 2 * 16  # offline rows first, as ReplayBuffer.sample gives them
+    metrics = learner.update(b)
+    assert seen == [0.5] * 4 and metrics["bc_rows"] == 0.5
+
+
 def test_the_critic_trains_the_shared_encoder_and_the_actor_does_not() -> None:
     torch.manual_seed(0)
     learner = tiny_images()
@@ -272,6 +285,31 @@ def test_bc_weight_pulls_the_actor_to_the_demonstrations_actions_not_its_own() -
     assert np.abs(without - demo).mean() > 3 * np.abs(with_bc - demo).mean()
 
 
+def test_bc_successes_clones_the_online_transitions_of_successful_episodes_only() -> None:
+    """Online rows of successful episodes show one action, online rows of failed ones another, and there are no
+    offline rows: with ``bc_successes`` the BC term clones the successful episodes' action (and only those rows);
+    without it nothing is cloned (no demonstrations)."""
+    low, high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    won, lost = np.array([0.6, -0.4]), np.array([-0.6, 0.4])
+    rng = np.random.default_rng(0)
+
+    def train(bc_successes: bool) -> tuple[np.ndarray, float]:
+        torch.manual_seed(0)
+        learner = tiny(obs_dim=2, low=low, high=high, bc_weight=10.0, bc_successes=bc_successes, actor_lr=1e-3)
+        for _ in range(150):
+            s = rng.normal(size=(32, 2))
+            succeeded = np.arange(32) % 4 == 0
+            b = batch(s, np.where(succeeded[:, None], won, lost), np.zeros(32), np.zeros(32), s)
+            b["succeeded"] = succeeded
+            metrics = learner.update(b)
+        return learner.act({STATE: rng.normal(size=(64, 2)).astype(np.float32)}, explore=False), metrics["bc_rows"]
+
+    (imitated, rows), (plain, no_rows) = train(True), train(False)
+    assert rows == 0.25 and no_rows == 0.0
+    assert np.abs(imitated - won).mean() < 0.1
+    assert np.abs(plain - won).mean() > 3 * np.abs(imitated - won).mean()
+
+
 def test_the_q_filter_stops_cloning_demonstrations_the_critic_rates_below_the_policy() -> None:
     """A bandit whose best action is a*, demonstrations of a worse one: with a strong BC term the actor stays near the
     demonstrations' action; with the Q filter the critic soon rates the policy's actions above them, cloning stops
@@ -375,8 +413,8 @@ def test_cal_ql_bounds_policy_q_values_in_the_penalty_by_the_monte_carlo_return(
     def penalty(learner: SACLearner, mb: dict) -> float:
         torch.manual_seed(5)
         with torch.no_grad():
-            f = learner.encoder(mb["observation"])
-            return float(learner.conservative_penalty(mb, f, learner.critic(f, mb["action"])))
+            f, nf = learner.encoder(mb["observation"]), learner.encoder(mb["next_observation"])
+            return float(learner.conservative_penalty(mb, f, learner.critic(f, mb["action"]), nf))
 
     unknown = learners[True]._prepare(b)  # NaN returns (episodes in progress): no bound, plain CQL
     assert penalty(learners[True], unknown) == pytest.approx(penalty(learners[False], unknown), rel=1e-6)
