@@ -260,27 +260,30 @@ def test_the_critic_learns_discounted_values_of_a_two_step_chain() -> None:
     assert abs(float(q0.mean()) - 0.9) < 0.03, float(q0.mean())
 
 
+def _bc_actor(flag: str, every: int, flagged: np.ndarray, other: np.ndarray, **config: Any) -> tuple[np.ndarray, dict]:
+    """The actor's deterministic actions after 150 updates on reward-free batches whose rows show the action
+    ``flagged`` where ``batch[flag]`` is True (every ``every``-th row) and ``other`` elsewhere; and the last
+    update's metrics. Every row is online unless ``flag`` is ``online``."""
+    low, high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    learner = tiny(obs_dim=2, low=low, high=high, actor_lr=1e-3, **config)
+    for _ in range(150):
+        s = rng.normal(size=(32, 2))
+        rows = np.arange(32) % every == 0
+        b = batch(s, np.where(rows[:, None], flagged, other), np.zeros(32), np.zeros(32), s)
+        b[flag] = rows  # type: ignore[literal-required]
+        metrics = learner.update(b)
+    return learner.act({STATE: rng.normal(size=(64, 2)).astype(np.float32)}, explore=False), metrics
+
+
 def test_bc_weight_pulls_the_actor_to_the_demonstrations_actions_not_its_own() -> None:
     """Offline rows (the demonstrations) show one action, online rows (the policy's own) another, no reward: the
     BC term clones the demonstrations' action alone."""
-    low, high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
     demo, own = np.array([0.6, -0.4]), np.array([-0.6, 0.4])
-    rng = np.random.default_rng(0)
-
-    def train(bc_weight: float) -> np.ndarray:
-        torch.manual_seed(0)
-        learner = tiny(obs_dim=2, low=low, high=high, bc_weight=bc_weight, actor_lr=1e-3)
-        for _ in range(150):
-            s = rng.normal(size=(32, 2))
-            online = np.arange(32) % 2 == 0
-            b = batch(s, np.where(online[:, None], own, demo), np.zeros(32), np.zeros(32), s)
-            b["online"] = online
-            metrics = learner.update(b)
-        if bc_weight > 0:
-            assert metrics["bc_cloned"] == 1.0  # without the Q filter every demonstration is cloned
-        return learner.act({STATE: rng.normal(size=(64, 2)).astype(np.float32)}, explore=False)
-
-    with_bc, without = train(10.0), train(0.0)
+    with_bc, metrics = _bc_actor("online", 2, own, demo, bc_weight=10.0)
+    without, _ = _bc_actor("online", 2, own, demo, bc_weight=0.0)
+    assert metrics["bc_cloned"] == 1.0  # without the Q filter every demonstration is cloned
     assert np.abs(with_bc - demo).mean() < 0.1
     assert np.abs(without - demo).mean() > 3 * np.abs(with_bc - demo).mean()
 
@@ -289,23 +292,10 @@ def test_bc_successes_clones_the_online_transitions_of_successful_episodes_only(
     """Online rows of successful episodes show one action, online rows of failed ones another, and there are no
     offline rows: with ``bc_successes`` the BC term clones the successful episodes' action (and only those rows);
     without it nothing is cloned (no demonstrations)."""
-    low, high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
     won, lost = np.array([0.6, -0.4]), np.array([-0.6, 0.4])
-    rng = np.random.default_rng(0)
-
-    def train(bc_successes: bool) -> tuple[np.ndarray, float]:
-        torch.manual_seed(0)
-        learner = tiny(obs_dim=2, low=low, high=high, bc_weight=10.0, bc_successes=bc_successes, actor_lr=1e-3)
-        for _ in range(150):
-            s = rng.normal(size=(32, 2))
-            succeeded = np.arange(32) % 4 == 0
-            b = batch(s, np.where(succeeded[:, None], won, lost), np.zeros(32), np.zeros(32), s)
-            b["succeeded"] = succeeded
-            metrics = learner.update(b)
-        return learner.act({STATE: rng.normal(size=(64, 2)).astype(np.float32)}, explore=False), metrics["bc_rows"]
-
-    (imitated, rows), (plain, no_rows) = train(True), train(False)
-    assert rows == 0.25 and no_rows == 0.0
+    imitated, metrics = _bc_actor("succeeded", 4, won, lost, bc_weight=10.0, bc_successes=True)
+    plain, plain_metrics = _bc_actor("succeeded", 4, won, lost, bc_weight=10.0)
+    assert metrics["bc_rows"] == 0.25 and plain_metrics["bc_rows"] == 0.0
     assert np.abs(imitated - won).mean() < 0.1
     assert np.abs(plain - won).mean() > 3 * np.abs(imitated - won).mean()
 
