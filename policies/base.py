@@ -28,10 +28,37 @@ class Policy(Protocol):
         (already given to ``observe``)."""
 
 
+def _check_keys(spec: dict[str, Any], known: Collection[str]) -> None:
+    unknown = sorted(set(spec) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in the {spec.get('kind')} policy config; known: {', '.join(sorted(known))}"
+        )
+
+
+def set_inference(policy: Any, num_inference_steps: int | None = None, n_action_steps: int | None = None) -> None:
+    """Override how a loaded checkpoint infers: denoising steps (diffusion policies) and actions executed per
+    chunk (at most horizon - n_obs_steps + 1). ValueError names what does not fit."""
+    from .diffusion.policy import DiffusionPolicy
+
+    if num_inference_steps is not None:
+        if not isinstance(policy, DiffusionPolicy):
+            raise ValueError(f"num_inference_steps applies to diffusion policies; {type(policy).__name__} has none")
+        if int(num_inference_steps) < 1:
+            raise ValueError(f"num_inference_steps={num_inference_steps} must be at least 1")
+        policy.num_inference_steps = int(num_inference_steps)
+    if n_action_steps is not None:
+        n, most = int(n_action_steps), policy.horizon - policy.n_obs_steps + 1
+        if not 1 <= n <= most:
+            raise ValueError(f"n_action_steps={n} must be in [1, {most}] (horizon - n_obs_steps + 1 of the checkpoint)")
+        policy.n_action_steps = n
+
+
 def expert_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()) -> Policy:
     """Policy kind ``expert``: the task's scripted expert acting on ``env`` (see :func:`make_policy`)."""
     from .expert import ExpertPolicy
 
+    _check_keys(spec, ("kind", "seed"))
     if env is None:
         raise ValueError("the scripted expert acts on a task model: set the runner's task")
     return ExpertPolicy(env, seed=spec.get("seed"))
@@ -42,14 +69,13 @@ def checkpoint_policy(spec: dict[str, Any], env: Any, provided: Collection[str] 
     adds and against ``env``'s action space (see :func:`make_policy`)."""
     from .agent import PolicyAgent
     from .checkpoint import load_policy
-    from .diffusion.policy import DiffusionPolicy
 
+    _check_keys(spec, ("kind", "path", "device", "num_inference_steps", "n_action_steps", "seed"))
     if not spec.get("path"):
         raise ValueError("policy kind checkpoint needs a path: policy.path=outputs/train/<run>")
     loaded = load_policy(spec["path"], device=spec.get("device") or "cpu")
     policy = loaded.policy
-    if spec.get("num_inference_steps") and isinstance(policy, DiffusionPolicy):  # the one with inference steps
-        policy.num_inference_steps = int(spec["num_inference_steps"])
+    set_inference(policy, spec.get("num_inference_steps"), spec.get("n_action_steps"))
     spaces = getattr(env.observation_space, "spaces", {}) if env is not None else {}
     missing = [k for k in policy.obs_keys if k not in spaces and k not in provided]
     if missing:
@@ -81,8 +107,11 @@ def make_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()) 
 
     - ``{kind: expert, seed: 0}``: the task's scripted expert, acting on ``env`` (the unwrapped task model the
       runner keeps in sync with the robot);
-    - ``{kind: checkpoint, path: RUN_OR_CHECKPOINT, device: cpu, num_inference_steps: null, seed: 0}``: a
-      trained policy (``realloop-train``), run by a :class:`realloop.policies.agent.PolicyAgent`.
+    - ``{kind: checkpoint, path: RUN_OR_CHECKPOINT, device: cpu, num_inference_steps: null, n_action_steps: null,
+      seed: 0}``: a trained policy (``realloop-train``), run by a :class:`realloop.policies.agent.PolicyAgent`;
+      the two nulls keep the checkpoint's values (see :func:`set_inference`).
+
+    Unknown keys are refused.
     """
     kind = spec.get("kind")
     if not isinstance(kind, str) or kind not in POLICIES:

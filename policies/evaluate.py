@@ -459,8 +459,8 @@ def _slug(env_id: str) -> str:
 
 def run(cfg: DictConfig | Mapping[str, Any]) -> tuple[EvalResult, Path]:
     """Evaluate the checkpoint of an eval config (configs/eval.yaml); returns the result and the JSON's path."""
+    from realloop.policies.base import set_inference
     from realloop.policies.checkpoint import load_policy
-    from realloop.policies.diffusion.policy import DiffusionPolicy
     from realloop.policies.train import pick_device
 
     c: dict[str, Any] = to_plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -472,15 +472,10 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> tuple[EvalResult, Path]:
         raise EvalError(str(e)) from e
     loaded = load_policy(c["checkpoint"], device)
     policy = loaded.policy
-    if c.get("num_inference_steps") is not None:
-        if not isinstance(policy, DiffusionPolicy):
-            raise EvalError(f"num_inference_steps applies to diffusion policies; {type(policy).__name__} has none")
-        policy.num_inference_steps = int(c["num_inference_steps"])
-    if c.get("n_action_steps") is not None:
-        n, most = int(c["n_action_steps"]), policy.horizon - policy.n_obs_steps + 1
-        if not 1 <= n <= most:
-            raise EvalError(f"n_action_steps={n} must be in [1, {most}] (horizon - n_obs_steps + 1 of the checkpoint)")
-        policy.n_action_steps = n
+    try:
+        set_inference(policy, c.get("num_inference_steps"), c.get("n_action_steps"))
+    except ValueError as e:
+        raise EvalError(str(e)) from e
 
     from realloop.sim.envs import TASKS
 

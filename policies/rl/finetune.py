@@ -76,7 +76,7 @@ CONFIG_BOUNDS = {
     "seed": (0, None), "eval.every": (0, None), "eval.episodes": (1, None), "eval.seed": (0, None),
     "eval.num_envs": (1, None), "checkpoint_every": (1, None), "log_every": (1, None), "time_limit_min": (0, None),
     "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
-    "algo.bc_weight": (0, None), "algo.augment_pad": (0, None),
+    "algo.bc_weight": (0, None), "algo.augment_pad": (0, None), "algo.obs_std_floor": (0, None),
     "algo.action_chunk": (1, None), "algo.cql_weight": (0, None), "algo.cql_actions": (1, None),
     "algo.grasp_epsilon": (0, 1), "algo.grasp_margin": (0, None),
     "offline_updates": (0, None), "imitation.steps": (1, None), "imitation.updates": (0, None),

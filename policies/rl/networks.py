@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -201,7 +202,9 @@ class FeatureEncoder(nn.Module):
     State vectors are normalised with fixed statistics (``stats``, the form of ``realloop.data.stats.load_stats``:
     ``{key: {"mean", "std", "min", "max", ...}}``) by ``normalization`` (``mean_std``, ``min_max`` or
     ``identity``; one mode for all, or per key); the maps are buffers (:class:`~realloop.policies.normalize.
-    Normalizer`), saved with the weights. Without ``stats`` the state passes unchanged.
+    Normalizer`), saved with the weights. Without ``stats`` the state passes unchanged. ``std_floor`` widens
+    statistics narrower than it (the std for ``mean_std``, half the range for ``min_max``), so an input the data
+    held nearly still is not scaled up by hundreds when it moves online.
 
     Images arrive as uint8 (read as [0, 1]) or as floats already in [0, 1]; each camera has its own
     :class:`~realloop.policies.encoders.ImageEncoder` (``image_encoder``: ``small`` or ``resnet18``) without its
@@ -217,6 +220,7 @@ class FeatureEncoder(nn.Module):
         normalization: str | Mapping[str, str] = "mean_std",
         image_encoder: str = "small",
         image_feature_dim: int = 64,
+        std_floor: float = 0.0,
     ) -> None:
         super().__init__()
         self.shapes, self.image_keys, self.state_keys = split_observation_keys(shapes)
@@ -228,7 +232,7 @@ class FeatureEncoder(nn.Module):
             modes = {k: normalization.get(k, "identity") for k in self.state_keys}
         self.normalizer = Normalizer({k: self.shapes[k] for k in self.state_keys}, modes)
         if stats is not None:
-            self.normalizer.set_stats(stats)
+            self.normalizer.set_stats(widen_stats(stats, std_floor))
         self.image_encoders = nn.ModuleDict()
         for key in self.image_keys:
             if _module_name(key) in self.image_encoders:
@@ -246,6 +250,22 @@ class FeatureEncoder(nn.Module):
         for key in self.image_keys:
             parts.append(self.image_encoders[_module_name(key)](to_unit_float(obs[key])))
         return torch.cat(parts, dim=-1)
+
+
+def widen_stats(stats: Mapping[str, Mapping[str, Any]], floor: float) -> dict[str, dict[str, Any]]:
+    """``stats`` with every std at least ``floor`` and every [min, max] at least ``2 * floor`` wide (about its
+    centre)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, s in stats.items():
+        s = dict(s)
+        if "std" in s:
+            s["std"] = np.maximum(np.asarray(s["std"], dtype=np.float64), floor)
+        if "min" in s and "max" in s:
+            lo, hi = np.asarray(s["min"], dtype=np.float64), np.asarray(s["max"], dtype=np.float64)
+            centre, half = (lo + hi) / 2.0, np.maximum((hi - lo) / 2.0, floor)
+            s["min"], s["max"] = centre - half, centre + half
+        out[key] = s
+    return out
 
 
 def to_unit_float(images: Tensor) -> Tensor:

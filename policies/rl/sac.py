@@ -73,8 +73,10 @@ class SACConfig:
             grows with what the policy has learnt to do instead of staying on the few demonstrations.
         obs_normalization: ``identity`` (RLPD's and SAC's raw state), ``mean_std`` or ``min_max`` for the state keys
             that ``obs_stats`` covers. Statistics of demonstrations are narrow: a joint they never move has a std
-            near 1e-3, so online exploration moves that input by hundreds of std; use them only where every input
-            varies in the demonstrations as much as online.
+            near 1e-3, so online exploration would move that input by hundreds of std: ``obs_std_floor`` widens
+            narrower statistics to it.
+        obs_std_floor: the smallest std (``mean_std``) or half range (``min_max``) a state input is normalised
+            by, in its own units (0.01: a centimetre, or 0.6 degree).
         image_encoder: ``small`` (a CPU-sized conv net) or ``resnet18``.
         image_feature_dim: features per camera.
         augment_pad: DrQ random shift of images by up to this many pixels, in updates only (0: off).
@@ -116,6 +118,7 @@ class SACConfig:
     bc_q_filter: bool = False
     bc_successes: bool = False
     obs_normalization: str = "identity"
+    obs_std_floor: float = 0.01
     image_encoder: str = "small"
     image_feature_dim: int = 64
     augment_pad: int = 4
@@ -230,7 +233,7 @@ class SACLearner(Learner):
         self.target_entropy = -self.action_width / 2 if cfg.target_entropy is None else float(cfg.target_entropy)
 
         self.encoder = FeatureEncoder(
-            obs_shapes, obs_stats, cfg.obs_normalization, cfg.image_encoder, cfg.image_feature_dim
+            obs_shapes, obs_stats, cfg.obs_normalization, cfg.image_encoder, cfg.image_feature_dim, cfg.obs_std_floor
         )
         width = self.encoder.out_dim
         self.actor = TanhGaussianActor(width, self.action_width, cfg.hidden_dims)

@@ -461,6 +461,14 @@ def test_make_policy_needs_every_image_feature_observed_or_provided(tiny_lift_im
             make_policy(spec, env.unwrapped)
         agent = make_policy(spec, env.unwrapped, provided={"observation.images.wrist"})
         assert agent.image_shapes() == {"observation.images.wrist": (32, 32, 3)}
+        # the runner's inference overrides: fewer actions per chunk, fewer denoising steps; typos refused
+        wrist = {"observation.images.wrist"}
+        agent = make_policy({**spec, "n_action_steps": 2, "num_inference_steps": 3}, env.unwrapped, provided=wrist)
+        assert (agent.policy.n_action_steps, agent.policy.num_inference_steps) == (2, 3)
+        with pytest.raises(ValueError, match=r"unknown key\(s\) \['n_action_step'\] in the checkpoint policy"):
+            make_policy({**spec, "n_action_step": 2}, env.unwrapped, provided=wrist)
+        with pytest.raises(ValueError, match=r"n_action_steps=99 must be in \[1, "):
+            make_policy({**spec, "n_action_steps": 99}, env.unwrapped, provided=wrist)
     finally:
         env.close()
 

@@ -142,3 +142,25 @@ def test_feature_encoder_normalises_state_and_reads_uint8_images_as_unit_floats(
     assert any("normalizer" in k for k in enc.state_dict())  # the statistics travel with the weights
     with pytest.raises(KeyError, match=r"observation\.images\.wrist"):
         enc({"observation.state": state})
+
+
+def test_feature_encoder_widens_statistics_narrower_than_the_floor() -> None:
+    shapes = {"observation.state": (3,)}
+    # the second input barely moved in the data (std 1e-4, range 2e-4): at scale 1e4 a 1 cm move online would
+    # become 100; with the floor it becomes 1
+    stats = {
+        "observation.state": {
+            "mean": [0.0, 1.0, 0.0],
+            "std": [0.5, 1e-4, 0.02],
+            "min": [-1.0, 0.9999, 0.0],
+            "max": [1.0, 1.0001, 0.1],
+        }
+    }
+    state = torch.tensor([[0.5, 1.01, 0.05]])
+    floored = FeatureEncoder(shapes, stats, "mean_std", std_floor=0.01)
+    torch.testing.assert_close(floored({"observation.state": state}), torch.tensor([[1.0, 1.0, 2.5]]))
+    raw = FeatureEncoder(shapes, stats, "mean_std")
+    torch.testing.assert_close(raw({"observation.state": state}), torch.tensor([[1.0, 100.0, 2.5]]))
+    # min_max: a range narrower than 2 * floor is widened about its centre
+    box = FeatureEncoder(shapes, stats, "min_max", std_floor=0.01)
+    torch.testing.assert_close(box({"observation.state": state}), torch.tensor([[0.5, 1.0, 0.0]]))
