@@ -77,6 +77,7 @@ CONFIG_BOUNDS = {
     "eval.num_envs": (1, None), "checkpoint_every": (1, None), "log_every": (1, None), "time_limit_min": (0, None),
     "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
     "algo.bc_weight": (0, None), "algo.augment_pad": (0, None), "algo.obs_std_floor": (0, None),
+    "algo.bc_decay_updates": (0, None),
     "algo.action_chunk": (1, None), "algo.cql_weight": (0, None), "algo.cql_actions": (1, None),
     "algo.grasp_epsilon": (0, 1), "algo.grasp_margin": (0, None),
     "offline_updates": (0, None), "imitation.steps": (1, None), "imitation.updates": (0, None),
@@ -658,7 +659,7 @@ class Finetuner:
         """The learner metrics metrics.csv keeps: the same columns for the whole run, from the first row on."""
         columns = ["critic_loss", "actor_loss", "q", "temperature"]
         if float(self.algo.get("bc_weight") or 0) > 0:
-            columns += ["bc_loss", "bc_cloned", "bc_rows"]
+            columns += ["bc_loss", "bc_cloned", "bc_rows", "bc_weight"]
         if float(self.algo.get("cql_weight") or 0) > 0:
             columns += ["cql_penalty"]
         if self.grasp is not None:

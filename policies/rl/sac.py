@@ -66,6 +66,9 @@ class SACConfig:
         bc_weight: weight of a behaviour-cloning term in the actor loss: MSE(tanh(actor mean), action) over the
             batch's offline transitions (the demonstrations; online ones are the policy's own), as in DDPGfD and
             TD3+BC (0: off); with a grasp critic, also the weight of its large-margin term (``grasp_margin``).
+        bc_decay_updates: > 0: the BC weight (``bc_weight``, also the grasp margin's) falls linearly to 0 over this
+            many learner updates, as DAPG decays its demonstration term: the demonstrations give the head start,
+            then the critic alone steers, instead of a few demonstrations being fitted ever closer (0: constant).
         bc_q_filter: clone a demonstration's action only where the critic rates it above the policy's own
             (Q(s, a_demo) > Q(s, a ~ pi(s)), Nair et al. 2018), so the term fades where the policy has become better.
         bc_successes: the behaviour cloning (``bc_weight``) also clones the online transitions of episodes that
@@ -115,6 +118,7 @@ class SACConfig:
     target_entropy: float | None = None
     backup_entropy: bool = True
     bc_weight: float = 0.0
+    bc_decay_updates: int = 0
     bc_q_filter: bool = False
     bc_successes: bool = False
     obs_normalization: str = "identity"
@@ -145,8 +149,8 @@ class SACConfig:
             raise ValueError(f"cql_weight must be >= 0 and cql_actions >= 1, got {self.cql_weight}, {self.cql_actions}")
         if self.action_chunk < 1:
             raise ValueError(f"action_chunk must be at least 1, got {self.action_chunk}")
-        if self.bc_weight < 0 or self.augment_pad < 0:
-            raise ValueError("bc_weight and augment_pad must not be negative")
+        if self.bc_weight < 0 or self.augment_pad < 0 or self.bc_decay_updates < 0:
+            raise ValueError("bc_weight, bc_decay_updates and augment_pad must not be negative")
         if self.grasp_dim is not None and self.action_chunk > 1:
             raise ValueError("a grasp critic (grasp_dim) chooses one step's gripper state: use action_chunk=1")
         if not 0.0 <= self.grasp_epsilon <= 1.0 or self.grasp_margin < 0:
@@ -441,7 +445,9 @@ class SACLearner(Learner):
             else:
                 cloned = demo
             bc = (self._bc_error(features, mb["action"]) * cloned).sum() / demo.sum().clamp(min=1)
-            loss = loss + self.config.bc_weight * bc
+            weight = self.bc_weight()
+            loss = loss + weight * bc
+            metrics["bc_weight"] = torch.tensor(weight)
             metrics["bc_loss"] = bc.detach()
             metrics["bc_cloned"] = cloned.float().sum() / demo.sum().clamp(min=1)
             metrics["bc_rows"] = demo.float().mean()
@@ -471,6 +477,13 @@ class SACLearner(Learner):
             metrics["clone_grasp_margin"] = float(margin.detach())
         return metrics
 
+    def bc_weight(self) -> float:
+        """The behaviour-cloning weight now: ``bc_weight``, decayed over ``bc_decay_updates`` when set."""
+        c = self.config
+        if c.bc_decay_updates <= 0:
+            return c.bc_weight
+        return c.bc_weight * max(0.0, 1.0 - self.updates / c.bc_decay_updates)
+
     def _bc_error(self, features: Tensor, action: Tensor) -> Tensor:
         """Per transition, the mean squared error of the actor's deterministic action to ``action`` ([-1, 1])."""
         return (self.actor.mode(features) - action).pow(2).mean(dim=-1)
@@ -497,7 +510,7 @@ class SACLearner(Learner):
         if self.config.bc_weight > 0:
             demo = mb["demo"]
             margin = (self._grasp_margin(q_all, mb["grasp"]) * demo).sum() / demo.sum().clamp(min=1)
-            loss = loss + self.config.bc_weight * margin
+            loss = loss + self.bc_weight() * margin
             metrics["grasp_margin"] = margin.detach()
         if self.config.cql_weight > 0:
             if self.config.calibrated:

@@ -300,39 +300,55 @@ def test_bc_successes_clones_the_online_transitions_of_successful_episodes_only(
     assert np.abs(plain - won).mean() > 3 * np.abs(imitated - won).mean()
 
 
-def test_the_q_filter_stops_cloning_demonstrations_the_critic_rates_below_the_policy() -> None:
-    """A bandit whose best action is a*, demonstrations of a worse one: with a strong BC term the actor stays near the
-    demonstrations' action; with the Q filter the critic soon rates the policy's actions above them, cloning stops
-    and the actor goes to a*."""
+def _demo_bandit(**config: Any) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """A bandit whose best action is a*, half of each batch demonstrations of a worse one, 300 updates with a strong
+    BC term (``bc_weight=10``): the actor's deterministic actions, and each update's metrics."""
     low, high = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
-    best, demo = np.array([-0.5, 0.5]), np.array([0.3, -0.2])
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    learner = tiny(
+        obs_dim=2, low=low, high=high, bc_weight=10.0, actor_lr=1e-3, critic_lr=1e-3, init_temperature=0.05, **config
+    )
+    metrics = []
+    for _ in range(300):
+        s = rng.normal(size=(64, 2))
+        online = np.arange(64) % 2 == 0
+        a = np.where(online[:, None], rng.uniform(low, high, size=(64, 2)), BANDIT_DEMO)
+        b = batch(s, a, -((a - BANDIT_BEST) ** 2).sum(axis=1), np.zeros(64), s)
+        b["online"] = online
+        metrics.append(learner.update(b))
+    return learner.act({STATE: rng.normal(size=(64, 2)).astype(np.float32)}, explore=False), metrics
 
-    def train(q_filter: bool) -> tuple[np.ndarray, float]:
-        torch.manual_seed(0)
-        rng = np.random.default_rng(0)
-        learner = tiny(
-            obs_dim=2, low=low, high=high, bc_weight=10.0, bc_q_filter=q_filter, actor_lr=1e-3, critic_lr=1e-3,
-            init_temperature=0.05,
-        )  # fmt: skip
-        for _ in range(300):
-            s = rng.normal(size=(64, 2))
-            online = np.arange(64) % 2 == 0
-            a = np.where(online[:, None], rng.uniform(low, high, size=(64, 2)), demo)
-            b = batch(s, a, -((a - best) ** 2).sum(axis=1), np.zeros(64), s)
-            b["online"] = online
-            metrics = learner.update(b)
-        return learner.act({STATE: rng.normal(size=(64, 2)).astype(np.float32)}, explore=False), metrics["bc_cloned"]
 
-    unfiltered, _ = train(False)
-    filtered, cloned = train(True)
+BANDIT_BEST, BANDIT_DEMO = np.array([-0.5, 0.5]), np.array([0.3, -0.2])
 
-    def distance(actions: np.ndarray, target: np.ndarray) -> float:
-        return float(np.abs(actions - target).mean())
 
+def _distance(actions: np.ndarray, target: np.ndarray) -> float:
+    return float(np.abs(actions - target).mean())
+
+
+def test_the_q_filter_stops_cloning_demonstrations_the_critic_rates_below_the_policy() -> None:
+    """With a strong BC term the actor stays near the demonstrations' action; with the Q filter the critic soon
+    rates the policy's actions above them, cloning stops and the actor goes to a*."""
+    unfiltered, _ = _demo_bandit()
+    filtered, metrics = _demo_bandit(bc_q_filter=True)
+    best, demo = BANDIT_BEST, BANDIT_DEMO
     # measured: filtered (-0.72, 0.73) (a small critic's optimum overshoots a*), unfiltered (0.16, -0.09)
-    assert distance(filtered, best) < 0.3 and distance(filtered, best) < distance(filtered, demo) / 3
-    assert distance(unfiltered, demo) < distance(unfiltered, best) / 2
-    assert cloned < 0.2  # the critic prefers the policy's action on (nearly) every demonstration
+    assert _distance(filtered, best) < 0.3 and _distance(filtered, best) < _distance(filtered, demo) / 3
+    assert _distance(unfiltered, demo) < _distance(unfiltered, best) / 2
+    assert metrics[-1]["bc_cloned"] < 0.2  # the critic prefers the policy's action on (nearly) every demonstration
+
+
+def test_a_decaying_bc_weight_hands_the_actor_over_to_the_critic() -> None:
+    """bc_decay_updates: the BC weight falls linearly from bc_weight to 0, then the critic alone steers the actor,
+    from the demonstrations' action to a*."""
+    decayed, metrics = _demo_bandit(bc_decay_updates=150)
+    assert [round(metrics[k]["bc_weight"], 6) for k in (0, 75, 150, 299)] == [10.0, 5.0, 0.0, 0.0]
+    assert (
+        _distance(decayed, BANDIT_BEST) < 0.3 and _distance(decayed, BANDIT_BEST) < _distance(decayed, BANDIT_DEMO) / 3
+    )
+    with pytest.raises(ValueError, match="must not be negative"):
+        tiny(bc_weight=1.0, bc_decay_updates=-1)
 
 
 def test_over_action_chunks_it_acts_in_chunks_and_learns_the_best_chunk() -> None:
