@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from realloop.configs.schema import Schema
 from realloop.registry import Registry
 
 
@@ -28,12 +29,13 @@ class Policy(Protocol):
         (already given to ``observe``)."""
 
 
-def _check_keys(spec: dict[str, Any], known: Collection[str]) -> None:
-    unknown = sorted(set(spec) - set(known))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in the {spec.get('kind')} policy config; known: {', '.join(sorted(known))}"
-        )
+# the keys each built-in policy kind takes (null defaults take any value), checked like node parameters
+EXPERT_KEYS = Schema({"kind": "expert", "seed": None})
+CHECKPOINT_KEYS = Schema(
+    {"kind": "checkpoint", "path": None, "device": None, "num_inference_steps": None, "n_action_steps": None,
+     "seed": None},
+    types={"num_inference_steps": ("int", "null"), "n_action_steps": ("int", "null")},
+)  # fmt: skip
 
 
 def set_inference(policy: Any, num_inference_steps: int | None = None, n_action_steps: int | None = None) -> None:
@@ -58,7 +60,7 @@ def expert_policy(spec: dict[str, Any], env: Any, provided: Collection[str] = ()
     """Policy kind ``expert``: the task's scripted expert acting on ``env`` (see :func:`make_policy`)."""
     from .expert import ExpertPolicy
 
-    _check_keys(spec, ("kind", "seed"))
+    EXPERT_KEYS.check(spec, "the expert policy config", "key")
     if env is None:
         raise ValueError("the scripted expert acts on a task model: set the runner's task")
     return ExpertPolicy(env, seed=spec.get("seed"))
@@ -70,7 +72,7 @@ def checkpoint_policy(spec: dict[str, Any], env: Any, provided: Collection[str] 
     from .agent import PolicyAgent
     from .checkpoint import load_policy
 
-    _check_keys(spec, ("kind", "path", "device", "num_inference_steps", "n_action_steps", "seed"))
+    CHECKPOINT_KEYS.check(spec, "the checkpoint policy config", "key")
     if not spec.get("path"):
         raise ValueError("policy kind checkpoint needs a path: policy.path=outputs/train/<run>")
     loaded = load_policy(spec["path"], device=spec.get("device") or "cpu")

@@ -149,8 +149,8 @@ class SACConfig:
             raise ValueError(f"cql_weight must be >= 0 and cql_actions >= 1, got {self.cql_weight}, {self.cql_actions}")
         if self.action_chunk < 1:
             raise ValueError(f"action_chunk must be at least 1, got {self.action_chunk}")
-        if self.bc_weight < 0 or self.augment_pad < 0 or self.bc_decay_updates < 0:
-            raise ValueError("bc_weight, bc_decay_updates and augment_pad must not be negative")
+        if min(self.bc_weight, self.augment_pad, self.bc_decay_updates, self.obs_std_floor) < 0:
+            raise ValueError("bc_weight, bc_decay_updates, augment_pad and obs_std_floor must not be negative")
         if self.grasp_dim is not None and self.action_chunk > 1:
             raise ValueError("a grasp critic (grasp_dim) chooses one step's gripper state: use action_chunk=1")
         if not 0.0 <= self.grasp_epsilon <= 1.0 or self.grasp_margin < 0:

@@ -465,7 +465,8 @@ def test_make_policy_needs_every_image_feature_observed_or_provided(tiny_lift_im
         wrist = {"observation.images.wrist"}
         agent = make_policy({**spec, "n_action_steps": 2, "num_inference_steps": 3}, env.unwrapped, provided=wrist)
         assert (agent.policy.n_action_steps, agent.policy.num_inference_steps) == (2, 3)
-        with pytest.raises(ValueError, match=r"unknown key\(s\) \['n_action_step'\] in the checkpoint policy"):
+        typo = r"unknown key 'n_action_step' for the checkpoint policy config \(did you mean 'n_action_steps'\?\)"
+        with pytest.raises(ValueError, match=typo):
             make_policy({**spec, "n_action_step": 2}, env.unwrapped, provided=wrist)
         with pytest.raises(ValueError, match=r"n_action_steps=99 must be in \[1, "):
             make_policy({**spec, "n_action_steps": 99}, env.unwrapped, provided=wrist)
