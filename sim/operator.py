@@ -9,8 +9,10 @@ ends with success or failure; before the next one it homes the robot and opens t
 a person does before the scene is reset.
 
 - :class:`LiftPilot` lifts the arm task's cube: hover over it with the gripper across two faces, descend, close
-  (the gripper toggle button), lift. Per episode it draws its own hover height, grasp depth, speeds and pauses,
-  and it retries a grasp that closed on nothing.
+  (the gripper toggle button), lift. Per episode it draws its own hover height, grasp depth, speeds and pauses.
+  When the gripper comes up empty (closed beside the cube, or the cube slipped out) it notices at a height of its
+  own, opens and grasps again. With ``miss_prob`` it misses the first grasp on purpose, closing beside the cube,
+  so the demonstrations show a policy how to recover from the miss it is most likely to make.
 - :class:`WalkPilot` walks a legged base: forward and turning, varied per episode, for the quadruped graph.
 - :class:`JoyWriter` turns the pilot's channel values into the axes and buttons of a layout (the inverse of the
   teleop's :class:`~realloop.robot.teleop.gamepad.JoyMapper`, dead zone included).
@@ -95,9 +97,14 @@ class LiftPilot:
     position and yaw. :meth:`step` returns the motion channels (in [-1, 1] of the teleop's full speed) and the
     buttons to press this tick."""
 
-    def __init__(self, rate_hz: float, linear_speed: float, angular_speed: float, g_open: float) -> None:
+    def __init__(
+        self, rate_hz: float, linear_speed: float, angular_speed: float, g_open: float, miss_prob: float = 0.0
+    ) -> None:
+        if not 0.0 <= miss_prob <= 1.0:
+            raise ValueError(f"miss_prob={miss_prob} is not a probability: give a value in [0, 1]")
         self.dt = 1.0 / rate_hz
         self.linear_speed, self.angular_speed, self.g_open = linear_speed, angular_speed, g_open
+        self.miss_prob = miss_prob
         self.reset(np.random.default_rng(0))
 
     def reset(self, rng: np.random.Generator) -> None:
@@ -110,6 +117,10 @@ class LiftPilot:
         self.close_ticks = int(rng.integers(10, 15))
         self.lift_xy = rng.uniform(-0.03, 0.03, 2)
         self.lift_z = float(rng.uniform(0.17, 0.21))
+        self.notice_dz = float(rng.uniform(0.05, 0.13))  # how far above the cube an empty gripper is noticed
+        # a miss: the fingers close beside the cube, off along the axis they do not close on (cube half 0.025 +
+        # finger half width 0.01 < 0.04)
+        self.miss = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.04, 0.05)) if rng.random() < self.miss_prob else 0.0
         self.attempts = 0
 
     def _toward(self, goal: np.ndarray, ee: np.ndarray, yaw_error: float) -> dict[str, float]:
@@ -124,6 +135,8 @@ class LiftPilot:
         # the fingers close across two faces: any multiple of 90 degrees of the cube's yaw will do
         yaw_error = _wrap(cube_yaw - ee_yaw, np.pi / 2)
         over = cube[:2] + self.offset
+        if self.miss and self.attempts == 0:
+            over = over + self.miss * np.array([np.cos(ee_yaw), np.sin(ee_yaw)])  # along the gripper's x axis
         press: list[str] = []
         if self.phase == "wait":
             motion: dict[str, float] = {}
@@ -143,16 +156,11 @@ class LiftPilot:
         elif self.phase == "close":
             motion = {}
             if self.ticks >= self.close_ticks:
-                if opening < 0.005:  # closed on nothing: open and go round again
-                    press.append("gripper")
-                    self.phase, self.ticks = "hover", 0
-                    self.attempts += 1
-                else:
-                    self.phase, self.ticks = "lift", 0
-                    self.lift_goal = np.array([*(ee[:2] + self.lift_xy), self.lift_z])
+                self.phase, self.ticks = "lift", 0
+                self.lift_goal = np.array([*(ee[:2] + self.lift_xy), self.lift_z])
         else:  # lift
             motion = self._toward(self.lift_goal, ee, 0.0)
-            if ee[2] - cube[2] > 0.05:  # the cube slipped out: open and start over
+            if ee[2] - cube[2] > self.notice_dz:  # the gripper came up empty: open and grasp again
                 press.append("gripper")
                 self.phase, self.ticks = "hover", 0
                 self.attempts += 1
@@ -206,6 +214,7 @@ class ScriptedOperator(Node):
                 float(speeds.get("linear_speed", 0.05)),
                 float(speeds.get("angular_speed", 0.5)),
                 float(g.upper) if g else 0.0,
+                float(self.param("miss_prob", 0.0)),
             )
         else:
             self.pilot = WalkPilot(self.rate)

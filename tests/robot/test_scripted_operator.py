@@ -39,28 +39,49 @@ def test_joy_writer_reads_back_through_the_teleop_mapper(layout: str) -> None:
     assert mapper.update(writer.message(0.5, {}, press=["start"]), 0.5).events == []
 
 
-def test_lift_pilot_goes_through_its_phases_from_what_it_sees() -> None:
-    pilot = LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, g_open=0.04)
-    pilot.reset(np.random.default_rng(3))
+def _drive(pilot: LiftPilot, ticks: int) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """The pilot on an ideal servo (the end effector moves as commanded) over a cube at yaw 0.2 + 90 degrees: the
+    gripper grasps the cube when it closes with the cube between the fingers, and carries it while closed."""
     cube, ee = np.array([0.45, 0.05, 0.025]), np.array([0.35, 0.0, 0.16])
     phases, presses = [], []
-    opening, yaw = 0.04, 0.0
-    for _ in range(400):  # an ideal servo: the end effector moves as commanded
+    opening, yaw, holding = 0.04, 0.0, False
+    for _ in range(ticks):
         motion, press = pilot.step(ee, yaw, opening, cube, 0.2 + np.pi / 2)  # any face pair will do
         ee = ee + 0.1 / 20 * np.array([motion.get("x", 0.0), motion.get("y", 0.0), motion.get("z", 0.0)])
         yaw += 1.0 / 20 * motion.get("yaw", 0.0)
         presses += press
         if "gripper" in press:
-            opening = 0.025  # closed on the cube
-        if pilot.phase == "lift":
+            # off along the gripper's x axis by more than the cube's half width + a finger's: closes on nothing
+            across = abs(np.dot(ee[:2] - cube[:2], [np.cos(yaw), np.sin(yaw)]))
+            holding = not holding and opening > 0.03 and across < 0.035 and ee[2] < 0.04
+            opening = 0.025 if holding else 0.0 if opening > 0.03 else 0.04
+        if holding:
             cube = np.array([ee[0], ee[1], ee[2] - 0.002])  # carried
         phases.append(pilot.phase)
-    assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == [
-        "wait", "hover", "descend", "close", "lift",
-    ]  # fmt: skip
+    changes = [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p]
+    return changes, presses, ee, np.array([yaw, *cube])
+
+
+def test_lift_pilot_goes_through_its_phases_from_what_it_sees() -> None:
+    pilot = LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, g_open=0.04)
+    pilot.reset(np.random.default_rng(3))
+    changes, presses, ee, (yaw, *cube) = _drive(pilot, 400)
+    assert changes == ["wait", "hover", "descend", "close", "lift"]
     assert presses == ["gripper"]
-    assert ee[2] > 0.16  # lifted towards its goal height
+    assert ee[2] > 0.16 and cube[2] > 0.13  # lifted the cube towards its goal height
     assert yaw == pytest.approx(0.2, abs=0.05)  # turned the short way to the nearest face pair
+
+
+def test_lift_pilot_misses_on_purpose_notices_the_empty_gripper_and_grasps_again() -> None:
+    pilot = LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, g_open=0.04, miss_prob=1.0)
+    pilot.reset(np.random.default_rng(3))
+    assert 0.04 <= abs(pilot.miss) <= 0.05
+    changes, presses, _, (_, *cube) = _drive(pilot, 900)
+    assert changes == ["wait", "hover", "descend", "close", "lift", "hover", "descend", "close", "lift"]
+    assert presses == ["gripper"] * 3  # closed beside it, opened once it noticed, closed on it
+    assert pilot.attempts == 1 and cube[2] > 0.13  # the second grasp, centred, carried the cube up
+    with pytest.raises(ValueError, match=r"miss_prob=1\.5 is not a probability"):
+        LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, g_open=0.04, miss_prob=1.5)
 
 
 @pytest.mark.slow
