@@ -20,7 +20,7 @@ import numpy as np
 
 import realloop.sim  # noqa: F401  (registers the tasks)
 from realloop.policies.agent import PolicyAgent
-from realloop.policies.checkpoint import load_policy
+from realloop.policies.checkpoint import CheckpointError, load_policy, resolve_checkpoint
 from realloop.policies.evaluate import env_kwargs_from_checkpoint
 
 NEAR = 0.03  # m: an episode whose gripper never came this close to the cube never reached it
@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100000)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    try:  # every checkpoint checked before the first long rollout
+        for ck in args.checkpoints:
+            resolve_checkpoint(ck)
+    except CheckpointError as e:
+        print(f"lift_failures: {e}", file=sys.stderr)
+        return 2
     results = {}
     for ck in args.checkpoints:
         summary = summarise(episodes(ck, args.episodes, args.seed))
