@@ -93,17 +93,17 @@ class JoyWriter:
 
 
 class LiftPilot:
-    """The arm lift task from the scene a person sees: end-effector position and yaw, gripper opening, the cube's
-    position and yaw. :meth:`step` returns the motion channels (in [-1, 1] of the teleop's full speed) and the
-    buttons to press this tick."""
+    """The arm lift task from the scene a person sees: end-effector position and yaw, the cube's position and yaw
+    (an empty gripper shows as the cube staying behind when the gripper lifts). :meth:`step` returns the motion
+    channels (in [-1, 1] of the teleop's full speed) and the buttons to press this tick."""
 
     def __init__(
-        self, rate_hz: float, linear_speed: float, angular_speed: float, g_open: float, miss_prob: float = 0.0
+        self, rate_hz: float, linear_speed: float, angular_speed: float, miss_prob: float = 0.0
     ) -> None:
         if not 0.0 <= miss_prob <= 1.0:
             raise ValueError(f"miss_prob={miss_prob} is not a probability: give a value in [0, 1]")
         self.dt = 1.0 / rate_hz
-        self.linear_speed, self.angular_speed, self.g_open = linear_speed, angular_speed, g_open
+        self.linear_speed, self.angular_speed = linear_speed, angular_speed
         self.miss_prob = miss_prob
         self.reset(np.random.default_rng(0))
 
@@ -129,7 +129,7 @@ class LiftPilot:
         return {"x": v[0], "y": v[1], "z": v[2], "yaw": w}
 
     def step(
-        self, ee: np.ndarray, ee_yaw: float, opening: float, cube: np.ndarray, cube_yaw: float
+        self, ee: np.ndarray, ee_yaw: float, cube: np.ndarray, cube_yaw: float
     ) -> tuple[dict[str, float], list[str]]:
         self.ticks += 1
         # the fingers close across two faces: any multiple of 90 degrees of the cube's yaw will do
@@ -208,12 +208,10 @@ class ScriptedOperator(Node):
             from realloop.sim.robot import SimRobot
 
             self.model = SimRobot.from_spec(self.spec, "the scripted operator's view of the arm")
-            g = self.spec.gripper
             self.pilot: LiftPilot | WalkPilot = LiftPilot(
                 self.rate,
                 float(speeds.get("linear_speed", 0.05)),
                 float(speeds.get("angular_speed", 0.5)),
-                float(g.upper) if g else 0.0,
                 float(self.param("miss_prob", 0.0)),
             )
         else:
@@ -317,7 +315,7 @@ class ScriptedOperator(Node):
                 if scene is None:
                     self._send()
                     return
-                motion, press = self.pilot.step(*scene[:2], self.opening, *scene[2:])  # type: ignore[call-arg]
+                motion, press = self.pilot.step(*scene)  # type: ignore[call-arg]
             else:
                 motion, press = self.pilot.step()  # type: ignore[call-arg]
             success = bool(self.sim.get("success")) and int(self.sim.get("episode", -1)) > self.sim_episode

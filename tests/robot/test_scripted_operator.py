@@ -46,7 +46,7 @@ def _drive(pilot: LiftPilot, ticks: int) -> tuple[list[str], list[str], np.ndarr
     phases, presses = [], []
     opening, yaw, holding = 0.04, 0.0, False
     for _ in range(ticks):
-        motion, press = pilot.step(ee, yaw, opening, cube, 0.2 + np.pi / 2)  # any face pair will do
+        motion, press = pilot.step(ee, yaw, cube, 0.2 + np.pi / 2)  # any face pair will do
         ee = ee + 0.1 / 20 * np.array([motion.get("x", 0.0), motion.get("y", 0.0), motion.get("z", 0.0)])
         yaw += 1.0 / 20 * motion.get("yaw", 0.0)
         presses += press
@@ -63,7 +63,7 @@ def _drive(pilot: LiftPilot, ticks: int) -> tuple[list[str], list[str], np.ndarr
 
 
 def test_lift_pilot_goes_through_its_phases_from_what_it_sees() -> None:
-    pilot = LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, g_open=0.04)
+    pilot = LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0)
     pilot.reset(np.random.default_rng(3))
     changes, presses, ee, (yaw, *cube) = _drive(pilot, 400)
     assert changes == ["wait", "hover", "descend", "close", "lift"]
@@ -73,7 +73,7 @@ def test_lift_pilot_goes_through_its_phases_from_what_it_sees() -> None:
 
 
 def test_lift_pilot_misses_on_purpose_notices_the_empty_gripper_and_grasps_again() -> None:
-    pilot = LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, g_open=0.04, miss_prob=1.0)
+    pilot = LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, miss_prob=1.0)
     pilot.reset(np.random.default_rng(3))
     assert 0.04 <= abs(pilot.miss) <= 0.05
     changes, presses, _, (_, *cube) = _drive(pilot, 900)
@@ -81,7 +81,7 @@ def test_lift_pilot_misses_on_purpose_notices_the_empty_gripper_and_grasps_again
     assert presses == ["gripper"] * 3  # closed beside it, opened once it noticed, closed on it
     assert pilot.attempts == 1 and cube[2] > 0.13  # the second grasp, centred, carried the cube up
     with pytest.raises(ValueError, match=r"miss_prob=1\.5 is not a probability"):
-        LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, g_open=0.04, miss_prob=1.5)
+        LiftPilot(rate_hz=20, linear_speed=0.1, angular_speed=1.0, miss_prob=1.5)
 
 
 @pytest.mark.slow
