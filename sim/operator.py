@@ -97,9 +97,7 @@ class LiftPilot:
     (an empty gripper shows as the cube staying behind when the gripper lifts). :meth:`step` returns the motion
     channels (in [-1, 1] of the teleop's full speed) and the buttons to press this tick."""
 
-    def __init__(
-        self, rate_hz: float, linear_speed: float, angular_speed: float, miss_prob: float = 0.0
-    ) -> None:
+    def __init__(self, rate_hz: float, linear_speed: float, angular_speed: float, miss_prob: float = 0.0) -> None:
         if not 0.0 <= miss_prob <= 1.0:
             raise ValueError(f"miss_prob={miss_prob} is not a probability: give a value in [0, 1]")
         self.dt = 1.0 / rate_hz
