@@ -1,9 +1,10 @@
 """What the arm's wrist camera can see for arm lift: the grasp point's angle off the camera's axis against its half
 field of view, and, with the arm at its start pose, which cube positions show in the 96x96 frame a camera policy
 gets (``fit_image`` of a 640x480 render, as training and the runner frame it). ``--tilt`` rotates the camera
-towards the fingers by that many degrees, to compare mounts without editing the model.
+towards the fingers by that many degrees from the model's mount (tilted 20 degrees; ``--tilt -20`` looks along the
+fingers), to compare mounts without editing the model.
 
-    python benchmarks/wrist_camera_view.py --tilt 0 20 25 --out benchmarks/results/wrist_camera_view.json
+    python benchmarks/wrist_camera_view.py --tilt -20 0 --out benchmarks/results/wrist_camera_view.json
 """
 
 from __future__ import annotations

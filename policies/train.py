@@ -631,19 +631,21 @@ class Trainer:
         )
         stop_at = min(steps, int(self.cfg.get("stop_at") or steps))
         deadline = t0 + 60.0 * float(self.cfg["time_limit_min"]) if self.cfg.get("time_limit_min") else math.inf
-        signalled = False  # Ctrl-C reached this process
+        signalled = False  # Ctrl-C or SIGTERM reached this process
         interrupted = False  # training stops after this step: at once alone, at the step all agree on under torchrun
 
-        def on_sigint(signum: int, frame: Any) -> None:  # Ctrl-C: finish this step, checkpoint it, stop
+        def on_sigint(signum: int, frame: Any) -> None:  # Ctrl-C or SIGTERM: finish this step, checkpoint, stop
             nonlocal signalled, interrupted
-            if signalled:  # a second Ctrl-C: stop now, without a checkpoint of this step
+            if signalled:  # a second one: stop now, without a checkpoint of this step
                 raise KeyboardInterrupt
             signalled = True
             if not self.dist.enabled:
                 interrupted = True
 
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+        # SIGTERM (a scheduler's or `docker stop`'s) ends the run like Ctrl-C: with a checkpoint of this step
+        stops = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, on_sigint) for sig in stops} if main_thread else {}
         try:
             while self.step < stop_at and not interrupted:
                 for g in self.learner.optimizer.param_groups:
@@ -704,8 +706,8 @@ class Trainer:
             if interrupted:
                 raise self._interrupted()
         finally:
-            if main_thread and previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             bar.close()
             if main:
                 tb.close()

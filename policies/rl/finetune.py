@@ -24,7 +24,9 @@ import dataclasses
 import json
 import random
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -685,10 +687,20 @@ class Finetuner:
         next_log = (self.env_steps // int(c["log_every"]) + 1) * int(c["log_every"])
         checkpoint: Path | None = None
         interrupted = False
+        signalled: list[int] = []
+
+        def on_signal(signum: int, frame: Any) -> None:  # Ctrl-C or SIGTERM: finish this step, checkpoint, stop
+            if signalled:  # a second one: stop now, without a checkpoint of this step
+                raise KeyboardInterrupt
+            signalled.append(signum)
+
+        previous: dict[int, Any] = {}
         bar = tqdm(total=steps, initial=self.env_steps, desc=f"finetune {self.algo['name']}", unit="step",
                    disable=not self.progress)  # fmt: skip
         try:
             self.pretrain_offline(tb)
+            if threading.current_thread() is threading.main_thread():
+                previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
             while self.env_steps < steps:
                 ended = self._step()
                 self._update()
@@ -711,17 +723,19 @@ class Finetuner:
                 if next_eval is not None and self.env_steps >= next_eval:
                     self.evaluate(tb)
                     next_eval += every
-                out_of_time = limit > 0 and time.perf_counter() - started > limit
+                stop = bool(signalled) or (limit > 0 and time.perf_counter() - started > limit)
                 # at an episode end (of env 0), so a resumed run starts where this one would have gone on
-                if (self.env_steps >= next_ckpt and 0 in ended) or out_of_time:
+                if (self.env_steps >= next_ckpt and 0 in ended) or stop:
                     checkpoint = self.save()
                     next_ckpt = (self.env_steps // int(c["checkpoint_every"]) + 1) * int(c["checkpoint_every"])
-                if out_of_time:
+                if stop:
                     interrupted = True
                     break
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             bar.close()
             f.close()
             tb.close()

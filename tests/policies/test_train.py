@@ -309,7 +309,10 @@ def test_resume_after_a_crash_past_the_checkpoint_logs_no_duplicate_steps(lift_d
     assert [r["step"] for r in resumed.history] == [4, 6, 8, 12]
 
 
-def test_ctrl_c_checkpoints_the_current_step_and_resume_continues(lift_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_checkpoints_the_current_step_and_resume_continues(
+    lift_dataset: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
     exe = Path(sys.executable).with_name("realloop-train")
     out = tmp_path / "run"
     args = [*TINY_BC, f"dataset.path={lift_dataset}", "batch_size=8", "log_every=1", "val_every=0", "device=cpu"]
@@ -324,7 +327,7 @@ def test_ctrl_c_checkpoints_the_current_step_and_resume_continues(lift_dataset: 
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     last_line = err.strip().splitlines()[-1]

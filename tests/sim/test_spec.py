@@ -61,6 +61,12 @@ def test_arm6_spec_details() -> None:
     model = _model(spec)
     # the wrist camera rides on the last link
     assert model.cam_bodyid[model.camera("wrist_cam").id] == model.body("link6").id
+    # and sees the point between the fingertips (the grasp point) inside its field of view
+    data = _home(spec, model)
+    cam = model.camera("wrist_cam").id
+    p = data.cam_xmat[cam].reshape(3, 3).T @ (data.site("ee_site").xpos - data.cam_xpos[cam])  # looks along -z
+    off_axis = np.degrees(np.arctan2(np.hypot(p[0], p[1]), -p[2]))
+    assert off_axis < model.cam_fovy[cam] / 2 - 5  # with margin for the randomised camera pose
     arm_mass = sum(model.body(f"link{i}").mass[0] for i in range(1, 7))
     assert all(0.3 <= model.body(f"link{i}").mass[0] <= 2.0 for i in range(1, 7))
     assert 4.0 <= arm_mass <= 10.0

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,30 @@ def test_resume_continues_bit_identically(tmp_path: Path, demos: Path) -> None:
     assert_same_last_checkpoint(a, b)
     rows = [int(r["env_steps"]) for r in csv.DictReader((b / "metrics.csv").open())]
     assert rows == sorted(set(rows))  # no duplicate rows after the resume
+
+
+def test_sigterm_checkpoints_the_current_step_and_resume_continues(tmp_path: Path) -> None:
+    out, common = tmp_path / "run", ["algo=sac", "eval.every=0", "checkpoint_every=100000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realloop.policies.rl.finetune", *TINY, *common, "steps=100000", f"out={out}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    metrics, deadline = out / "metrics.csv", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # learning has logged a few rows
+        if metrics.exists() and len(metrics.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)  # a scheduler's stop: checkpoint this step, as Ctrl-C does
+    stdout, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    saved = json.loads((out / "finetune_summary.json").read_text())
+    assert saved["interrupted"] and saved["env_steps"] >= 30
+    ckpt = Path(saved["checkpoint"])
+    assert ckpt.name == f"step_{saved['env_steps']:08d}" and (out / "checkpoints" / "last").resolve() == ckpt
+    assert str(ckpt) in stdout
+    resumed, _ = run(out, *common, f"steps={saved['env_steps'] + 10}", "resume=true")
+    assert resumed.start_env_steps == saved["env_steps"] and resumed.env_steps == saved["env_steps"] + 10
 
 
 def test_bad_input_is_refused_before_learning(tmp_path: Path, demos: Path) -> None:
