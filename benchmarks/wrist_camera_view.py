@@ -19,6 +19,7 @@ import numpy as np
 
 from realloop.data.images import fit_image
 from realloop.robot.nodes.sim_mirror import task_model_env
+from realloop.sim.render import off_axis_deg
 
 XS = np.round(np.arange(0.30, 0.501, 0.02), 2)  # the task draws the cube's x in [0.30, 0.50] m
 YS = (-0.15, 0.0, 0.15)  # and its y in [-0.15, 0.15] m
@@ -28,9 +29,8 @@ MIN_RED_PIXELS = 10  # of the 96x96 frame: the cube (rgb 0.85, 0.2, 0.2) is in v
 def grasp_point_angle(env: Any) -> tuple[float, float]:
     """(degrees between the wrist camera's optical axis and the grasp point, the camera's vertical half FOV)."""
     m, d = env.unwrapped.model, env.unwrapped.data
-    cam = m.camera("wrist_cam").id
-    p = d.cam_xmat[cam].reshape(3, 3).T @ (d.site("ee_site").xpos - d.cam_xpos[cam])  # camera frame, looks along -z
-    return float(np.degrees(np.arctan2(np.hypot(p[0], p[1]), -p[2]))), float(m.cam_fovy[cam] / 2)
+    angle = off_axis_deg(m, d, "wrist_cam", d.site("ee_site").xpos)
+    return angle, float(m.cam_fovy[m.camera("wrist_cam").id] / 2)
 
 
 def visible(env: Any, renderer: mujoco.Renderer, x: float, y: float) -> bool:

@@ -33,7 +33,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -65,6 +64,7 @@ from realloop.policies.chunk_policy import ChunkPolicy
 from realloop.policies.imitation_learner import ImitationLearner, LossFn
 from realloop.policies.rl.state import FORMAT as LEARNER_STATE_FORMAT
 from realloop.policies.rl.state import learner_state, restore_learner_state
+from realloop.policies.stop_signals import StopSignals
 
 CSV_FIELDS = ("step", "epoch", "train_loss", "val_loss", "lr", "samples_per_s", "success_rate", "mean_return")
 
@@ -631,37 +631,25 @@ class Trainer:
         )
         stop_at = min(steps, int(self.cfg.get("stop_at") or steps))
         deadline = t0 + 60.0 * float(self.cfg["time_limit_min"]) if self.cfg.get("time_limit_min") else math.inf
-        signalled = False  # Ctrl-C or SIGTERM reached this process
-        interrupted = False  # training stops after this step: at once alone, at the step all agree on under torchrun
-
-        def on_sigint(signum: int, frame: Any) -> None:  # Ctrl-C or SIGTERM: finish this step, checkpoint, stop
-            nonlocal signalled, interrupted
-            if signalled:  # a second one: stop now, without a checkpoint of this step
-                raise KeyboardInterrupt
-            signalled = True
-            if not self.dist.enabled:
-                interrupted = True
-
-        main_thread = threading.current_thread() is threading.main_thread()
-        # SIGTERM (a scheduler's or `docker stop`'s) ends the run like Ctrl-C: with a checkpoint of this step
-        stops = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, on_sigint) for sig in stops} if main_thread else {}
+        stops = StopSignals()  # Ctrl-C or SIGTERM: finish this step, checkpoint it, stop
+        interrupted = False  # under torchrun: all ranks agreed to stop after this step (alone: stops.requested)
+        stops.install()
         try:
-            while self.step < stop_at and not interrupted:
+            while self.step < stop_at and not (interrupted or (stops.requested and not self.dist.enabled)):
                 for g in self.learner.optimizer.param_groups:
                     g["lr"] = base_lr * lr_factor(self.step, warmup, steps)
                 try:
                     batch = self._to_device(next(loader))
                 except Exception:
-                    if interrupted:  # e.g. a DataLoader worker ended by the same Ctrl-C: nothing trained yet
-                        break
+                    if stops.requested and not self.dist.enabled:  # e.g. a DataLoader worker ended by the same
+                        break  # Ctrl-C: nothing trained yet
                     raise
                 loss, metrics = self.learner.loss(batch)
                 batch_loss, logged, stop_flags = loss.detach(), metrics["loss"], (False, False)
                 if self.dist.enabled:
                     # one all-reduce a step: the mean of the ranks' losses (the loss of the global batch) and
                     # whether any rank saw Ctrl-C or passed the time limit, so that all stop after the same step
-                    flags = [float(signalled), float(time.perf_counter() > deadline)]
+                    flags = [float(stops.requested), float(time.perf_counter() > deadline)]
                     shared = torch.cat([loss.detach().float().reshape(1), loss.new_tensor(flags)])
                     torch.distributed.all_reduce(shared)
                     batch_loss = logged = shared[0] / world
@@ -703,11 +691,10 @@ class Trainer:
                     self._log({"step": self.step, "epoch": self.step // max(1, per_epoch), **row}, tb, writer, f)
                 if self.step % ckpt_every == 0 or last:
                     folder = self.save()
-            if interrupted:
+            if interrupted or (stops.requested and not self.dist.enabled):
                 raise self._interrupted()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            stops.restore()
             bar.close()
             if main:
                 tb.close()

@@ -55,3 +55,11 @@ class CameraRenderer:
 
     def close(self) -> None:
         self._renderer.close()
+
+
+def off_axis_deg(model: mujoco.MjModel, data: mujoco.MjData, camera: str, point: np.ndarray) -> float:
+    """Degrees between a camera's optical axis and the direction to a world ``point`` (after ``mj_forward``);
+    the point is in view when this is below about half the camera's ``fovy``."""
+    cam = model.camera(camera).id
+    p = data.cam_xmat[cam].reshape(3, 3).T @ (np.asarray(point) - data.cam_xpos[cam])  # camera frame, looks along -z
+    return float(np.degrees(np.arctan2(np.hypot(p[0], p[1]), -p[2])))

@@ -24,9 +24,7 @@ import dataclasses
 import json
 import random
 import shlex
-import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -62,6 +60,7 @@ from realloop.policies.rl.buffer import ReplayBuffer
 from realloop.policies.rl.learner import Batch
 from realloop.policies.rl.sac import SACConfig, SACLearner
 from realloop.policies.rl.state import learner_state, restore_learner_state
+from realloop.policies.stop_signals import StopSignals
 
 IMAGES = "observation.images."
 ACTOR_POLICY = "realloop.policies.rl.actor_policy.ActorPolicy"
@@ -687,20 +686,12 @@ class Finetuner:
         next_log = (self.env_steps // int(c["log_every"]) + 1) * int(c["log_every"])
         checkpoint: Path | None = None
         interrupted = False
-        signalled: list[int] = []
-
-        def on_signal(signum: int, frame: Any) -> None:  # Ctrl-C or SIGTERM: finish this step, checkpoint, stop
-            if signalled:  # a second one: stop now, without a checkpoint of this step
-                raise KeyboardInterrupt
-            signalled.append(signum)
-
-        previous: dict[int, Any] = {}
+        stops = StopSignals()  # Ctrl-C or SIGTERM: finish this step, checkpoint it, stop
         bar = tqdm(total=steps, initial=self.env_steps, desc=f"finetune {self.algo['name']}", unit="step",
                    disable=not self.progress)  # fmt: skip
         try:
             self.pretrain_offline(tb)
-            if threading.current_thread() is threading.main_thread():
-                previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            stops.install()  # after the offline phase, which Ctrl-C ends at once
             while self.env_steps < steps:
                 ended = self._step()
                 self._update()
@@ -723,7 +714,7 @@ class Finetuner:
                 if next_eval is not None and self.env_steps >= next_eval:
                     self.evaluate(tb)
                     next_eval += every
-                stop = bool(signalled) or (limit > 0 and time.perf_counter() - started > limit)
+                stop = stops.requested or (limit > 0 and time.perf_counter() - started > limit)
                 # at an episode end (of env 0), so a resumed run starts where this one would have gone on
                 if (self.env_steps >= next_ckpt and 0 in ended) or stop:
                     checkpoint = self.save()
@@ -734,8 +725,7 @@ class Finetuner:
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            stops.restore()
             bar.close()
             f.close()
             tb.close()

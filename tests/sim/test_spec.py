@@ -11,6 +11,7 @@ import yaml
 
 from realloop.sim import CONTROL_MODES, RobotSpec, RobotSpecError, load_robot_spec
 from realloop.sim.mjcf import check_against_model
+from realloop.sim.render import off_axis_deg
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,10 +64,8 @@ def test_arm6_spec_details() -> None:
     assert model.cam_bodyid[model.camera("wrist_cam").id] == model.body("link6").id
     # and sees the point between the fingertips (the grasp point) inside its field of view
     data = _home(spec, model)
-    cam = model.camera("wrist_cam").id
-    p = data.cam_xmat[cam].reshape(3, 3).T @ (data.site("ee_site").xpos - data.cam_xpos[cam])  # looks along -z
-    off_axis = np.degrees(np.arctan2(np.hypot(p[0], p[1]), -p[2]))
-    assert off_axis < model.cam_fovy[cam] / 2 - 5  # with margin for the randomised camera pose
+    off_axis = off_axis_deg(model, data, "wrist_cam", data.site("ee_site").xpos)
+    assert off_axis < model.cam_fovy[model.camera("wrist_cam").id] / 2 - 5  # margin for the randomised camera pose
     arm_mass = sum(model.body(f"link{i}").mass[0] for i in range(1, 7))
     assert all(0.3 <= model.body(f"link{i}").mass[0] <= 2.0 for i in range(1, 7))
     assert 4.0 <= arm_mass <= 10.0
