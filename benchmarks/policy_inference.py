@@ -8,6 +8,7 @@ the arm lift task's features (``observation.state`` (22,), ``observation.environ
 - ``diffusion``: state-based diffusion policy, DDIM with 10 and with 16 inference steps;
 - ``diffusion_image``: state + both cameras (ResNet-18 per camera, 84x84 centre crop), DDIM 10 and 16;
 - ``diffusion_image_cpu``: state + both cameras through the small conv net, one observation step, DDIM 10;
+- each diffusion policy's one-step student (``policy=diffusion_distill``: the same network, one U-Net pass);
 - ``bc``: the MLP behaviour-cloning baseline on state (one forward pass).
 
 Weights are random (latency does not depend on their values); the normaliser gets plausible statistics so
@@ -40,6 +41,7 @@ from omegaconf import OmegaConf
 from realloop.data import make_feature
 from realloop.policies.checkpoint import build_policy
 from realloop.policies.chunk_policy import ChunkPolicy
+from realloop.policies.diffusion.distill import DistilledDiffusionPolicy
 from realloop.policies.train import compose_config
 
 CONTROL_HZ = 10.0  # the arm tasks' control rate
@@ -54,21 +56,29 @@ FEATURES = {
         for cam in ("wrist", "front")
     },
 }
-# (label, policy config, DDIM steps or None for a one-pass policy)
-CASES: list[tuple[str, str, int | None]] = [
+DISTILLED = "distilled"  # the policy's one-step student (policies/diffusion/distill.py)
+# (label, policy config, DDIM steps, DISTILLED, or None for a one-pass policy)
+CASES: list[tuple[str, str, int | str | None]] = [
     ("diffusion state ddim10", "diffusion", 10),
     ("diffusion state ddim16", "diffusion", 16),
+    ("diffusion state distilled", "diffusion", DISTILLED),
     ("diffusion image ddim10", "diffusion_image", 10),
     ("diffusion image ddim16", "diffusion_image", 16),
+    ("diffusion image distilled", "diffusion_image", DISTILLED),
     ("diffusion image-cpu ddim10", "diffusion_image_cpu", 10),
+    ("diffusion image-cpu distilled", "diffusion_image_cpu", DISTILLED),
     ("bc mlp state", "bc", None),
 ]
 
 
-def policy_config(name: str) -> dict[str, Any]:
-    """The resolved ``policy`` section of the train config with ``policy=<name>``."""
+def policy_config(name: str, distilled: bool = False) -> dict[str, Any]:
+    """The resolved ``policy`` section of the train config with ``policy=<name>``; ``distilled``: of its one-step
+    student (the same architecture; no teacher is loaded to build or run it)."""
     cfg = compose_config([f"policy={name}", "dataset.path=unused"])
-    return OmegaConf.to_container(cfg.policy, resolve=True)
+    out = OmegaConf.to_container(cfg.policy, resolve=True)
+    if distilled:
+        out.update(_target_=f"{DistilledDiffusionPolicy.__module__}.{DistilledDiffusionPolicy.__name__}", teacher="-")
+    return out
 
 
 def plausible_stats(policy: ChunkPolicy) -> dict[str, dict[str, np.ndarray]]:
@@ -158,14 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     for device_name in devices:
         device = torch.device(device_name)
         for label, name, ddim in CASES:
-            if name not in policies:
-                cfg = policy_config(name)
+            key = f"{name} {ddim}" if ddim == DISTILLED else name
+            if key not in policies:
+                cfg = policy_config(name, ddim == DISTILLED)
                 keys = [*cfg["obs_keys"], cfg.get("action_key", "action")]
                 policy = build_policy(cfg, {k: FEATURES[k] for k in keys})
                 policy.normalizer.set_stats(plausible_stats(policy))
-                policies[name] = policy.eval()
-            policy = policies[name].to(device)
-            if ddim is not None:
+                policies[key] = policy.eval()
+            policy = policies[key].to(device)
+            if isinstance(ddim, int):
                 policy.num_inference_steps = ddim
             r = measure(policy, observation(policy, args.seed), device, args.warmup, args.repeats)
             budget_ms = policy.n_action_steps * period_ms
@@ -173,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 case=label,
                 policy=name,
                 device=device_name,
-                ddim_steps=ddim,
+                ddim_steps=ddim if isinstance(ddim, int) else None,
+                sampler="one-step student" if ddim == DISTILLED else "ddim" if ddim else None,
                 params=policy.num_parameters(),
                 n_obs_steps=policy.n_obs_steps,
                 horizon=policy.horizon,

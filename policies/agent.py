@@ -91,9 +91,10 @@ class PolicyAgent:
             for k in self.policy.obs_keys
         }
 
-    def _run(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+    def _run(self, batch: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> np.ndarray:
         with torch.inference_mode():
-            chunk = self.policy.predict_action_chunk(batch, generator=self.generator).float().cpu().numpy()
+            out = self.policy.predict_action_chunk(batch, generator=self.generator, noise=noise)
+            chunk = out.float().cpu().numpy()
         if not np.all(np.isfinite(chunk)):
             raise FloatingPointError("the policy produced NaN or inf actions; the checkpoint is broken")
         return chunk
@@ -124,11 +125,12 @@ class PolicyAgent:
         self._push(0, self._frame(obs, None))
         self._observed = True
 
-    def action_chunk(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Actions ``(n_action_steps, action_dim)`` from now, for this step's (unbatched) observation."""
-        return self.prepare_chunk(obs)()
+    def action_chunk(self, obs: Mapping[str, np.ndarray], noise: np.ndarray | None = None) -> np.ndarray:
+        """Actions ``(n_action_steps, action_dim)`` from now, for this step's (unbatched) observation; ``noise``
+        (``(horizon, action_dim)``) is a diffusion policy's initial noise instead of a draw."""
+        return self.prepare_chunk(obs, noise)()
 
-    def prepare_chunk(self, obs: Mapping[str, np.ndarray]) -> Callable[[], np.ndarray]:
+    def prepare_chunk(self, obs: Mapping[str, np.ndarray], noise: np.ndarray | None = None) -> Callable[[], np.ndarray]:
         """``action_chunk`` in two parts: the observation history is captured now, and the returned call
         runs the model. The call may run on another thread while this agent observes the next steps (the policy
         runner predicts ahead of need this way); one call at a time, as they share the sampling generator."""
@@ -136,4 +138,5 @@ class PolicyAgent:
             self._push(0, self._frame(obs, None))
         self._observed = False
         batch = self._batch([0])
-        return lambda: self._run(batch)[0]
+        z = None if noise is None else torch.as_tensor(noise, dtype=torch.float32, device=self.device)[None]
+        return lambda: self._run(batch, z)[0]

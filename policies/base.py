@@ -41,11 +41,17 @@ CHECKPOINT_KEYS = Schema(
 def set_inference(policy: Any, num_inference_steps: int | None = None, n_action_steps: int | None = None) -> None:
     """Override how a loaded checkpoint infers: denoising steps (diffusion policies) and actions executed per
     chunk (at most horizon - n_obs_steps + 1). ValueError names what does not fit."""
+    from .diffusion.distill import DistilledDiffusionPolicy
     from .diffusion.policy import DiffusionPolicy
 
     if num_inference_steps is not None:
         if not isinstance(policy, DiffusionPolicy):
             raise ValueError(f"num_inference_steps applies to diffusion policies; {type(policy).__name__} has none")
+        if isinstance(policy, DistilledDiffusionPolicy) and int(num_inference_steps) != 1:
+            raise ValueError(
+                f"num_inference_steps={num_inference_steps}: a distilled policy samples in one step; run its "
+                f"teacher ({policy.teacher_path}) for more"
+            )
         if int(num_inference_steps) < 1:
             raise ValueError(f"num_inference_steps={num_inference_steps} must be at least 1")
         policy.num_inference_steps = int(num_inference_steps)

@@ -121,10 +121,18 @@ class ChunkPolicy(nn.Module):
 
     @torch.no_grad()
     def predict_action_chunk(
-        self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None
+        self,
+        obs: Mapping[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Raw actions ``(B, n_action_steps, action_dim)`` from the current step on, for raw histories."""
-        chunk = self.sample_actions(self.normalize_obs(obs), generator)
+        """Raw actions ``(B, n_action_steps, action_dim)`` from the current step on, for raw histories; ``noise``
+        is a sampling policy's initial noise (a diffusion policy's ``(B, horizon, action_dim)``) instead of a draw."""
+        normalized = self.normalize_obs(obs)
+        if noise is None:
+            chunk = self.sample_actions(normalized, generator)
+        else:
+            chunk = self.sample_actions(normalized, generator, noise=noise)  # type: ignore[call-arg]
         actions = self.normalizer.unnormalize(self.action_key, chunk.float())
         start = self.n_obs_steps - 1
         return actions[:, start : start + self.n_action_steps]

@@ -27,7 +27,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,19 +162,27 @@ class _Video:
 
 
 # -- environments ---------------------------------------------------------------------------------------------
-def _make_env(env_id: str, kwargs: Mapping[str, Any]) -> gym.Env:
+def _make_env(env_id: str, kwargs: Mapping[str, Any], wrap: Callable[[gym.Env], gym.Env] | None = None) -> gym.Env:
     import realloop.sim  # noqa: F401  (registers realloop's task ids, also in async workers)
 
-    return gym.make(env_id, **kwargs)
+    env = gym.make(env_id, **kwargs)
+    return wrap(env) if wrap is not None else env
 
 
-def make_vector_env(env_id: str, env_kwargs: Mapping[str, Any], num_envs: int, vectorization: str = "sync") -> Any:
-    """``num_envs`` copies of ``gym.make(env_id, **env_kwargs)`` without autoreset (evaluate resets them)."""
+def make_vector_env(
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    num_envs: int,
+    vectorization: str = "sync",
+    wrap: Callable[[gym.Env], gym.Env] | None = None,
+) -> Any:
+    """``num_envs`` copies of ``gym.make(env_id, **env_kwargs)`` (each passed through ``wrap`` when given) without
+    autoreset (evaluate resets them)."""
     import realloop.sim  # noqa: F401
 
     if vectorization not in ("sync", "async"):
         raise EvalError(f"vectorization must be 'sync' or 'async', not {vectorization!r}")
-    fns = [functools.partial(_make_env, env_id, dict(env_kwargs))] * num_envs
+    fns = [functools.partial(_make_env, env_id, dict(env_kwargs), wrap)] * num_envs
     try:
         if vectorization == "sync":
             return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)

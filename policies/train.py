@@ -61,6 +61,7 @@ from realloop.policies.checkpoint import (
     save_checkpoint,
 )
 from realloop.policies.chunk_policy import ChunkPolicy
+from realloop.policies.diffusion.distill import student_config
 from realloop.policies.imitation_learner import ImitationLearner, LossFn
 from realloop.policies.rl.state import FORMAT as LEARNER_STATE_FORMAT
 from realloop.policies.rl.state import learner_state, restore_learner_state
@@ -86,6 +87,7 @@ CONFIG_BOUNDS = {
     "time_limit_min": (0, None), "dataset.val_fraction": (0, 1), "dataset.num_workers": (0, None),
     "optim.lr": (0, None), "optim.warmup_steps": (0, None), "optim.grad_clip": (0, None), "ema.decay": (0, 1),
     "eval.every": (0, None), "policy.color_jitter": (0, 0.99), "eval.episodes": (0, None), "eval.num_envs": (1, None),
+    "policy.teacher_steps": (1, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
     "precision": ("auto", "fp32", "bf16"),
@@ -263,6 +265,10 @@ class Trainer:
 
     def __init__(self, cfg: Mapping[str, Any], progress: bool = True, dist: Distributed | None = None) -> None:
         self.cfg = dict(cfg)
+        if "teacher" in self.cfg["policy"]:  # a distilled policy: its architecture and data view are the teacher's
+            if not self.cfg["policy"]["teacher"]:
+                raise ValueError("policy.teacher is not set: name the diffusion run to distil, policy.teacher=<run>")
+            self.cfg = student_config(self.cfg)
         self.dist = dist if dist is not None else Distributed.from_env()
         self.progress = progress and self.dist.main
         self.out = Path(self.cfg["out"])

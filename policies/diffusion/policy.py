@@ -85,7 +85,14 @@ class DiffusionPolicy(ChunkPolicy):
         loss = F.mse_loss(pred.float(), self.scheduler.target(actions, noise).float())
         return loss, {"loss": loss.detach()}
 
-    def sample_actions(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_actions(
+        self,
+        obs: Mapping[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Normalised chunks for normalised observations; ``noise`` (B, horizon, A) is the sampler's initial
+        noise instead of a draw from ``generator``."""
         cond = self.encoder(obs)
         shape = (cond.shape[0], self.horizon, self.action_dim)
         return self.scheduler.sample(
@@ -95,4 +102,5 @@ class DiffusionPolicy(ChunkPolicy):
             generator=generator,
             device=cond.device,
             dtype=cond.dtype,
+            noise=noise,
         )

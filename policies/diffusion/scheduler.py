@@ -105,6 +105,21 @@ class NoiseScheduler:
     def _abar(self, t: int) -> float:
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])
 
+    def denoised(self, out: Tensor, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        """The model's estimate of the clean sample and of the noise, from its output ``out`` for ``x`` at
+        timestep ``t``; the clean estimate clamped to +-clip_sample_range with ``clip_sample`` (the noise estimate
+        is kept as predicted, as diffusers' DDIM does)."""
+        abar_t = self._abar(t)
+        if self.prediction_type == "epsilon":
+            eps = out
+            x0 = (x - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)
+        else:
+            x0 = out
+            eps = (x - math.sqrt(abar_t) * x0) / math.sqrt(1 - abar_t)
+        if self.clip_sample:
+            x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
+        return x0, eps
+
     @torch.no_grad()
     def sample(
         self,
@@ -115,6 +130,7 @@ class NoiseScheduler:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         method: str = "ddim",
+        noise: Tensor | None = None,
     ) -> Tensor:
         """Denoise Gaussian noise of ``shape`` (batch first) with ``model(x_t, t)``, t a (B,) long tensor.
 
@@ -123,6 +139,7 @@ class NoiseScheduler:
         fewer steps stride over the schedule the same way as DDIM (as diffusers' DDPMScheduler does).
         With ``clip_sample`` the predicted clean sample is clamped to +-clip_sample_range at each step.
         Runs under ``torch.no_grad``; noise is drawn from ``generator`` (on its own device) when given.
+        ``noise`` (of ``shape``) is the initial sample instead of a draw: DDIM is then a deterministic function of it.
         """
         if method not in SAMPLING_METHODS:
             raise ValueError(f"unknown sampling method {method!r}; valid: {', '.join(SAMPLING_METHODS)}")
@@ -134,20 +151,13 @@ class NoiseScheduler:
         def randn() -> Tensor:
             return torch.randn(shape, generator=generator, device=noise_device, dtype=dtype).to(device)
 
-        x = randn()
+        if noise is not None and tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, the sample has shape {tuple(shape)}")
+        x = noise.to(device=device, dtype=dtype) if noise is not None else randn()
         for t in timesteps:
             t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
-            out = model(x, t_batch).to(dtype)
+            x0, eps = self.denoised(model(x, t_batch).to(dtype), x, t)
             abar_t, abar_prev = self._abar(t), self._abar(t - stride)
-            if self.prediction_type == "epsilon":
-                eps = out
-                x0 = (x - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)
-            else:
-                x0 = out
-                eps = (x - math.sqrt(abar_t) * x0) / math.sqrt(1 - abar_t)
-            if self.clip_sample:
-                # eps is kept as predicted (diffusers' DDIM does the same), only the x0 estimate is clamped.
-                x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
             if method == "ddim":
                 x = math.sqrt(abar_prev) * x0 + math.sqrt(1 - abar_prev) * eps
             else:

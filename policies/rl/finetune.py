@@ -2,6 +2,9 @@
 
     realloop-finetune env=realloop/ArmLift-v0 demos=[outputs/lift_demos.zarr] algo=rlpd reward=success
 
+With ``algo=noise`` the learner steers the frozen diffusion policy ``init=`` names through its sampling noise
+(:mod:`realloop.policies.rl.steer`): each env is wrapped so that a step is one chunk of that policy.
+
 One loop: ``num_envs`` envs act as one batch (the learner's exploring policy; uniform random actions for the
 first ``random_steps``; or, started from a realloop-train checkpoint, that imitation policy for the first
 ``imitation.steps``, after which the actor is distilled from what it did); every step goes into the
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import random
 import shlex
@@ -53,6 +57,8 @@ from realloop.policies.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from realloop.policies.chunk_policy import ChunkPolicy
+from realloop.policies.diffusion.policy import DiffusionPolicy
 from realloop.policies.evaluate import EvalError, env_kwargs_from_checkpoint, evaluate, make_vector_env
 from realloop.policies.obs_map import ObsMap, load_obs_map
 from realloop.policies.rl.actor_policy import ActorPolicy
@@ -60,16 +66,18 @@ from realloop.policies.rl.buffer import ReplayBuffer
 from realloop.policies.rl.learner import Batch
 from realloop.policies.rl.sac import SACConfig, SACLearner
 from realloop.policies.rl.state import learner_state, restore_learner_state
+from realloop.policies.rl.steer import NoiseSteeredEnv, NoiseSteeredPolicy
 from realloop.policies.stop_signals import StopSignals
 
 IMAGES = "observation.images."
 ACTOR_POLICY = "realloop.policies.rl.actor_policy.ActorPolicy"
+STEERED_POLICY = "realloop.policies.rl.steer.NoiseSteeredPolicy"
 
 # what configs/finetune.yaml's defaults cannot say about its keys (realloop.configs.schema)
 CONFIG_OPEN = ("env_kwargs", "obs_map", "hold_actions")
 CONFIG_TYPES = {
     "obs_keys": "list|null", "init": "str|null", "out": "str|null", "grasp_action": "str|int|null",
-    "image_size": "list|null", "progress": "bool|str", "algo.target_entropy": "number|null",
+    "image_size": "list|null", "progress": "bool|str", "algo.target_entropy": "number|null", "algo.steer": "str|null",
 }  # fmt: skip
 CONFIG_BOUNDS = {
     "steps": (1, None), "num_envs": (1, None), "batch_size": (1, None), "random_steps": (0, None),
@@ -82,6 +90,7 @@ CONFIG_BOUNDS = {
     "algo.action_chunk": (1, None), "algo.cql_weight": (0, None), "algo.cql_actions": (1, None),
     "algo.grasp_epsilon": (0, 1), "algo.grasp_margin": (0, None),
     "offline_updates": (0, None), "imitation.steps": (1, None), "imitation.updates": (0, None),
+    "algo.noise_bound": (1e-6, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
     "reward": ("env", "success"),
@@ -90,7 +99,9 @@ CONFIG_CHOICES = {
     "algo.actor_q": ("mean", "min"),
     "algo.obs_normalization": ("mean_std", "min_max", "identity"),
     "algo.image_encoder": ("small", "resnet18"),
+    "algo.steer": (None, "noise"),
 }
+STEER_KEYS = ("steer", "noise_bound")  # algo settings of realloop-finetune's own, not the learner's (SACConfig)
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -125,6 +136,7 @@ class FinetuneSummary:
     seed: int = 0
     command: str | None = None  # the command line, when started from one
     imitation: dict[str, Any] | None = None  # the warm start from an imitation policy, when the run had one
+    actions_executed: int | None = None  # steering (algo=noise): env actions run, where env_steps counts chunks
 
     def line(self) -> str:
         ev = "no evaluation"
@@ -140,8 +152,11 @@ class FinetuneSummary:
             im = self.imitation
             done = "" if im["success_rate"] is None else f", {im['successes']}/{im['episodes']} episodes successful"
             warm = f"; imitation policy for {im['env_steps']} steps{done}, distilled in {im['updates']} updates"
+        taken = f"{steps} env steps (to {self.env_steps})"
+        if self.actions_executed is not None:
+            taken = f"{steps} chunks (to {self.env_steps}; {self.actions_executed} env steps in all)"
         return (
-            f"{self.algo} on {self.env}: {steps} env steps (to {self.env_steps}), {self.episodes} episodes, "
+            f"{self.algo} on {self.env}: {taken}, {self.episodes} episodes, "
             f"{self.updates} updates in {self.seconds:.0f} s{warm}; training success {train}; {ev} -> "
             f"{self.checkpoint}"
         )
@@ -280,8 +295,17 @@ class Finetuner:
             raise FinetuneError(f"{self.out} holds a run already; resume=true continues it, or choose another out=")
 
         self.obs_map: ObsMap | None = load_obs_map(c.get("obs_map"))
+        # algo=noise: the frozen diffusion policy the learner steers, inside each env (NoiseSteeredEnv)
+        self.steer = self.algo.get("steer")
+        self.base: DiffusionPolicy | None = None
+        self.base_config: dict[str, Any] = {}
+        self.base_meta: dict[str, Any] = {}
+        wrap = None
+        if self.steer:
+            base = self._load_base(last)
+            wrap = functools.partial(NoiseSteeredEnv, policy=base, bound=float(self.algo["noise_bound"]))
         try:
-            self.envs = make_vector_env(self.env_id, self.env_kwargs, self.num_envs)
+            self.envs = make_vector_env(self.env_id, self.env_kwargs, self.num_envs, wrap=wrap)
         except EvalError as e:
             raise FinetuneError(str(e)) from None
         space = self.envs.single_action_space
@@ -291,6 +315,10 @@ class Finetuner:
         if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
             raise FinetuneError(f"{self.env_id}'s action space {space} is unbounded; the actor needs finite bounds")
         hold = dict(c.get("hold_actions") or {})
+        if self.steer and (hold or c.get("grasp_action") is not None or int(self.algo["action_chunk"]) > 1):
+            raise FinetuneError(
+                "algo=noise chooses the noise of whole chunks: drop hold_actions, grasp_action and algo.action_chunk"
+            )
         names = _action_names(self.envs.envs[0])
         self.held = _held_actions(hold, names, self.low, self.high)
         self.free = [i for i in range(len(self.low)) if i not in self.held]
@@ -308,6 +336,8 @@ class Finetuner:
         self.queue = np.tile(self.held_action, (self.num_envs, self.chunk, 1))
         self.queue_pos = np.full(self.num_envs, self.chunk)
         self.dt = _control_dt(self.envs.envs[0])
+        if self.base is not None:  # one learner step is one chunk of the steered policy
+            self.dt *= self.base.n_action_steps
         self.episode = 0  # training episodes started (their seeds)
         self.current_seeds = [self._seed() for _ in range(self.num_envs)]  # of the episodes in progress
         first = self._map(self.envs.reset(seed=self.current_seeds)[0])
@@ -321,6 +351,10 @@ class Finetuner:
         demos = [str(p) for p in c.get("demos") or []]
         if int(c["offline_updates"]) > 0 and not demos:
             raise FinetuneError("offline_updates pretrains on demonstrations: give demos=[...], or offline_updates=0")
+        if self.steer and demos:
+            raise FinetuneError(
+                "algo=noise learns from the chunks it steers: demonstrations hold actions, not noise; drop demos="
+            )
         _check_demos(demos, self.features, str(c["reward"]), self.held, self.low, self.high)
         self.demos = demos
 
@@ -328,7 +362,7 @@ class Finetuner:
         np.random.seed(int(c["seed"]))
         random.seed(int(c["seed"]))
         self.rng = np.random.default_rng(int(c["seed"]))
-        learner_cfg = SACConfig(**{k: v for k, v in self.algo.items() if k != "name"})
+        learner_cfg = SACConfig(**{k: v for k, v in self.algo.items() if k not in ("name", *STEER_KEYS)})
         learner_cfg = dataclasses.replace(
             learner_cfg,
             hidden_dims=tuple(learner_cfg.hidden_dims),
@@ -346,7 +380,7 @@ class Finetuner:
             step_dt=self.dt, task=self.env_id, seed=int(c["seed"]),
             progress=progress,
         )  # fmt: skip
-        self.env_steps = self.updates = self.episodes_done = 0
+        self.env_steps = self.updates = self.episodes_done = self.actions_executed = 0
         self.start_env_steps = 0
         self.recent: deque[tuple[float, bool, int]] = deque(maxlen=20)  # return, success, length
         self.returns = np.zeros(self.num_envs)
@@ -359,7 +393,9 @@ class Finetuner:
         self.imitation_from: str | None = None
         self.imitation_episodes: list[bool] = []  # the success of each episode it finished
         self.distilled: dict[str, Any] | None = None  # what the distillation did, once done
-        if c.get("init"):
+        if self.base is not None and not c["resume"]:
+            self._check_init_policy(resolve_checkpoint(str(c["init"])), self.base, self.base_meta)
+        elif c.get("init"):
             self._init_from(resolve_checkpoint(str(c["init"])))
         if c["resume"]:
             self._load(resolve_checkpoint(last), resume=True)
@@ -374,27 +410,69 @@ class Finetuner:
         return self.obs_map(obs) if self.obs_map is not None else {k: np.asarray(v) for k, v in dict(obs).items()}
 
     def policy_config(self) -> dict[str, Any]:
-        """The ``policy`` section of the checkpoint's config: builds the :class:`ActorPolicy`."""
+        """The ``policy`` section of the checkpoint's config: builds the :class:`ActorPolicy` (or, steering, the
+        :class:`NoiseSteeredPolicy` of the frozen policy and that actor)."""
         a = self.algo
-        return {
+        actor = {
             "_target_": ACTOR_POLICY, "name": a["name"], "obs_keys": self.keys, "action_key": "action",
             "action_low": self.low.tolist(), "action_high": self.high.tolist(), "hidden_dims": list(a["hidden_dims"]),
             "image_encoder": a["image_encoder"], "image_feature_dim": int(a["image_feature_dim"]),
             "held_dims": list(self.held), "held_values": [float(v) for v in self.held.values()],
             "action_chunk": self.chunk, "grasp_dim": self.grasp, "critic_layer_norm": bool(a["critic_layer_norm"]),
         }  # fmt: skip
+        if self.base is None:
+            return actor
+        bounds = ("_target_", "name", "action_key", "action_low", "action_high")  # NoiseSteeredPolicy sets them
+        own = {k: v for k, v in actor.items() if k not in bounds}
+        return {
+            "_target_": STEERED_POLICY, "name": a["name"], "obs_keys": sorted({*self.base.obs_keys, *self.keys}),
+            "base": self.base_config, "actor": own, "bound": float(a["noise_bound"]),
+        }  # fmt: skip
 
-    def actor_policy(self) -> ActorPolicy:
-        """The learner's current actor as a ChunkPolicy (CPU, eval mode)."""
+    def actor_policy(self) -> ChunkPolicy:
+        """The learner's current actor as a ChunkPolicy (CPU, eval mode); steering, the frozen policy with it."""
         features = dict(self.features)
         if self.c.get("image_size"):
             h, w = (int(v) for v in self.c["image_size"])
             features = {k: {**f, "shape": [h, w, 3]} if k.startswith(IMAGES) else f for k, f in features.items()}
         cfg = {k: v for k, v in self.policy_config().items() if k not in ("_target_", "name")}
+        actor = self.learner.actor_weights()
         with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: the run's RNG stays as it was
-            policy = ActorPolicy(features, **cfg)
-        policy.load_state_dict({**policy.state_dict(), **self.learner.actor_weights()}, strict=True)
+            if self.base is None:
+                policy: ChunkPolicy = ActorPolicy(features, **cfg)
+            else:  # the env's action and the frozen policy's own features, with the actor's observations
+                base_features = {k: f.to_dict() for k, f in self.base.features.items()}
+                policy = NoiseSteeredPolicy({**features, **base_features}, **cfg)
+                base = {f"base.{k}": v.detach().cpu() for k, v in self.base.state_dict().items()}
+                actor = {**base, **{f"actor.{k}": v for k, v in actor.items()}}
+        policy.load_state_dict({**policy.state_dict(), **actor}, strict=True)
         return policy.eval()
+
+    def _load_base(self, last: Path) -> DiffusionPolicy:
+        """algo=noise: the frozen diffusion policy, from ``init=`` (a realloop-train checkpoint) or, resuming, from
+        the run's checkpoint, which holds it."""
+        c = self.c
+        if c.get("obs_map"):
+            raise FinetuneError("algo=noise steers a realloop-train policy in the task it learnt: drop obs_map")
+        if not c["resume"] and not c.get("init"):
+            raise FinetuneError(
+                "algo=noise steers a pretrained diffusion policy: give init=<its realloop-train run or checkpoint>"
+            )
+        folder = resolve_checkpoint(last if c["resume"] else str(c["init"]))
+        with torch.random.fork_rng(devices=[]):  # building it draws initial weights: the run's RNG stays as it was
+            loaded = load_policy(folder, self.device)
+        policy, config = loaded.policy, loaded.config.get("policy") or {}
+        if c["resume"]:
+            if not isinstance(policy, NoiseSteeredPolicy):
+                raise FinetuneError(f"resume: {folder} holds no steered policy; resume the run with its own algo")
+            policy, config = policy.base, config["base"]
+        if not isinstance(policy, DiffusionPolicy):
+            raise FinetuneError(
+                f"init={folder} holds a {type(policy).__name__}; algo=noise steers the noise of a diffusion policy "
+                "(realloop-train policy=diffusion, diffusion_image*, diffusion_distill)"
+            )
+        self.base, self.base_config, self.base_meta = policy.eval().requires_grad_(False), config, loaded.meta
+        return self.base
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -403,7 +481,7 @@ class Finetuner:
             "episodes_done": self.episodes_done, "current_seeds": self.current_seeds,
             "rng": self.rng.bit_generator.state, "buffer": self.buffer.state_dict(), "evals": self.evals,
             "imitation_from": self.imitation_from, "imitation_episodes": self.imitation_episodes,
-            "distilled": self.distilled,
+            "distilled": self.distilled, "actions_executed": self.actions_executed,
         }  # fmt: skip
         tensors, state = learner_state(self.learner, meta)
         policy = self.actor_policy()
@@ -436,8 +514,20 @@ class Finetuner:
         with torch.random.fork_rng(devices=[]):  # building it draws initial weights: the run's RNG stays as it was
             loaded = load_policy(folder, self.device)
         policy = loaded.policy
+        self._check_init_policy(folder, policy, loaded.meta)
+        if not self.c["resume"] and int(self.c["imitation"]["steps"]) >= int(self.c["steps"]):
+            raise FinetuneError(
+                f"imitation.steps={self.c['imitation']['steps']} is not below steps={self.c['steps']}: the run would "
+                "end before its actor learnt from the imitation policy; lower imitation.steps or raise steps"
+            )
+        self.imitation = PolicyAgent(policy, num_envs=self.num_envs, seed=int(self.c["seed"]))
+        self.imitation_from = str(folder)
+
+    def _check_init_policy(self, folder: Path, policy: ChunkPolicy, meta: Mapping[str, Any]) -> None:
+        """Refuse (one line) a realloop-train policy that cannot act in this env: another task or control mode,
+        another action size, observations the env does not give."""
         try:
-            trained_in, kwargs = env_kwargs_from_checkpoint(loaded.meta, str(folder / "policy.json"))
+            trained_in, kwargs = env_kwargs_from_checkpoint(meta, str(folder / "policy.json"))
         except EvalError:  # its dataset does not record the env (a recorder's, a converted one): nothing to compare
             trained_in, kwargs = self.env_id, {}
         mode = getattr(getattr(self.envs.envs[0].unwrapped, "action_mode", None), "name", None)
@@ -446,10 +536,10 @@ class Finetuner:
                 f"init={folder}: its policy learnt from {trained_in} data ({kwargs.get('control_mode')} control); "
                 f"this run acts in {self.env_id} ({mode} control): train it on data of this env, or set env="
             )
-        if policy.action_dim != len(self.low):
+        env_action = self.envs.envs[0].unwrapped.action_space.shape[0]
+        if policy.action_dim != env_action:
             raise FinetuneError(
-                f"init={folder}: its policy outputs {policy.action_dim} action dims; {self.env_id} takes "
-                f"{len(self.low)}"
+                f"init={folder}: its policy outputs {policy.action_dim} action dims; {self.env_id} takes {env_action}"
             )
         missing = [k for k in policy.obs_keys if k not in self.obs]
         if missing:
@@ -457,13 +547,6 @@ class Finetuner:
                 f"init={folder}: its policy sees {missing}, which {self.env_id} does not give (it gives "
                 f"{sorted(self.obs)}); render the cameras it needs with env_kwargs, or map them (obs_map)"
             )
-        if not self.c["resume"] and int(self.c["imitation"]["steps"]) >= int(self.c["steps"]):
-            raise FinetuneError(
-                f"imitation.steps={self.c['imitation']['steps']} is not below steps={self.c['steps']}: the run would "
-                "end before its actor learnt from the imitation policy; lower imitation.steps or raise steps"
-            )
-        self.imitation = PolicyAgent(policy, num_envs=self.num_envs, seed=int(self.c["seed"]))
-        self.imitation_from = str(folder)
 
     def distil(self, tb: Any = None) -> None:
         """The end of the imitation phase: ``imitation.updates`` actor steps cloning the imitation policy's actions
@@ -511,6 +594,7 @@ class Finetuner:
             self.evals = list(meta.get("evals") or [])
             self.imitation_episodes = [bool(v) for v in meta.get("imitation_episodes") or []]
             self.distilled = meta.get("distilled")
+            self.actions_executed = int(meta.get("actions_executed", self.env_steps))
             self.imitation_from = meta.get("imitation_from")
             if self.imitation_from and self.distilled is None:
                 # saved inside the imitation phase: the imitation policy acts on (a stochastic one with new noise)
@@ -560,6 +644,7 @@ class Finetuner:
         actions = self._act()
         next_raw, reward, terminated, truncated, info = self.envs.step(actions)
         next_obs = self._map(next_raw)
+        self.actions_executed += int(np.sum(info["chunk_steps"])) if "chunk_steps" in info else self.num_envs
         key = str(self.c["success_key"])
         self.has_success = self.has_success or key in info
         success = np.asarray(info.get(key, np.zeros(self.num_envs, bool)), dtype=bool)
@@ -744,7 +829,7 @@ class Finetuner:
             self.env_id, self.algo["name"], str(self.out), self.env_steps, self.start_env_steps, self.episodes_done,
             self.updates, round(time.perf_counter() - started, 1), train_success, final_eval,
             str(checkpoint) if checkpoint else None, interrupted, self.evals, int(self.c["seed"]), self.command,
-            self.distilled,
+            self.distilled, self.actions_executed if self.base is not None else None,
         )  # fmt: skip
         (self.out / "finetune_summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         plot_curves(csv_path, self.evals, self.out / "curves.png", f"{self.algo['name']} on {self.env_id}")
@@ -756,6 +841,7 @@ def _with_defaults(algo: Mapping[str, Any]) -> dict[str, Any]:
     defaults = {f.name: f.default for f in dataclasses.fields(SACConfig)}
     # grasp_dim is no algo setting: realloop-finetune derives it from grasp_action
     own = {k: v for k, v in defaults.items() if k not in algo and k not in ("hidden_dims", "grasp_dim")}
+    own.update({k: v for k, v in {"steer": None, "noise_bound": 1.5}.items() if k not in algo})
     return {**own, **algo}
 
 

@@ -204,7 +204,7 @@ def test_config_errors_exit_2_with_one_line_naming_the_key(
         (["dataset.val_fraction=1.5"], "dataset.val_fraction=1.5 must be in [0, 1]"),
         (["precision=fp16"], "precision='fp16' must be one of 'auto', 'fp32', 'bf16'"),
         (["ema.enabled=sometimes"], "key 'ema.enabled' of the train config must be true or false, got 'sometimes'"),
-        (["policy=nope"], "no policy config 'nope'; known: bc, diffusion, diffusion_image"),
+        (["policy=nope"], "no policy config 'nope'; known: bc, diffusion, diffusion_distill, diffusion_image"),
     ]  # fmt: skip
     for args, message in cases:
         monkeypatch.setattr(sys, "argv", ["realloop-train", *args, f"out={tmp_path / 'run'}"])

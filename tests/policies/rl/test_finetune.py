@@ -350,3 +350,65 @@ def test_a_run_resumed_inside_the_imitation_phase_continues_bit_identically(
                                        "steps=60", "resume=true"]), progress=False)  # fmt: skip
     assert resumed.start_env_steps == 40 and resumed.imitation is not None and resumed.imitation["env_steps"] == 50
     assert_same_last_checkpoint(a, b)
+
+
+@pytest.fixture(scope="module")
+def diffusion_policy(tmp_path_factory: pytest.TempPathFactory, demos: Path) -> Path:
+    """A small diffusion checkpoint (realloop-train) trained on the reach demonstrations."""
+    from realloop.policies.train import compose_config as train_config
+    from realloop.policies.train import train
+
+    out = tmp_path_factory.mktemp("diffusion")
+    args = ["policy=diffusion", "policy.down_dims=[16,32]", "policy.diffusion_step_embed_dim=16",
+            "policy.num_inference_steps=4", f"dataset.path={demos}", "steps=30", "batch_size=8",
+            "val_every=0"]  # fmt: skip
+    return Path(train(train_config([*args, "device=cpu", f"out={out}"]), progress=False).checkpoint)
+
+
+def test_noise_steering_learns_in_chunks_and_its_checkpoint_is_the_frozen_policy_with_its_actor(
+    tmp_path: Path, diffusion_policy: Path
+) -> None:
+    base = load_policy(diffusion_policy).policy
+    steer = ["algo=noise", f"init={diffusion_policy}", "algo.num_critics=2", "learning_starts=4", "eval.every=0"]
+    summary, out = run(tmp_path / "n", *steer, "steps=9", "seed=1")
+    # an episode of 20 steps is 3 chunks of the policy's 8 (the last cut to 4): 9 learner steps, 3 episodes
+    assert summary.env_steps == 9 and summary.episodes == 3 and summary.actions_executed == 60
+    assert "9 chunks (to 9; 60 env steps in all)" in summary.line()
+    with Dataset.open(out / "online.zarr") as ds:  # what the learner saw: one noise vector per chunk
+        ep = next(ds.episodes())
+        assert ep.stream("action").read().shape == (3, base.horizon * base.action_dim)
+
+    loaded = load_policy(out)
+    policy = loaded.policy
+    assert type(policy).__name__ == "NoiseSteeredPolicy"
+    frozen = base.state_dict()
+    assert all(torch.equal(v, frozen[k]) for k, v in policy.base.state_dict().items())  # the base did not change
+    # it acts in the env's own action space, as realloop-eval runs it; the result is the run's final evaluation
+    again = evaluate(policy, ENV, {"max_episode_steps": 20}, episodes=2, seed=100000, progress=False)
+    assert again.mean_return == pytest.approx(summary.eval["return_mean"], rel=1e-5)
+    result, _ = run_eval(eval_config([f"checkpoint={out}", "env=auto", "episodes=2", "progress=false"]))
+    assert result.mean_return == pytest.approx(again.mean_return, rel=1e-5)
+
+    # resumed, the run continues bit-identically (the frozen policy comes back from the run's own checkpoint)
+    run(tmp_path / "a", *steer, "steps=12", "checkpoint_every=3")
+    run(tmp_path / "b", *steer, "steps=6", "checkpoint_every=3")
+    resumed, _ = run(tmp_path / "b", *[s for s in steer if not s.startswith("init=")], "steps=12",
+                     "checkpoint_every=3", "resume=true")  # fmt: skip
+    assert resumed.start_env_steps == 6 and resumed.actions_executed == 80
+    assert_same_last_checkpoint(tmp_path / "a", tmp_path / "b")
+
+
+def test_noise_steering_refuses_what_it_cannot_steer(
+    tmp_path: Path, demos: Path, bc_policy: Path, diffusion_policy: Path
+) -> None:
+    with pytest.raises(FinetuneError, match="steers a pretrained diffusion policy: give init="):
+        run(tmp_path / "a", "algo=noise", "steps=10")
+    with pytest.raises(FinetuneError, match="holds a MLPPolicy; algo=noise steers the noise of a diffusion policy"):
+        run(tmp_path / "b", "algo=noise", f"init={bc_policy}", "steps=10")
+    with pytest.raises(FinetuneError, match="demonstrations hold actions, not noise"):
+        run(tmp_path / "c", "algo=noise", f"init={diffusion_policy}", f"demos=[{demos}]", "steps=10")
+    with pytest.raises(FinetuneError, match=r"drop hold_actions, grasp_action and algo\.action_chunk"):
+        run(tmp_path / "d", "algo=noise", f"init={diffusion_policy}", "algo.action_chunk=2", "steps=10")
+    other_task = r"learnt from realloop/ArmReach-v0 data .* this run acts in realloop/ArmLift"
+    with pytest.raises(FinetuneError, match=other_task):
+        run(tmp_path / "e", "algo=noise", f"init={diffusion_policy}", "env=realloop/ArmLift-v0", "steps=10")
