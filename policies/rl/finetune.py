@@ -22,6 +22,7 @@ position), ``online.zarr``, ``curves.png`` and ``finetune_summary.json``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -304,6 +305,9 @@ class Finetuner:
         if self.steer:
             base = self._load_base(last)
             wrap = functools.partial(NoiseSteeredEnv, policy=base, bound=float(self.algo["noise_bound"]))
+            if c.get("env_kwargs") is None:  # the env the frozen policy's data came from (randomisation included)
+                with contextlib.suppress(EvalError):  # its data does not record the env: the task's defaults
+                    self.env_kwargs = env_kwargs_from_checkpoint(self.base_meta, "init")[1]
         try:
             self.envs = make_vector_env(self.env_id, self.env_kwargs, self.num_envs, wrap=wrap)
         except EvalError as e:

@@ -412,3 +412,19 @@ def test_noise_steering_refuses_what_it_cannot_steer(
     other_task = r"learnt from realloop/ArmReach-v0 data .* this run acts in realloop/ArmLift"
     with pytest.raises(FinetuneError, match=other_task):
         run(tmp_path / "e", "algo=noise", f"init={diffusion_policy}", "env=realloop/ArmLift-v0", "steps=10")
+
+
+def test_noise_steering_acts_in_the_env_of_the_policys_data_unless_told_otherwise(
+    tmp_path: Path, diffusion_policy: Path
+) -> None:
+    """The demonstrations were recorded with 20-step episodes (task.env.max_episode_steps=20): without env_kwargs
+    the steering run takes that env, as realloop-eval env=auto does; given env_kwargs win."""
+    steer = ["algo=noise", f"init={diffusion_policy}", "learning_starts=100", "eval.every=0", "eval.episodes=1"]
+    _, out = run(tmp_path / "auto", *steer, "env_kwargs=null", "steps=3")
+    env = json.loads((out / "checkpoints" / "last" / "policy.json").read_text())["env"]
+    assert env["kwargs"]["max_episode_steps"] == 20 and "control_mode" in env["kwargs"]
+    with Dataset.open(out / "online.zarr") as ds:  # 3 chunks: 8 + 8 + 4 steps, one 20-step episode
+        assert len(ds) == 1
+    _, out = run(tmp_path / "given", *steer, "env_kwargs={max_episode_steps: 12}", "steps=2")
+    env = json.loads((out / "checkpoints" / "last" / "policy.json").read_text())["env"]
+    assert env["kwargs"] == {"max_episode_steps": 12}
