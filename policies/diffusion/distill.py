@@ -115,21 +115,13 @@ class DistilledDiffusionPolicy(DiffusionPolicy):
         with torch.no_grad():
             teacher.eval()  # the teacher's chunk without training-time augmentation (random crops)
             target = teacher.sample_actions(obs, noise=noise)
-        loss = F.mse_loss(self.denoise(self.encoder(obs), noise).float(), target.float())
+        loss = F.mse_loss(self.denoise_once(self.encoder(obs), noise, self.start_timestep).float(), target.float())
         return loss, {"loss": loss.detach()}
-
-    def denoise(self, cond: Tensor, noise: Tensor) -> Tensor:
-        """The normalised chunk for encoded observations ``cond`` and initial noise ``noise`` (B, horizon, A)."""
-        t = torch.full((noise.shape[0],), self.start_timestep, dtype=torch.long, device=noise.device)
-        x0, _ = self.scheduler.denoised(self.unet(noise, t, cond), noise, self.start_timestep)
-        return x0
 
     def sample_actions(
         self, obs: Mapping[str, Tensor], generator: torch.Generator | None = None, noise: Tensor | None = None
     ) -> Tensor:
         cond = self.encoder(obs)
-        if noise is None:
-            shape = (cond.shape[0], self.horizon, self.action_dim)
-            device = generator.device if generator is not None else cond.device
-            noise = torch.randn(shape, generator=generator, device=device, dtype=cond.dtype).to(cond.device)
-        return self.denoise(cond, noise)
+        shape = (cond.shape[0], self.horizon, self.action_dim)
+        x = self.scheduler.initial_noise(shape, noise, generator, cond.device, cond.dtype)
+        return self.denoise_once(cond, x, self.start_timestep)

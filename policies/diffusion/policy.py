@@ -85,6 +85,12 @@ class DiffusionPolicy(ChunkPolicy):
         loss = F.mse_loss(pred.float(), self.scheduler.target(actions, noise).float())
         return loss, {"loss": loss.detach()}
 
+    def denoise_once(self, cond: torch.Tensor, x: torch.Tensor, timestep: int) -> torch.Tensor:
+        """The normalised chunk the model estimates, in one U-Net pass, from ``x`` (B, horizon, A) taken as the
+        sample at ``timestep``, for encoded observations ``cond`` (with gradients: a one-step sampler trains it)."""
+        t = torch.full((x.shape[0],), timestep, dtype=torch.long, device=x.device)
+        return self.scheduler.denoised(self.unet(x, t, cond), x, timestep)[0]
+
     def sample_actions(
         self,
         obs: Mapping[str, torch.Tensor],

@@ -105,6 +105,23 @@ class NoiseScheduler:
     def _abar(self, t: int) -> float:
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])
 
+    @staticmethod
+    def initial_noise(
+        shape: tuple[int, ...],
+        noise: Tensor | None,
+        generator: torch.Generator | None,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        """The sample sampling starts from: ``noise`` when given (checked against ``shape``), else a standard normal
+        draw from ``generator`` (on its own device) or the global generator; on ``device``, as ``dtype``."""
+        if noise is not None:
+            if tuple(noise.shape) != tuple(shape):
+                raise ValueError(f"noise has shape {tuple(noise.shape)}, the sample has shape {tuple(shape)}")
+            return noise.to(device=device, dtype=dtype)
+        source = generator.device if generator is not None else device
+        return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
     def denoised(self, out: Tensor, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """The model's estimate of the clean sample and of the noise, from its output ``out`` for ``x`` at
         timestep ``t``; the clean estimate clamped to +-clip_sample_range with ``clip_sample`` (the noise estimate
@@ -146,14 +163,11 @@ class NoiseScheduler:
         timesteps = self.inference_timesteps(num_inference_steps)
         stride = self.num_train_timesteps // num_inference_steps
         device = torch.device(device) if device is not None else torch.device("cpu")
-        noise_device = generator.device if generator is not None else device
 
         def randn() -> Tensor:
-            return torch.randn(shape, generator=generator, device=noise_device, dtype=dtype).to(device)
+            return self.initial_noise(shape, None, generator, device, dtype)
 
-        if noise is not None and tuple(noise.shape) != tuple(shape):
-            raise ValueError(f"noise has shape {tuple(noise.shape)}, the sample has shape {tuple(shape)}")
-        x = noise.to(device=device, dtype=dtype) if noise is not None else randn()
+        x = self.initial_noise(shape, noise, generator, device, dtype)
         for t in timesteps:
             t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
             x0, eps = self.denoised(model(x, t_batch).to(dtype), x, t)

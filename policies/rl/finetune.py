@@ -297,12 +297,12 @@ class Finetuner:
 
         self.obs_map: ObsMap | None = load_obs_map(c.get("obs_map"))
         # algo=noise: the frozen diffusion policy the learner steers, inside each env (NoiseSteeredEnv)
-        self.steer = self.algo.get("steer")
+        steer = self.algo.get("steer")
         self.base: DiffusionPolicy | None = None
         self.base_config: dict[str, Any] = {}
         self.base_meta: dict[str, Any] = {}
         wrap = None
-        if self.steer:
+        if steer:
             base = self._load_base(last)
             wrap = functools.partial(NoiseSteeredEnv, policy=base, bound=float(self.algo["noise_bound"]))
             if c.get("env_kwargs") is None:  # the env the frozen policy's data came from (randomisation included)
@@ -319,7 +319,7 @@ class Finetuner:
         if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
             raise FinetuneError(f"{self.env_id}'s action space {space} is unbounded; the actor needs finite bounds")
         hold = dict(c.get("hold_actions") or {})
-        if self.steer and (hold or c.get("grasp_action") is not None or int(self.algo["action_chunk"]) > 1):
+        if steer and (hold or c.get("grasp_action") is not None or int(self.algo["action_chunk"]) > 1):
             raise FinetuneError(
                 "algo=noise chooses the noise of whole chunks: drop hold_actions, grasp_action and algo.action_chunk"
             )
@@ -355,7 +355,7 @@ class Finetuner:
         demos = [str(p) for p in c.get("demos") or []]
         if int(c["offline_updates"]) > 0 and not demos:
             raise FinetuneError("offline_updates pretrains on demonstrations: give demos=[...], or offline_updates=0")
-        if self.steer and demos:
+        if steer and demos:
             raise FinetuneError(
                 "algo=noise learns from the chunks it steers: demonstrations hold actions, not noise; drop demos="
             )

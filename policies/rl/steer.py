@@ -124,7 +124,6 @@ class NoiseSteeredPolicy(ChunkPolicy):
         actor_features = {**{k: features[k] for k in actor_keys}, "action": noise_feature}
         kwargs = {k: v for k, v in actor.items() if k not in ("obs_keys", "action_low", "action_high")}
         self.actor = ActorPolicy(actor_features, actor_keys, [-bound] * (h * a), [bound] * (h * a), **kwargs)
-        self.bound = float(bound)
 
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError("a noise-steered policy learns through realloop-finetune, not realloop-train")

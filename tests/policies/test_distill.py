@@ -78,10 +78,7 @@ def test_the_student_learns_the_teachers_noise_to_chunk_map(teacher: Path, tmp_p
     with torch.no_grad():
         target = teacher_policy.sample_actions(obs, noise=noise)
         distilled = student.sample_actions(obs, noise=noise)
-        t0 = student.start_timestep
-        t = torch.full((32,), t0, dtype=torch.long)
-        out = teacher_policy.unet(noise, t, teacher_policy.encoder(obs))
-        start, _ = teacher_policy.scheduler.denoised(out, noise, t0)
+        start = teacher_policy.denoise_once(teacher_policy.encoder(obs), noise, student.start_timestep)
     start_error = torch.mean((start - target) ** 2)
     error = torch.mean((distilled - target) ** 2)
     assert error < 0.5 * start_error, (float(error), float(start_error))
