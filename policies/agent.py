@@ -9,8 +9,9 @@ environment when its queue of actions is empty.
     actions = agent.step(batched_obs)            # (8, action_dim); call agent.reset([i]) when env i resets
 
 For the policy runner node it is also a :class:`realloop.policies.base.Policy` (one environment):
-``observe(obs)`` every control step, ``action_chunk(obs)`` when the node needs a new chunk (one robot, numpy;
-the model's own ``ChunkPolicy.predict_action_chunk`` takes batched tensors).
+``observe(obs)`` every control step, ``action_chunk(obs)`` when the node needs a new chunk, ``refine(action)`` for
+each action it runs (one robot, numpy; the model's own ``ChunkPolicy.predict_action_chunk`` takes batched
+tensors).
 """
 
 from __future__ import annotations
@@ -108,7 +109,23 @@ class PolicyAgent:
         if need:
             for i, chunk in zip(need, self._predict(need), strict=True):
                 self.queues[i] = list(chunk)
-        return np.stack([self.queues[i].pop(0) for i in range(self.num_envs)])
+        actions = np.stack([self.queues[i].pop(0) for i in range(self.num_envs)])
+        return self._refine(range(self.num_envs), actions)
+
+    def _refine(self, env_ids: Sequence[int], actions: np.ndarray) -> np.ndarray:
+        """The actions to run: a policy that refines actions corrects the chunk's for the current observation."""
+        if not self.policy.refines_actions:
+            return actions
+        frames = {
+            k: torch.from_numpy(np.stack([self.history[i][-1][k] for i in env_ids])).to(self.device)
+            for k in self.policy.obs_keys
+        }
+        with torch.inference_mode():
+            refined = self.policy.refine_action(frames, torch.as_tensor(actions, device=self.device))
+            out = refined.float().cpu().numpy()
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError("the policy produced NaN or inf actions; the checkpoint is broken")
+        return out
 
     @property
     def obs_keys(self) -> list[str]:
@@ -124,6 +141,11 @@ class PolicyAgent:
         """Record this control step's observation (unbatched)."""
         self._push(0, self._frame(obs, None))
         self._observed = True
+
+    def refine(self, action: np.ndarray) -> np.ndarray:
+        """The action ``(action_dim,)`` to run at this step, for the chunk's action at it and the step's observation
+        (given to ``observe``): the chunk's, or a residual policy's correction of it."""
+        return self._refine([0], np.asarray(action, dtype=np.float32)[None])[0]
 
     def action_chunk(self, obs: Mapping[str, np.ndarray], noise: np.ndarray | None = None) -> np.ndarray:
         """Actions ``(n_action_steps, action_dim)`` from now, for this step's (unbatched) observation; ``noise``

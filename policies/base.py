@@ -2,7 +2,9 @@
 
 A policy maps an observation dict keyed by dataset feature names (``observation.state``,
 ``observation.environment_state``, ``observation.images.<cam>``) to an action chunk: an array (T, action_dim)
-of actions for the next T control steps, in its task's action space.
+of actions for the next T control steps, in its task's action space. A policy may also have ``refine(action)``,
+the action to run at a step for the chunk's action there and the step's observation (a residual policy's
+correction); whoever runs it calls that for every action it runs.
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ class ChunkPolicy(nn.Module):
             feature name; see :mod:`realloop.policies.normalize`.
     """
 
+    refines_actions = False  # True: refine_action corrects each step's action (see there)
+
     def __init__(
         self,
         features: Mapping[str, Mapping[str, Any]],
@@ -136,6 +138,12 @@ class ChunkPolicy(nn.Module):
         actions = self.normalizer.unnormalize(self.action_key, chunk.float())
         start = self.n_obs_steps - 1
         return actions[:, start : start + self.n_action_steps]
+
+    def refine_action(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        """The action to run this step: ``action`` (B, action_dim) is the chunk's, ``obs`` this step's raw
+        observation ``{key: (B, ...)}``. The chunk's action by default; a policy that sets ``refines_actions``
+        corrects it every step (a residual policy), and everything that runs policies calls this then."""
+        return action
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -3,7 +3,9 @@
     realloop-finetune env=realloop/ArmLift-v0 demos=[outputs/lift_demos.zarr] algo=rlpd reward=success
 
 With ``algo=noise`` the learner steers the frozen diffusion policy ``init=`` names through its sampling noise
-(:mod:`realloop.policies.rl.steer`): each env is wrapped so that a step is one chunk of that policy.
+(:mod:`realloop.policies.rl.steer`): each env is wrapped so that a step is one chunk of that policy. With
+``algo=residual`` it corrects every action of the frozen policy (:mod:`realloop.policies.rl.residual`): each env
+is wrapped so that its observation holds that policy's action and the learner's action is the correction.
 
 One loop: ``num_envs`` envs act as one batch (the learner's exploring policy; uniform random actions for the
 first ``random_steps``; or, started from a realloop-train checkpoint, that imitation policy for the first
@@ -32,7 +34,7 @@ import shlex
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -65,6 +67,7 @@ from realloop.policies.obs_map import ObsMap, load_obs_map
 from realloop.policies.rl.actor_policy import ActorPolicy
 from realloop.policies.rl.buffer import ReplayBuffer
 from realloop.policies.rl.learner import Batch
+from realloop.policies.rl.residual import BASE_ACTION, ResidualEnv, ResidualPolicy
 from realloop.policies.rl.sac import SACConfig, SACLearner
 from realloop.policies.rl.state import learner_state, restore_learner_state
 from realloop.policies.rl.steer import NoiseSteeredEnv, NoiseSteeredPolicy
@@ -73,6 +76,7 @@ from realloop.policies.stop_signals import StopSignals
 IMAGES = "observation.images."
 ACTOR_POLICY = "realloop.policies.rl.actor_policy.ActorPolicy"
 STEERED_POLICY = "realloop.policies.rl.steer.NoiseSteeredPolicy"
+RESIDUAL_POLICY = "realloop.policies.rl.residual.ResidualPolicy"
 
 # what configs/finetune.yaml's defaults cannot say about its keys (realloop.configs.schema)
 CONFIG_OPEN = ("env_kwargs", "obs_map", "hold_actions")
@@ -87,11 +91,11 @@ CONFIG_BOUNDS = {
     "eval.num_envs": (1, None), "checkpoint_every": (1, None), "log_every": (1, None), "time_limit_min": (0, None),
     "algo.num_critics": (1, None), "algo.num_min_critics": (1, None), "algo.utd": (1, None), "algo.tau": (0, 1),
     "algo.bc_weight": (0, None), "algo.augment_pad": (0, None), "algo.obs_std_floor": (0, None),
-    "algo.bc_decay_updates": (0, None),
+    "algo.bc_decay_updates": (0, None), "algo.action_penalty": (0, None),
     "algo.action_chunk": (1, None), "algo.cql_weight": (0, None), "algo.cql_actions": (1, None),
     "algo.grasp_epsilon": (0, 1), "algo.grasp_margin": (0, None),
     "offline_updates": (0, None), "imitation.steps": (1, None), "imitation.updates": (0, None),
-    "algo.noise_bound": (1e-6, None),
+    "algo.noise_bound": (1e-6, None), "algo.residual_scale": (1e-6, None), "algo.residual_warmup": (0, None),
 }  # fmt: skip
 CONFIG_CHOICES = {
     "reward": ("env", "success"),
@@ -100,9 +104,10 @@ CONFIG_CHOICES = {
     "algo.actor_q": ("mean", "min"),
     "algo.obs_normalization": ("mean_std", "min_max", "identity"),
     "algo.image_encoder": ("small", "resnet18"),
-    "algo.steer": (None, "noise"),
+    "algo.steer": (None, "noise", "residual"),
 }
-STEER_KEYS = ("steer", "noise_bound")  # algo settings of realloop-finetune's own, not the learner's (SACConfig)
+# algo settings of realloop-finetune's own, not the learner's (SACConfig), and their defaults
+STEER_DEFAULTS = {"steer": None, "noise_bound": 1.5, "residual_scale": 0.1, "residual_warmup": 0}
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -296,15 +301,18 @@ class Finetuner:
             raise FinetuneError(f"{self.out} holds a run already; resume=true continues it, or choose another out=")
 
         self.obs_map: ObsMap | None = load_obs_map(c.get("obs_map"))
-        # algo=noise: the frozen diffusion policy the learner steers, inside each env (NoiseSteeredEnv)
-        steer = self.algo.get("steer")
-        self.base: DiffusionPolicy | None = None
+        # algo=noise | residual: the frozen policy the learner steers or corrects, inside each env (its wrapper)
+        self.steer = steer = self.algo.get("steer")
+        self.base: ChunkPolicy | None = None
         self.base_config: dict[str, Any] = {}
         self.base_meta: dict[str, Any] = {}
-        wrap = None
+        wrap: Callable[[gym.Env], gym.Env] | None = None
         if steer:
             base = self._load_base(last)
-            wrap = functools.partial(NoiseSteeredEnv, policy=base, bound=float(self.algo["noise_bound"]))
+            if isinstance(base, DiffusionPolicy) and steer == "noise":
+                wrap = functools.partial(NoiseSteeredEnv, policy=base, bound=float(self.algo["noise_bound"]))
+            else:
+                wrap = functools.partial(ResidualEnv, policy=base, scale=float(self.algo["residual_scale"]))
             if c.get("env_kwargs") is None:  # the env the frozen policy's data came from (randomisation included)
                 with contextlib.suppress(EvalError):  # its data does not record the env: the task's defaults
                     self.env_kwargs = env_kwargs_from_checkpoint(self.base_meta, "init")[1]
@@ -321,7 +329,8 @@ class Finetuner:
         hold = dict(c.get("hold_actions") or {})
         if steer and (hold or c.get("grasp_action") is not None or int(self.algo["action_chunk"]) > 1):
             raise FinetuneError(
-                "algo=noise chooses the noise of whole chunks: drop hold_actions, grasp_action and algo.action_chunk"
+                f"algo={self.algo['name']} works on the frozen policy's chunks: drop hold_actions, grasp_action and "
+                "algo.action_chunk"
             )
         names = _action_names(self.envs.envs[0])
         self.held = _held_actions(hold, names, self.low, self.high)
@@ -340,12 +349,14 @@ class Finetuner:
         self.queue = np.tile(self.held_action, (self.num_envs, self.chunk, 1))
         self.queue_pos = np.full(self.num_envs, self.chunk)
         self.dt = _control_dt(self.envs.envs[0])
-        if self.base is not None:  # one learner step is one chunk of the steered policy
+        if self.base is not None and steer == "noise":  # one learner step is one chunk of the steered policy
             self.dt *= self.base.n_action_steps
         self.episode = 0  # training episodes started (their seeds)
         self.current_seeds = [self._seed() for _ in range(self.num_envs)]  # of the episodes in progress
         first = self._map(self.envs.reset(seed=self.current_seeds)[0])
         keys = list(c.get("obs_keys") or sorted(first))
+        if steer == "residual" and BASE_ACTION not in keys:  # the correction depends on the action it corrects
+            keys.append(BASE_ACTION)
         missing = [k for k in keys if k not in first]
         if missing:
             raise FinetuneError(f"obs_keys {missing} are not in the env's observation (it has {sorted(first)})")
@@ -357,7 +368,8 @@ class Finetuner:
             raise FinetuneError("offline_updates pretrains on demonstrations: give demos=[...], or offline_updates=0")
         if steer and demos:
             raise FinetuneError(
-                "algo=noise learns from the chunks it steers: demonstrations hold actions, not noise; drop demos="
+                f"algo={self.algo['name']} learns from what it does to the frozen policy: demonstrations hold actions, "
+                "not noise or corrections; drop demos="
             )
         _check_demos(demos, self.features, str(c["reward"]), self.held, self.low, self.high)
         self.demos = demos
@@ -366,7 +378,7 @@ class Finetuner:
         np.random.seed(int(c["seed"]))
         random.seed(int(c["seed"]))
         self.rng = np.random.default_rng(int(c["seed"]))
-        learner_cfg = SACConfig(**{k: v for k, v in self.algo.items() if k not in ("name", *STEER_KEYS)})
+        learner_cfg = SACConfig(**{k: v for k, v in self.algo.items() if k not in ("name", *STEER_DEFAULTS)})
         learner_cfg = dataclasses.replace(
             learner_cfg,
             hidden_dims=tuple(learner_cfg.hidden_dims),
@@ -375,6 +387,10 @@ class Finetuner:
         stats = _obs_stats(demos, keys) if learner_cfg.obs_normalization != "identity" else None
         shapes = {k: _learner_shape(self.features[k]) for k in keys}
         self.learner = SACLearner(shapes, self.low[self.free], self.high[self.free], learner_cfg, stats, self.device)
+        if steer == "residual":  # a zero correction: the policy of step 0 is exactly the frozen one
+            with torch.no_grad():
+                self.learner.actor.mean.weight.zero_()
+                self.learner.actor.mean.bias.zero_()
         image_size = c.get("image_size")
         self.buffer = ReplayBuffer(
             keys, demos, capacity=int(c["capacity"]), online_path=self.out / "online.zarr",
@@ -413,9 +429,15 @@ class Finetuner:
     def _map(self, obs: Any) -> dict[str, np.ndarray]:
         return self.obs_map(obs) if self.obs_map is not None else {k: np.asarray(v) for k, v in dict(obs).items()}
 
+    def residual_fraction(self) -> float:
+        """algo=residual: the fraction of ``residual_scale`` the correction has now, growing linearly from 0 to 1
+        over the first ``residual_warmup`` env steps (1 without a warm-up)."""
+        warmup = int(self.algo["residual_warmup"])
+        return min(1.0, self.env_steps / warmup) if warmup > 0 else 1.0
+
     def policy_config(self) -> dict[str, Any]:
-        """The ``policy`` section of the checkpoint's config: builds the :class:`ActorPolicy` (or, steering, the
-        :class:`NoiseSteeredPolicy` of the frozen policy and that actor)."""
+        """The ``policy`` section of the checkpoint's config: builds the :class:`ActorPolicy` (or, steering or
+        correcting a frozen policy, the :class:`NoiseSteeredPolicy` or :class:`ResidualPolicy` of it and that actor)."""
         a = self.algo
         actor = {
             "_target_": ACTOR_POLICY, "name": a["name"], "obs_keys": self.keys, "action_key": "action",
@@ -426,11 +448,16 @@ class Finetuner:
         }  # fmt: skip
         if self.base is None:
             return actor
-        bounds = ("_target_", "name", "action_key", "action_low", "action_high")  # NoiseSteeredPolicy sets them
+        bounds = ("_target_", "name", "action_key", "action_low", "action_high")  # the wrapping policy sets them
         own = {k: v for k, v in actor.items() if k not in bounds}
+        seen = sorted({*self.base.obs_keys, *self.keys} - {BASE_ACTION})
+        common = {"name": a["name"], "obs_keys": seen, "base": self.base_config, "actor": own}
+        if self.steer == "noise":
+            return {"_target_": STEERED_POLICY, **common, "bound": float(a["noise_bound"])}
+        wrapper = self.envs.envs[0]
         return {
-            "_target_": STEERED_POLICY, "name": a["name"], "obs_keys": sorted({*self.base.obs_keys, *self.keys}),
-            "base": self.base_config, "actor": own, "bound": float(a["noise_bound"]),
+            "_target_": RESIDUAL_POLICY, **common, "scale": float(a["residual_scale"]) * self.residual_fraction(),
+            "action_low": wrapper.low.tolist(), "action_high": wrapper.high.tolist(),
         }  # fmt: skip
 
     def actor_policy(self) -> ChunkPolicy:
@@ -446,31 +473,38 @@ class Finetuner:
                 policy: ChunkPolicy = ActorPolicy(features, **cfg)
             else:  # the env's action and the frozen policy's own features, with the actor's observations
                 base_features = {k: f.to_dict() for k, f in self.base.features.items()}
-                policy = NoiseSteeredPolicy({**features, **base_features}, **cfg)
+                wrapping = NoiseSteeredPolicy if self.steer == "noise" else ResidualPolicy
+                policy = wrapping({**features, **base_features}, **cfg)
                 base = {f"base.{k}": v.detach().cpu() for k, v in self.base.state_dict().items()}
                 actor = {**base, **{f"actor.{k}": v for k, v in actor.items()}}
         policy.load_state_dict({**policy.state_dict(), **actor}, strict=True)
         return policy.eval()
 
-    def _load_base(self, last: Path) -> DiffusionPolicy:
-        """algo=noise: the frozen diffusion policy, from ``init=`` (a realloop-train checkpoint) or, resuming, from
+    def _load_base(self, last: Path) -> ChunkPolicy:
+        """algo=noise | residual: the frozen policy, from ``init=`` (a realloop-train checkpoint) or, resuming, from
         the run's checkpoint, which holds it."""
-        c = self.c
+        c, name = self.c, self.algo["name"]
         if c.get("obs_map"):
-            raise FinetuneError("algo=noise steers a realloop-train policy in the task it learnt: drop obs_map")
+            raise FinetuneError(f"algo={name} works on a realloop-train policy in the task it learnt: drop obs_map")
         if not c["resume"] and not c.get("init"):
             raise FinetuneError(
-                "algo=noise steers a pretrained diffusion policy: give init=<its realloop-train run or checkpoint>"
+                f"algo={name} works on a pretrained policy: give init=<its realloop-train run or checkpoint>"
             )
         folder = resolve_checkpoint(last if c["resume"] else str(c["init"]))
         with torch.random.fork_rng(devices=[]):  # building it draws initial weights: the run's RNG stays as it was
             loaded = load_policy(folder, self.device)
         policy, config = loaded.policy, loaded.config.get("policy") or {}
+        wrapping = NoiseSteeredPolicy if self.steer == "noise" else ResidualPolicy
         if c["resume"]:
-            if not isinstance(policy, NoiseSteeredPolicy):
-                raise FinetuneError(f"resume: {folder} holds no steered policy; resume the run with its own algo")
+            if not isinstance(policy, wrapping):
+                raise FinetuneError(f"resume: {folder} holds no {wrapping.__name__}; resume the run with its own algo")
             policy, config = policy.base, config["base"]
-        if not isinstance(policy, DiffusionPolicy):
+        elif "algo" in loaded.config:
+            raise FinetuneError(
+                f"init={folder} is a realloop-finetune checkpoint; algo={name} works on a realloop-train policy "
+                "(resume=true continues a run)"
+            )
+        if self.steer == "noise" and not isinstance(policy, DiffusionPolicy):
             raise FinetuneError(
                 f"init={folder} holds a {type(policy).__name__}; algo=noise steers the noise of a diffusion policy "
                 "(realloop-train policy=diffusion, diffusion_image*, diffusion_distill)"
@@ -646,6 +680,8 @@ class Finetuner:
     def _step(self) -> list[int]:
         """One step of every env; returns the envs whose episode ended."""
         actions = self._act()
+        if self.steer == "residual":  # the correction's scale grows over the warm-up (the buffer keeps what ran)
+            actions = (actions * self.residual_fraction()).astype(np.float32)
         next_raw, reward, terminated, truncated, info = self.envs.step(actions)
         next_obs = self._map(next_raw)
         self.actions_executed += int(np.sum(info["chunk_steps"])) if "chunk_steps" in info else self.num_envs
@@ -752,6 +788,8 @@ class Finetuner:
             columns += ["bc_loss", "bc_cloned", "bc_rows", "bc_weight"]
         if float(self.algo.get("cql_weight") or 0) > 0:
             columns += ["cql_penalty"]
+        if float(self.algo.get("action_penalty") or 0) > 0:
+            columns += ["action_size"]
         if self.grasp is not None:
             columns += ["grasp_loss", "grasp_q"] + (["grasp_margin"] if "bc_loss" in columns else [])
         return columns
@@ -833,7 +871,7 @@ class Finetuner:
             self.env_id, self.algo["name"], str(self.out), self.env_steps, self.start_env_steps, self.episodes_done,
             self.updates, round(time.perf_counter() - started, 1), train_success, final_eval,
             str(checkpoint) if checkpoint else None, interrupted, self.evals, int(self.c["seed"]), self.command,
-            self.distilled, self.actions_executed if self.base is not None else None,
+            self.distilled, self.actions_executed if self.steer == "noise" else None,
         )  # fmt: skip
         (self.out / "finetune_summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         plot_curves(csv_path, self.evals, self.out / "curves.png", f"{self.algo['name']} on {self.env_id}")
@@ -845,7 +883,7 @@ def _with_defaults(algo: Mapping[str, Any]) -> dict[str, Any]:
     defaults = {f.name: f.default for f in dataclasses.fields(SACConfig)}
     # grasp_dim is no algo setting: realloop-finetune derives it from grasp_action
     own = {k: v for k, v in defaults.items() if k not in algo and k not in ("hidden_dims", "grasp_dim")}
-    own.update({k: v for k, v in {"steer": None, "noise_bound": 1.5}.items() if k not in algo})
+    own.update({k: v for k, v in STEER_DEFAULTS.items() if k not in algo})
     return {**own, **algo}
 
 

@@ -66,6 +66,10 @@ class SACConfig:
         bc_weight: weight of a behaviour-cloning term in the actor loss: MSE(tanh(actor mean), action) over the
             batch's offline transitions (the demonstrations; online ones are the policy's own), as in DDPGfD and
             TD3+BC (0: off); with a grasp critic, also the weight of its large-margin term (``grasp_margin``).
+        action_penalty: weight of the mean squared deterministic action tanh(mean), in [-1, 1] units, in the actor
+            loss: it pulls the actor toward the middle of its range, which for a residual actor is the frozen
+            policy's action (a correction of 0). Without it the actor follows the critic's early errors to
+            corrections that add up over steps. 0: off.
         bc_decay_updates: > 0: the BC weight (``bc_weight``, also the grasp margin's) falls linearly to 0 over this
             many learner updates, as DAPG decays its demonstration term: the demonstrations give the head start,
             then the critic alone steers, instead of a few demonstrations being fitted ever closer (0: constant).
@@ -121,6 +125,7 @@ class SACConfig:
     bc_decay_updates: int = 0
     bc_q_filter: bool = False
     bc_successes: bool = False
+    action_penalty: float = 0.0
     obs_normalization: str = "identity"
     obs_std_floor: float = 0.01
     image_encoder: str = "small"
@@ -149,8 +154,10 @@ class SACConfig:
             raise ValueError(f"cql_weight must be >= 0 and cql_actions >= 1, got {self.cql_weight}, {self.cql_actions}")
         if self.action_chunk < 1:
             raise ValueError(f"action_chunk must be at least 1, got {self.action_chunk}")
-        if min(self.bc_weight, self.augment_pad, self.bc_decay_updates, self.obs_std_floor) < 0:
-            raise ValueError("bc_weight, bc_decay_updates, augment_pad and obs_std_floor must not be negative")
+        if min(self.bc_weight, self.augment_pad, self.bc_decay_updates, self.obs_std_floor, self.action_penalty) < 0:
+            raise ValueError(
+                "bc_weight, bc_decay_updates, augment_pad, obs_std_floor and action_penalty must not be negative"
+            )
         if self.grasp_dim is not None and self.action_chunk > 1:
             raise ValueError("a grasp critic (grasp_dim) chooses one step's gripper state: use action_chunk=1")
         if not 0.0 <= self.grasp_epsilon <= 1.0 or self.grasp_margin < 0:
@@ -424,7 +431,8 @@ class SACLearner(Learner):
         """``E[alpha log pi(a|s) - Q(s, a)]``, a ~ pi(s) reparameterised, Q the ensemble's mean (or min), plus
         ``bc_weight`` times the squared error of tanh(mean) to the demonstrations' actions (the offline ones, with
         ``bc_successes`` also the online ones of successful episodes; with ``bc_q_filter`` only those the critic
-        rates above the policy's action). Trains the actor only."""
+        rates above the policy's action), plus ``action_penalty`` times the mean square of tanh(mean). Trains the
+        actor only."""
         with torch.no_grad():
             # SAC from pixels (SAC-AE, DrQ): the encoder is shared; the critic's gradient alone trains it and the
             # actor sees its features detached, so the policy gradient cannot distort the representation.
@@ -435,6 +443,10 @@ class SACLearner(Learner):
         q = qs.mean(dim=0) if self.config.actor_q == "mean" else qs.min(dim=0).values
         loss = (self.temperature().detach() * log_prob - q).mean()
         metrics = {"actor_loss": loss.detach(), "entropy": -log_prob.detach().mean()}
+        if self.config.action_penalty > 0:
+            size = self.actor.mode(features).square().mean()
+            loss = loss + self.config.action_penalty * size
+            metrics["action_size"] = size.detach()
         if self.config.bc_weight > 0:
             demo = mb["demo"]
             if self.config.bc_q_filter:

@@ -430,6 +430,9 @@ class PolicyRunner(Node):
         action = self.schedule.next_action(t)
         if action is None:
             return
+        refine = getattr(self.policy, "refine", None)
+        if refine is not None:  # a residual policy corrects the chunk's action for this step's observation
+            action = refine(action)
         if self.episode_start is None:
             self.episode_start = t
         q, g = self.mode.targets(np.asarray(action, dtype=np.float32))

@@ -401,7 +401,7 @@ def test_noise_steering_learns_in_chunks_and_its_checkpoint_is_the_frozen_policy
 def test_noise_steering_refuses_what_it_cannot_steer(
     tmp_path: Path, demos: Path, bc_policy: Path, diffusion_policy: Path
 ) -> None:
-    with pytest.raises(FinetuneError, match="steers a pretrained diffusion policy: give init="):
+    with pytest.raises(FinetuneError, match="algo=noise works on a pretrained policy: give init="):
         run(tmp_path / "a", "algo=noise", "steps=10")
     with pytest.raises(FinetuneError, match="holds a MLPPolicy; algo=noise steers the noise of a diffusion policy"):
         run(tmp_path / "b", "algo=noise", f"init={bc_policy}", "steps=10")
@@ -428,3 +428,61 @@ def test_noise_steering_acts_in_the_env_of_the_policys_data_unless_told_otherwis
     _, out = run(tmp_path / "given", *steer, "env_kwargs={max_episode_steps: 12}", "steps=2")
     env = json.loads((out / "checkpoints" / "last" / "policy.json").read_text())["env"]
     assert env["kwargs"] == {"max_episode_steps": 12}
+
+
+def test_residual_rl_starts_as_the_frozen_policy_and_grows_its_correction(
+    tmp_path: Path, diffusion_policy: Path
+) -> None:
+    base = load_policy(diffusion_policy).policy
+    residual = ["algo=residual", f"init={diffusion_policy}", "algo.num_critics=2", "eval.every=0",
+                "algo.residual_warmup=40", "seed=1"]  # fmt: skip
+    # before any update the fine-tuned policy is the frozen one, exactly: its actor's mean starts at zero
+    summary, out = run(tmp_path / "zero", *residual, "learning_starts=1000", "steps=20")
+    assert summary.updates == 0 and summary.actions_executed is None
+    frozen = evaluate(base, ENV, {"max_episode_steps": 20}, episodes=2, seed=100000, progress=False)
+    assert summary.eval["return_mean"] == frozen.mean_return
+
+    summary, out = run(tmp_path / "r", *residual, "learning_starts=16", "steps=60")
+    assert summary.env_steps == 60 and summary.episodes == 3 and summary.updates == 60 - 16 + 1
+    with Dataset.open(out / "online.zarr") as ds:  # the correction's scale grew from 0 over the first 40 steps
+        ep = next(ds.episodes())
+        actions = ep.stream("action").read()
+        assert actions.shape == (20, base.action_dim)  # and the base actions with the episode's 21 observations
+        assert ep.stream("observation.base_action").read().shape == (21, base.action_dim)
+    assert not actions[0].any() and np.abs(actions[1:]).max() > 0
+    assert (np.abs(actions) <= np.arange(20)[:, None] / 40 + 1e-6).all()
+
+    policy = load_policy(out).policy
+    assert type(policy).__name__ == "ResidualPolicy" and policy.scale == pytest.approx(0.1)
+    frozen_weights = base.state_dict()
+    assert all(torch.equal(v, frozen_weights[k]) for k, v in policy.base.state_dict().items())
+    again = evaluate(policy, ENV, {"max_episode_steps": 20}, episodes=2, seed=100000, progress=False)
+    assert again.mean_return == pytest.approx(summary.eval["return_mean"], rel=1e-5)
+    assert again.mean_return != frozen.mean_return  # the correction acts
+    result, _ = run_eval(eval_config([f"checkpoint={out}", "env=auto", "episodes=2", "progress=false"]))
+    assert result.mean_return == pytest.approx(again.mean_return, rel=1e-5)
+
+
+def test_residual_rl_resumes_bit_identically(tmp_path: Path, diffusion_policy: Path) -> None:
+    residual = ["algo=residual", f"init={diffusion_policy}", "algo.num_critics=2", "eval.every=0",
+                "algo.residual_warmup=30", "learning_starts=10", "checkpoint_every=20"]  # fmt: skip
+    run(tmp_path / "a", *residual, "steps=40")
+    run(tmp_path / "b", *residual, "steps=20")
+    resumed, _ = run(tmp_path / "b", *[s for s in residual if not s.startswith("init=")], "steps=40", "resume=true")
+    assert resumed.start_env_steps == 20
+    assert_same_last_checkpoint(tmp_path / "a", tmp_path / "b")
+
+
+def test_residual_rl_corrects_any_realloop_train_policy_and_refuses_the_rest(
+    tmp_path: Path, demos: Path, bc_policy: Path, diffusion_policy: Path
+) -> None:
+    _, out = run(tmp_path / "bc", "algo=residual", f"init={bc_policy}", "learning_starts=100", "steps=3")
+    assert type(load_policy(out).policy.base).__name__ == "MLPPolicy"
+    with pytest.raises(FinetuneError, match="algo=residual works on a pretrained policy: give init="):
+        run(tmp_path / "a", "algo=residual", "steps=10")
+    with pytest.raises(FinetuneError, match="is a realloop-finetune checkpoint; algo=residual works on a realloop-"):
+        run(tmp_path / "b", "algo=residual", f"init={out}", "steps=10")
+    with pytest.raises(FinetuneError, match="not noise or corrections; drop demos="):
+        run(tmp_path / "c", "algo=residual", f"init={diffusion_policy}", f"demos=[{demos}]", "steps=10")
+    with pytest.raises(FinetuneError, match=r"algo=residual works on the frozen policy's chunks: drop hold_actions"):
+        run(tmp_path / "d", "algo=residual", f"init={diffusion_policy}", "grasp_action=gripper", "steps=10")

@@ -288,6 +288,31 @@ def test_bc_weight_pulls_the_actor_to_the_demonstrations_actions_not_its_own() -
     assert np.abs(without - demo).mean() > 3 * np.abs(with_bc - demo).mean()
 
 
+def test_the_action_penalty_pulls_the_actor_to_the_middle_of_its_range() -> None:
+    """No reward anywhere (the critic is indifferent) and an actor started far from the middle: the penalty brings
+    its action to the middle (a residual actor's: no correction); without it the action stays where it was."""
+
+    def final_action(penalty: float) -> tuple[np.ndarray, dict[str, float]]:
+        torch.manual_seed(0)
+        learner = tiny(action_penalty=penalty, init_temperature=1e-6, temperature_lr=0.0, actor_lr=1e-3)
+        with torch.no_grad():
+            learner.actor.mean.bias.fill_(1.5)  # tanh(1.5) = 0.9 of the half range
+        rng = np.random.default_rng(0)
+        metrics: dict[str, float] = {}
+        for _ in range(400):
+            b = random_batch(rng, 32)
+            b["reward"][:] = 0.0
+            metrics = learner.update(b)
+        s = rng.normal(size=(64, 4)).astype(np.float32)
+        unit = (learner.act({STATE: s}, explore=False) - (LOW + HIGH) / 2) / ((HIGH - LOW) / 2)
+        return unit, metrics
+
+    pulled, metrics = final_action(1.0)
+    kept, plain = final_action(0.0)
+    assert np.abs(pulled).mean() < 0.15 and metrics["action_size"] < 0.05
+    assert np.abs(kept).mean() > 0.6 and "action_size" not in plain
+
+
 def test_bc_successes_clones_the_online_transitions_of_successful_episodes_only() -> None:
     """Online rows of successful episodes show one action, online rows of failed ones another, and there are no
     offline rows: with ``bc_successes`` the BC term clones the successful episodes' action (and only those rows);
