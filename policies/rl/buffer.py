@@ -733,6 +733,15 @@ class ReplayBuffer:
         with self._lock:
             self._envs.pop(env, None)
 
+    def batch_observation(self, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Env observations ``{key: (B, ...)}`` as a batch holds them, for acting on them: images fitted to the
+        buffer's image size and ``(B, C, H, W)`` uint8, the other entries float32."""
+        chw = _ObsFormat(self.obs_keys, self._fmt.image_size, "chw")
+        return {
+            k: chw.images(np.asarray(obs[k])) if k.startswith(IMAGE_PREFIX) else np.asarray(obs[k], np.float32)
+            for k in self.obs_keys
+        }
+
     # -- sampling -------------------------------------------------------------------------------------------------
     def sample(
         self, batch_size: int, rng: np.random.Generator | None = None, online_ratio: float | None = None

@@ -662,7 +662,7 @@ class Finetuner:
             return self._snap_grasp(actions)
         done = self.queue_pos >= self.chunk
         if done.any():
-            chunk = self.learner.act({k: self.obs[k] for k in self.keys}, explore=True)
+            chunk = self.learner.act(self.buffer.batch_observation(self.obs), explore=True)
             chunk = chunk.reshape(self.num_envs, self.chunk, len(self.free))
             self.queue[np.ix_(done, np.arange(self.chunk), np.asarray(self.free))] = chunk[done]
             self.queue_pos[done] = 0

@@ -486,3 +486,31 @@ def test_residual_rl_corrects_any_realloop_train_policy_and_refuses_the_rest(
         run(tmp_path / "c", "algo=residual", f"init={diffusion_policy}", f"demos=[{demos}]", "steps=10")
     with pytest.raises(FinetuneError, match=r"algo=residual works on the frozen policy's chunks: drop hold_actions"):
         run(tmp_path / "d", "algo=residual", f"init={diffusion_policy}", "grasp_action=gripper", "steps=10")
+
+
+def test_residual_rl_and_noise_steering_work_on_an_image_diffusion_policy(tmp_path: Path) -> None:
+    """An image diffusion policy (wrist camera at 32x32 + state) steered and corrected in the env its data came
+    from: the env renders the camera, the learner sees it, and each checkpoint runs in realloop-eval."""
+    from realloop.policies.train import compose_config as train_config
+    from realloop.policies.train import train
+    from realloop.sim.collect import collect
+    from realloop.sim.collect import compose_config as collect_config
+
+    data = tmp_path / "lift_img.zarr"
+    collect(collect_config(["task=arm_lift", "episodes=2", f"out={data}", "images=true", "image_size=[32,32]",
+                            "task.env.max_episode_steps=16"]), progress=False)  # fmt: skip
+    policy = Path(train(train_config([
+        "policy=diffusion_image", f"dataset.path={data}", f"out={tmp_path / 'img'}", "steps=2", "batch_size=4",
+        "val_every=0", "checkpoint_every=2", "device=cpu", "policy.down_dims=[16,32]", "policy.crop=[28,28]",
+        "policy.num_inference_steps=2",
+        "policy.obs_keys=[observation.state,observation.environment_state,observation.images.wrist]",
+    ]), progress=False).checkpoint)  # fmt: skip
+    common = [f"init={policy}", "env=realloop/ArmLift-v0", "env_kwargs=null", "algo.num_critics=2", "eval.every=0",
+              "algo.image_feature_dim=8", "batch_size=8", "learning_starts=2"]  # fmt: skip
+    for algo, steps in (("residual", 16), ("noise", 10)):
+        summary, out = run(tmp_path / algo, f"algo={algo}", *common, f"steps={steps}")
+        assert summary.updates > 0 and summary.env_steps == steps
+        with Dataset.open(out / "online.zarr") as ds:  # the learner saw the camera
+            assert "observation.images.wrist" in ds.features
+        result, _ = run_eval(eval_config([f"checkpoint={out}", "env=auto", "episodes=2", "progress=false"]))
+        assert result.mean_return == pytest.approx(summary.eval["return_mean"], rel=1e-5)
