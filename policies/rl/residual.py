@@ -24,9 +24,8 @@ import torch
 from torch import Tensor
 
 from realloop.policies.agent import PolicyAgent
-from realloop.policies.checkpoint import build_policy
 from realloop.policies.chunk_policy import ChunkPolicy
-from realloop.policies.rl.actor_policy import IDENTITY, ActorPolicy
+from realloop.policies.rl.frozen_base import FrozenBasePolicy
 
 BASE_ACTION = "observation.base_action"
 Array = TypeVar("Array", np.ndarray, Tensor)
@@ -92,7 +91,7 @@ class ResidualEnv(gym.Wrapper):
         return self._observe(obs), float(reward), terminated, truncated, info
 
 
-class ResidualPolicy(ChunkPolicy):
+class ResidualPolicy(FrozenBasePolicy):
     """A frozen chunked policy and the actor that corrects its actions, as one checkpointable policy.
 
     Args:
@@ -120,30 +119,18 @@ class ResidualPolicy(ChunkPolicy):
         action_high: Sequence[float],
         action_key: str = "action",
     ) -> None:
-        base_policy = build_policy(base, features)
-        super().__init__(
-            features, obs_keys, action_key, base_policy.n_obs_steps, base_policy.horizon, base_policy.n_action_steps,
-            IDENTITY,
-        )  # fmt: skip
-        self.base = base_policy.requires_grad_(False)
+        super().__init__(features, obs_keys, base, action_key)
         a = self.action_dim
         if len(action_low) != a or len(action_high) != a:
             raise ValueError(f"action bounds of length {len(action_low)} and {len(action_high)} for a {a}-D action")
         self.actor_keys = list(actor["obs_keys"])
         if BASE_ACTION not in self.actor_keys:
             raise ValueError(f"the residual actor's obs_keys {self.actor_keys} lack {BASE_ACTION!r}")
-        vector = {"dtype": "float32", "shape": [a]}
-        own = {k: features[k] for k in self.actor_keys if k != BASE_ACTION}
-        kwargs = {k: v for k, v in actor.items() if k not in ("obs_keys", "action_low", "action_high")}
-        self.actor = ActorPolicy(
-            {**own, BASE_ACTION: vector, "action": vector}, self.actor_keys, [-1.0] * a, [1.0] * a, **kwargs
-        )
+        base_action = {BASE_ACTION: {"dtype": "float32", "shape": [a]}}
+        self.actor = self.build_actor(actor, {**features, **base_action}, a, 1.0)
         self.scale = float(scale)
         self.register_buffer("action_low", torch.tensor(list(action_low), dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(list(action_high), dtype=torch.float32))
-
-    def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        raise NotImplementedError("a residual policy learns through realloop-finetune, not realloop-train")
 
     @torch.no_grad()
     def predict_action_chunk(

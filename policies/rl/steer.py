@@ -27,10 +27,8 @@ import torch
 from torch import Tensor
 
 from realloop.policies.agent import PolicyAgent
-from realloop.policies.checkpoint import build_policy
-from realloop.policies.chunk_policy import ChunkPolicy
 from realloop.policies.diffusion.policy import DiffusionPolicy
-from realloop.policies.rl.actor_policy import IDENTITY, ActorPolicy
+from realloop.policies.rl.frozen_base import FrozenBasePolicy
 
 
 def noise_shape(policy: DiffusionPolicy) -> tuple[int, int]:
@@ -89,7 +87,7 @@ class NoiseSteeredEnv(gym.Wrapper):
         return obs, total, terminated, truncated, {**info, "chunk_steps": steps}
 
 
-class NoiseSteeredPolicy(ChunkPolicy):
+class NoiseSteeredPolicy(FrozenBasePolicy):
     """A frozen diffusion policy and the actor that chooses its noise, as one checkpointable policy.
 
     Args:
@@ -101,6 +99,8 @@ class NoiseSteeredPolicy(ChunkPolicy):
         bound: the noise bound of :class:`NoiseSteeredEnv`.
     """
 
+    base: DiffusionPolicy
+
     def __init__(
         self,
         features: Mapping[str, Mapping[str, Any]],
@@ -110,23 +110,11 @@ class NoiseSteeredPolicy(ChunkPolicy):
         bound: float = 1.5,
         action_key: str = "action",
     ) -> None:
-        base_policy = build_policy(base, features)
-        if not isinstance(base_policy, DiffusionPolicy):
-            raise TypeError(f"the steered policy must be a diffusion policy; its config builds a {type(base_policy)}")
-        super().__init__(
-            features, obs_keys, action_key, base_policy.n_obs_steps, base_policy.horizon, base_policy.n_action_steps,
-            IDENTITY,
-        )  # fmt: skip
-        self.base = base_policy.requires_grad_(False)
-        h, a = noise_shape(base_policy)
-        actor_keys = list(actor["obs_keys"])
-        noise_feature = {"dtype": "float32", "shape": [h * a]}
-        actor_features = {**{k: features[k] for k in actor_keys}, "action": noise_feature}
-        kwargs = {k: v for k, v in actor.items() if k not in ("obs_keys", "action_low", "action_high")}
-        self.actor = ActorPolicy(actor_features, actor_keys, [-bound] * (h * a), [bound] * (h * a), **kwargs)
-
-    def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        raise NotImplementedError("a noise-steered policy learns through realloop-finetune, not realloop-train")
+        super().__init__(features, obs_keys, base, action_key)
+        if not isinstance(self.base, DiffusionPolicy):
+            raise TypeError(f"the steered policy must be a diffusion policy; its config builds a {type(self.base)}")
+        h, a = noise_shape(self.base)
+        self.actor = self.build_actor(actor, features, h * a, bound)
 
     def noise(self, obs: Mapping[str, Tensor]) -> Tensor:
         """The actor's noise ``(B, horizon, action_dim)`` for raw observation histories (it sees the last step)."""

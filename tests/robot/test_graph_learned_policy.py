@@ -53,10 +53,8 @@ def bc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def test_trained_checkpoint_runs_in_the_policy_runner(
-    domain_id: int, test_node: Node, tmp_path: Path, bc_run: Path
-) -> None:
-    run = bc_run
+def launch_state_graph(tmp_path: Path, domain_id: int, checkpoint: Path) -> subprocess.Popen:
+    """The shipped sim_arm_policy graph (no cameras) with ``checkpoint`` in the policy runner."""
     overrides = [
         f"domain_id={domain_id}",
         f"nodes.recorder.params.dataset={tmp_path / 'rec.zarr'}",
@@ -65,9 +63,9 @@ def test_trained_checkpoint_runs_in_the_policy_runner(
         "nodes.recorder.params.streams.wrist=null",
         "nodes.recorder.params.streams.front=null",
         "nodes.policy_runner.params.policy.kind=checkpoint",
-        f"nodes.policy_runner.params.policy.path={run}",
+        f"nodes.policy_runner.params.policy.path={checkpoint}",
     ]
-    launch = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
         cwd=tmp_path,
         env=node_env(domain_id),
@@ -75,6 +73,12 @@ def test_trained_checkpoint_runs_in_the_policy_runner(
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_trained_checkpoint_runs_in_the_policy_runner(
+    domain_id: int, test_node: Node, tmp_path: Path, bc_run: Path
+) -> None:
+    launch = launch_state_graph(tmp_path, domain_id, bc_run)
     runner: list[dict] = []
     safety: list[dict] = []
     joints: list[np.ndarray] = []
@@ -173,24 +177,7 @@ def test_a_residual_policy_corrects_every_action_the_runner_sends(
               "action_high": high}}  # fmt: skip
     ckpt = save_checkpoint(tmp_path / "residual", policy, config, loaded.meta)
 
-    overrides = [
-        f"domain_id={domain_id}",
-        f"nodes.recorder.params.dataset={tmp_path / 'rec.zarr'}",
-        "nodes.sim_mirror.params.seed=5",
-        "nodes.sim_mirror.params.cameras=[]",
-        "nodes.recorder.params.streams.wrist=null",
-        "nodes.recorder.params.streams.front=null",
-        "nodes.policy_runner.params.policy.kind=checkpoint",
-        f"nodes.policy_runner.params.policy.path={ckpt}",
-    ]
-    launch = subprocess.Popen(
-        [sys.executable, "-m", "realloop.robot.launch.cli", "graph=sim_arm_policy", *overrides],
-        cwd=tmp_path,
-        env=node_env(domain_id),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launch = launch_state_graph(tmp_path, domain_id, ckpt)
     runner: list[dict] = []
     gripper: list[float] = []
     test_node.create_subscription(

@@ -7,30 +7,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from test_steer import ENV, KEYS, base_config, plausible
+from lift_policy import ENV, KEYS, base_config
 
 import realloop.sim  # noqa: F401  (registers the tasks)
 from realloop.policies.agent import PolicyAgent
-from realloop.policies.checkpoint import build_policy, load_policy, save_checkpoint
+from realloop.policies.checkpoint import load_policy, save_checkpoint
 from realloop.policies.diffusion.policy import DiffusionPolicy
 from realloop.policies.rl.residual import BASE_ACTION, ResidualEnv, ResidualPolicy, residual_action
 
 RESIDUAL = "realloop.policies.rl.residual.ResidualPolicy"
-
-
-@pytest.fixture(scope="module")
-def features() -> dict:
-    env = gym.make(ENV)
-    try:
-        return {k: v for k, v in env.unwrapped.dataset_features().items() if k in [*KEYS, "action"]}
-    finally:
-        env.close()
-
-
-@pytest.fixture(scope="module")
-def base(features: dict) -> DiffusionPolicy:
-    torch.manual_seed(0)
-    return plausible(build_policy(base_config(), features))
 
 
 def bounds() -> tuple[np.ndarray, np.ndarray]:

@@ -7,49 +7,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from lift_policy import ENV, KEYS, base_config
 
 import realloop.sim  # noqa: F401  (registers the tasks)
-from realloop.configs.schema import to_plain
 from realloop.policies.agent import PolicyAgent
 from realloop.policies.bc.mlp import MLPPolicy
-from realloop.policies.checkpoint import build_policy, load_policy, save_checkpoint
+from realloop.policies.checkpoint import load_policy, save_checkpoint
 from realloop.policies.diffusion.policy import DiffusionPolicy
 from realloop.policies.rl.steer import NoiseSteeredEnv, NoiseSteeredPolicy
-from realloop.policies.train import compose_config
-
-ENV = "realloop/ArmLift-v0"
-KEYS = ["observation.state", "observation.environment_state"]
-
-
-def base_config() -> dict:
-    """A small diffusion policy's config, as its checkpoint would store it."""
-    cfg = compose_config(["policy=diffusion", "policy.down_dims=[16,32]", "policy.diffusion_step_embed_dim=16"])
-    return {**to_plain(cfg)["policy"], "num_inference_steps": 4}
-
-
-def plausible(policy: DiffusionPolicy) -> DiffusionPolicy:
-    """Weights are random; statistics that map the lift task's values into the normalised range."""
-    stats = {}
-    for key, f in policy.features.items():
-        n = f.shape[0]
-        stats[key] = {"min": -np.ones(n), "max": np.ones(n), "mean": np.zeros(n), "std": np.ones(n)}
-    policy.normalizer.set_stats(stats)
-    return policy.eval()
-
-
-@pytest.fixture(scope="module")
-def features() -> dict:
-    env = gym.make(ENV)
-    try:
-        return {k: v for k, v in env.unwrapped.dataset_features().items() if k in [*KEYS, "action"]}
-    finally:
-        env.close()
-
-
-@pytest.fixture(scope="module")
-def base(features: dict) -> DiffusionPolicy:
-    torch.manual_seed(0)
-    return plausible(build_policy(base_config(), features))
 
 
 def test_a_step_runs_the_frozen_policy_with_the_chosen_noise(base: DiffusionPolicy) -> None:
