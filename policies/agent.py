@@ -95,10 +95,7 @@ class PolicyAgent:
     def _run(self, batch: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> np.ndarray:
         with torch.inference_mode():
             out = self.policy.predict_action_chunk(batch, generator=self.generator, noise=noise)
-            chunk = out.float().cpu().numpy()
-        if not np.all(np.isfinite(chunk)):
-            raise FloatingPointError("the policy produced NaN or inf actions; the checkpoint is broken")
-        return chunk
+        return _finite(out)
 
     # -- vectorised environments ------------------------------------------------------------------------------
     def step(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -122,10 +119,7 @@ class PolicyAgent:
         }
         with torch.inference_mode():
             refined = self.policy.refine_action(frames, torch.as_tensor(actions, device=self.device))
-            out = refined.float().cpu().numpy()
-        if not np.all(np.isfinite(out)):
-            raise FloatingPointError("the policy produced NaN or inf actions; the checkpoint is broken")
-        return out
+        return _finite(refined)
 
     @property
     def obs_keys(self) -> list[str]:
@@ -162,3 +156,11 @@ class PolicyAgent:
         batch = self._batch([0])
         z = None if noise is None else torch.as_tensor(noise, dtype=torch.float32, device=self.device)[None]
         return lambda: self._run(batch, z)[0]
+
+
+def _finite(actions: torch.Tensor) -> np.ndarray:
+    """The policy's actions as float32 numpy; NaN or inf refused (a broken checkpoint must not move a robot)."""
+    out = actions.float().cpu().numpy()
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError("the policy produced NaN or inf actions; the checkpoint is broken")
+    return out

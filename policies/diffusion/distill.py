@@ -111,7 +111,8 @@ class DistilledDiffusionPolicy(DiffusionPolicy):
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         teacher = self.teacher()
         obs = self.normalize_obs(batch)  # the student's normaliser is the teacher's (copied with its weights)
-        noise = torch.randn(obs[self.obs_keys[0]].shape[0], self.horizon, self.action_dim, device=self.device)
+        shape = (obs[self.obs_keys[0]].shape[0], self.horizon, self.action_dim)
+        noise = self.scheduler.initial_noise(shape, None, None, self.device, torch.float32)
         with torch.no_grad():
             teacher.eval()  # the teacher's chunk without training-time augmentation (random crops)
             target = teacher.sample_actions(obs, noise=noise)

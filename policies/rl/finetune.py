@@ -75,8 +75,10 @@ from realloop.policies.stop_signals import StopSignals
 
 IMAGES = "observation.images."
 ACTOR_POLICY = "realloop.policies.rl.actor_policy.ActorPolicy"
-STEERED_POLICY = "realloop.policies.rl.steer.NoiseSteeredPolicy"
-RESIDUAL_POLICY = "realloop.policies.rl.residual.ResidualPolicy"
+# algo.steer -> the checkpointed policy of the frozen policy and the learner's actor
+FROZEN_BASE_POLICIES: dict[str, type[NoiseSteeredPolicy] | type[ResidualPolicy]] = {
+    "noise": NoiseSteeredPolicy, "residual": ResidualPolicy,
+}  # fmt: skip
 
 # what configs/finetune.yaml's defaults cannot say about its keys (realloop.configs.schema)
 CONFIG_OPEN = ("env_kwargs", "obs_map", "hold_actions")
@@ -452,11 +454,13 @@ class Finetuner:
         own = {k: v for k, v in actor.items() if k not in bounds}
         seen = sorted({*self.base.obs_keys, *self.keys} - {BASE_ACTION})
         common = {"name": a["name"], "obs_keys": seen, "base": self.base_config, "actor": own}
+        cls = FROZEN_BASE_POLICIES[str(self.steer)]
+        common = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **common}
         if self.steer == "noise":
-            return {"_target_": STEERED_POLICY, **common, "bound": float(a["noise_bound"])}
+            return {**common, "bound": float(a["noise_bound"])}
         wrapper = self.envs.envs[0]
         return {
-            "_target_": RESIDUAL_POLICY, **common, "scale": float(a["residual_scale"]) * self.residual_fraction(),
+            **common, "scale": float(a["residual_scale"]) * self.residual_fraction(),
             "action_low": wrapper.low.tolist(), "action_high": wrapper.high.tolist(),
         }  # fmt: skip
 
@@ -473,8 +477,7 @@ class Finetuner:
                 policy: ChunkPolicy = ActorPolicy(features, **cfg)
             else:  # the env's action and the frozen policy's own features, with the actor's observations
                 base_features = {k: f.to_dict() for k, f in self.base.features.items()}
-                wrapping = NoiseSteeredPolicy if self.steer == "noise" else ResidualPolicy
-                policy = wrapping({**features, **base_features}, **cfg)
+                policy = FROZEN_BASE_POLICIES[str(self.steer)]({**features, **base_features}, **cfg)
                 base = {f"base.{k}": v.detach().cpu() for k, v in self.base.state_dict().items()}
                 actor = {**base, **{f"actor.{k}": v for k, v in actor.items()}}
         policy.load_state_dict({**policy.state_dict(), **actor}, strict=True)
@@ -494,7 +497,7 @@ class Finetuner:
         with torch.random.fork_rng(devices=[]):  # building it draws initial weights: the run's RNG stays as it was
             loaded = load_policy(folder, self.device)
         policy, config = loaded.policy, loaded.config.get("policy") or {}
-        wrapping = NoiseSteeredPolicy if self.steer == "noise" else ResidualPolicy
+        wrapping = FROZEN_BASE_POLICIES[str(self.steer)]
         if c["resume"]:
             if not isinstance(policy, wrapping):
                 raise FinetuneError(f"resume: {folder} holds no {wrapping.__name__}; resume the run with its own algo")

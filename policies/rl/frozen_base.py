@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from realloop.policies.checkpoint import build_policy
@@ -49,6 +50,16 @@ class FrozenBasePolicy(ChunkPolicy):
         own = {**{k: features[k] for k in keys}, "action": {"dtype": "float32", "shape": [width]}}
         kwargs = {k: v for k, v in actor.items() if k not in ("obs_keys", "action_low", "action_high")}
         return ActorPolicy(own, keys, [-bound] * width, [bound] * width, **kwargs)
+
+    @torch.no_grad()
+    def predict_action_chunk(
+        self,
+        obs: Mapping[str, Tensor],
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """The frozen policy's chunk for the observations it sees (``noise``: a diffusion policy's initial noise)."""
+        return self.base.predict_action_chunk({k: obs[k] for k in self.base.obs_keys}, generator, noise=noise)
 
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError(f"a {type(self).__name__} learns through realloop-finetune, not realloop-train")

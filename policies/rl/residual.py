@@ -133,16 +133,6 @@ class ResidualPolicy(FrozenBasePolicy):
         self.register_buffer("action_high", torch.tensor(list(action_high), dtype=torch.float32))
 
     @torch.no_grad()
-    def predict_action_chunk(
-        self,
-        obs: Mapping[str, Tensor],
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """The frozen policy's chunk (corrected step by step by :meth:`refine_action`)."""
-        return self.base.predict_action_chunk({k: obs[k] for k in self.base.obs_keys}, generator, noise=noise)
-
-    @torch.no_grad()
     def refine_action(self, obs: Mapping[str, Tensor], action: Tensor) -> Tensor:
         """The frozen policy's ``action`` (B, A) plus the actor's correction for this step's observation."""
         seen = {k: obs[k][:, None] for k in self.actor_keys if k != BASE_ACTION}

@@ -129,5 +129,4 @@ class NoiseSteeredPolicy(FrozenBasePolicy):
         noise: Tensor | None = None,
     ) -> Tensor:
         """The frozen policy's chunk for the actor's noise (or for ``noise``, when given)."""
-        chosen = self.noise(obs) if noise is None else noise
-        return self.base.predict_action_chunk({k: obs[k] for k in self.base.obs_keys}, generator, noise=chosen)
+        return super().predict_action_chunk(obs, generator, self.noise(obs) if noise is None else noise)
